@@ -1,0 +1,1 @@
+//! A std-shaped ordered map on a skiplist. Being built; see issue 2.
