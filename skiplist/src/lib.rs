@@ -1,1 +1,98 @@
-//! A std-shaped ordered map on a skiplist. Being built; see issue 2.
+//! A std-shaped ordered map on a skiplist, with a checksummed dump format. It is the
+//! storage engine inside every raftkv node: the state machine that committed commands are
+//! applied to, and whose dump is the snapshot.
+//!
+//! # Design
+//!
+//! [`SkipMap`] is a classic single-writer skiplist (Pugh, 1990): a sorted linked list at
+//! level 0, and above it sparser "express" lists, each node present at levels
+//! `0..height`. Heights are drawn from a seeded splitmix64 generator with p = 1/4 per extra
+//! level (so an average tower has 4/3 links, and a search looks at about 4·log₄ n nodes);
+//! the same seed and the same operations build the same list, which makes tests and
+//! benchmarks repeatable. There is no fixed size limit: towers go up to 20 levels, enough
+//! for logarithmic searches far past the 2^32 nodes the index space allows.
+//!
+//! The API follows `std::collections::BTreeMap`: `insert` returns the old value (and, like
+//! std, keeps the old key), lookups accept any borrowed form of the key (`&str` for a
+//! `String` key), and `range` accepts any `RangeBounds`. Iteration is ascending only: a
+//! backward link would cost every node 4 more bytes.
+//!
+//! # Memory layout
+//!
+//! Nodes do not come one by one from the global allocator. They live in an arena of chunks
+//! (4 KiB at first, doubling up to 1 MiB) and point at each other with `u32` indices, not
+//! pointers. One node is one block:
+//!
+//! ```text
+//!   [link h-1] .. [link 1] [link 0] [height: u32] [key] [value]
+//! ```
+//!
+//! The links grow downwards from the key, so the key and the low links that every search
+//! touches share a cache line whatever the size of the value, and a node is exactly as big
+//! as its height needs: for `u64 → u64` a height-1 node is 24 bytes, height 2 or 3 is 32,
+//! and the average is about 26 bytes per entry with no per-allocation header. Removed
+//! nodes go to a free list per height and are reused by the next node of that height;
+//! chunks are returned only by [`SkipMap::clear`] and drop. Searches compare each node
+//! once, even when it is the next node at several levels in a row, prefetch the node they
+//! would descend to while comparing the one to the right, and stop at the first level where
+//! the key is found. `Drop` and `clear` walk level 0 in a loop: no recursion, whatever the
+//! length.
+//!
+//! All `unsafe` code is in one private module (`raw`), whose invariants are listed at its
+//! top and cited by the `// SAFETY:` comment of every block.
+//!
+//! # Dump format
+//!
+//! [`SkipMap::dump`] writes, and [`SkipMap::load`] reads, this sequence (all integers
+//! little-endian):
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 8 | magic, the ASCII bytes `RKVSKIPL` ([`MAGIC`]) |
+//! | 8 | 4 | format version, `u32`, currently 1 ([`FORMAT_VERSION`]) |
+//! | 12 | 8 | entry count `n`, `u64` |
+//! | 20 | … | `n` entries in strictly ascending key order, each: key length `u32`, key bytes, value length `u32`, value bytes |
+//! | end − 4 | 4 | CRC32 (IEEE, as computed by `crc32fast`) of every byte before it, `u32` |
+//!
+//! Keys and values become bytes through the [`Codec`] trait (implemented for `Vec<u8>`,
+//! `String`, `bytes::Bytes` and the integers). The dump is self-delimiting: `load` reads
+//! exactly its bytes and nothing after them, so a dump can be followed by other data in
+//! the same stream (give `load` a buffered reader: it reads in small pieces). `load`
+//! rebuilds the list in one pass, appending in key order (O(n), no searches), and fails with
+//! a [`LoadError`] that names the problem and its byte offset on a truncated input, a bad
+//! magic, an unknown version, a key or value its codec rejects, keys out of order, or a
+//! checksum mismatch. The partly built map is dropped: a refused input never yields a map.
+//!
+//! # Concurrency
+//!
+//! The map is single-writer by design: every mutation takes `&mut self`, every read takes
+//! `&self`, and nothing inside uses interior mutability (the height RNG advances only on
+//! insert). So the borrow rules are the whole synchronisation story, and the map is `Send`
+//! when `K` and `V` are (it owns its arena and entries outright) and `Sync` when `K` and `V`
+//! are (through `&SkipMap` a thread can only read `&K` and `&V`). These are the same bounds
+//! as `BTreeMap`'s. In raftkv the owner (the kvserver apply loop) keeps the map in an
+//! `RwLock`: the apply thread takes the write lock per command, readers take the read lock
+//! and may run in parallel with each other. A lock-free concurrent design (what
+//! crossbeam-skiplist does) pays for atomics, epochs and reference counts on every access;
+//! with a single writer by construction (Raft applies commands in order on one thread) that
+//! price buys nothing.
+//!
+//! # When not to use it
+//!
+//! A skiplist node is one random memory location, so a lookup in a large map costs a cache
+//! miss at nearly every level near the bottom, and a scan costs one miss per entry, where a
+//! B-tree reads a dozen sorted keys per cache-friendly node. On large maps with random keys
+//! `std::collections::BTreeMap` is faster for point lookups and much faster for long scans;
+//! `skiplist-bench` (in the `bench` crate) prints the comparison. Choose `BTreeMap` unless
+//! you want what this crate adds: a predictable dump format with checksums, O(n) loading,
+//! and a structure that is easy to reason about. For many writers at once, use
+//! crossbeam-skiplist.
+
+mod codec;
+mod dump;
+mod map;
+mod raw;
+
+pub use codec::{Codec, DecodeError};
+pub use dump::{FORMAT_VERSION, Field, LoadError, MAGIC};
+pub use map::{Iter, Range, SkipMap};
