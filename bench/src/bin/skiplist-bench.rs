@@ -127,12 +127,10 @@ impl<K: Ord, V> Map<K, V> for skiplist::SkipMap<K, V> {
         black_box(skiplist::SkipMap::remove(self, k)).is_some()
     }
     fn iter_all(&self) -> usize {
-        self.iter().map(|e| black_box(e)).count()
+        visit(self.iter())
     }
     fn range(&self, a: &K, b: &K) -> usize {
-        skiplist::SkipMap::range(self, a..b)
-            .map(|e| black_box(e))
-            .count()
+        visit(skiplist::SkipMap::range(self, a..b))
     }
 }
 
@@ -150,10 +148,10 @@ impl<K: Ord, V> Map<K, V> for BTreeMap<K, V> {
         black_box(BTreeMap::remove(self, k)).is_some()
     }
     fn iter_all(&self) -> usize {
-        self.iter().map(|e| black_box(e)).count()
+        visit(self.iter())
     }
     fn range(&self, a: &K, b: &K) -> usize {
-        BTreeMap::range(self, a..b).map(|e| black_box(e)).count()
+        visit(BTreeMap::range(self, a..b))
     }
 }
 
@@ -173,15 +171,27 @@ impl<K: Ord + Send + 'static, V: Send + 'static> Map<K, V> for crossbeam_skiplis
         black_box(crossbeam_skiplist::SkipMap::remove(self, k)).is_some()
     }
     fn iter_all(&self) -> usize {
-        self.iter()
-            .map(|e| black_box((e.key() as *const K, e.value() as *const V)))
-            .count()
+        visit(
+            self.iter()
+                .map(|e| (e.key() as *const K, e.value() as *const V)),
+        )
     }
     fn range(&self, a: &K, b: &K) -> usize {
-        crossbeam_skiplist::SkipMap::range(self, a..b)
-            .map(|e| black_box((e.key() as *const K, e.value() as *const V)))
-            .count()
+        visit(
+            crossbeam_skiplist::SkipMap::range(self, a..b)
+                .map(|e| (e.key() as *const K, e.value() as *const V)),
+        )
     }
+}
+
+/// Consumes an iterator, passing each item through `black_box`; returns the count.
+fn visit<I: Iterator>(it: I) -> usize {
+    let mut n = 0;
+    for item in it {
+        black_box(item);
+        n += 1;
+    }
+    n
 }
 
 /// One data set: what is inserted, looked up, missed and scanned.
