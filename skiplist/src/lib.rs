@@ -103,3 +103,64 @@ mod raw;
 pub use codec::{Codec, DecodeError};
 pub use dump::{FORMAT_VERSION, Field, LoadError, MAGIC};
 pub use map::{Iter, Range, SkipMap};
+
+/// `SkipMap` and its iterators are `Send` and `Sync` exactly when std's `BTreeMap` is.
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<skiplist::SkipMap<std::rc::Rc<u8>, u8>>();
+/// ```
+///
+/// ```compile_fail
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<skiplist::SkipMap<u8, std::cell::Cell<u8>>>();
+/// ```
+#[cfg(doctest)]
+struct AutoTraitsDoctests;
+
+#[cfg(test)]
+mod tests {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn map_and_iterators_are_send_and_sync() {
+        assert_send_sync::<crate::SkipMap<u64, Vec<u8>>>();
+        assert_send_sync::<crate::Iter<'static, u64, Vec<u8>>>();
+        assert_send_sync::<crate::Range<'static, String, u64>>();
+    }
+
+    #[test]
+    fn shared_between_threads_under_a_rwlock() {
+        use std::sync::{Arc, RwLock};
+        let map = Arc::new(RwLock::new(crate::SkipMap::new()));
+        let writer = {
+            let map = Arc::clone(&map);
+            std::thread::spawn(move || {
+                for i in 0..1000u64 {
+                    map.write().expect("not poisoned").insert(i, i);
+                }
+            })
+        };
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let map = Arc::clone(&map);
+                std::thread::spawn(move || {
+                    for i in 0..1000u64 {
+                        let m = map.read().expect("not poisoned");
+                        // A reader sees a prefix of the writer's inserts, in order.
+                        let n = m.len() as u64;
+                        assert!(m.iter().map(|(k, _)| *k).eq(0..n));
+                        if let Some(v) = m.get(&i) {
+                            assert_eq!(*v, i);
+                        }
+                    }
+                })
+            })
+            .collect();
+        writer.join().expect("writer");
+        for r in readers {
+            r.join().expect("reader");
+        }
+        assert_eq!(map.read().expect("not poisoned").len(), 1000);
+    }
+}

@@ -51,8 +51,9 @@ const NIL: u32 = u32::MAX;
 
 const PREFETCH_DEPTH: usize = 2;
 
-/// Largest chunk, in bytes (unless a single node is bigger than this).
-const MAX_CHUNK_BYTES: usize = 1 << 20;
+/// Largest chunk, in bytes (unless a single node is bigger than this). Each size class
+/// wastes at most one chunk's tail, so this stays small next to big maps' footprint.
+const MAX_CHUNK_BYTES: usize = 1 << 18;
 
 /// Smallest (first) chunk, in bytes. Chunks double from here up to `MAX_CHUNK_BYTES`, so a
 /// small map stays small and a big one wastes at most one chunk's tail.
@@ -140,6 +141,14 @@ struct Arena<K, V> {
     free: [u32; MAX_HEIGHT],
     _marker: PhantomData<(K, V)>,
 }
+
+// SAFETY: the arena exclusively owns its chunks (no other arena or thread holds their
+// pointers) and the keys and values in them, so sending it sends owned `K`s and `V`s.
+unsafe impl<K: Send, V: Send> Send for Arena<K, V> {}
+// SAFETY: nothing in the arena or the list above it mutates through `&self` (no interior
+// mutability: allocation, the RNG and every link change take `&mut self`), so sharing
+// `&Arena` (or a `&RawList`, or a `Cursor`) lets other threads read `&K` and `&V` only.
+unsafe impl<K: Sync, V: Sync> Sync for Arena<K, V> {}
 
 impl<K, V> Arena<K, V> {
     const fn new() -> Self {
@@ -308,13 +317,6 @@ pub(crate) struct RawList<K, V> {
     /// The list owns `K`s and `V`s (for drop check).
     _owns: PhantomData<(K, V)>,
 }
-
-// SAFETY: the list exclusively owns its chunks and the keys and values in them; nothing
-// is shared with another list or thread, so sending it sends owned `K`s and `V`s.
-unsafe impl<K: Send, V: Send> Send for RawList<K, V> {}
-// SAFETY: every `&self` method only reads (no interior mutability: the RNG and the arena
-// change only through `&mut self`), so sharing `&RawList` shares `&K` and `&V` only.
-unsafe impl<K: Sync, V: Sync> Sync for RawList<K, V> {}
 
 impl<K, V> RawList<K, V> {
     pub(crate) const fn new(seed: u64) -> Self {
