@@ -360,19 +360,6 @@ impl<K, V> RawList<K, V> {
         unsafe { self.head.as_mut_ptr().add(MAX_HEIGHT - 1) }
     }
 
-    /// While the node right of `base` at level `k` is being compared, starts loading the
-    /// nodes right of `base` at the next `PREFETCH_DEPTH` levels down: if the comparison
-    /// says "descend", they are the next to compare, and their misses overlap.
-    #[inline(always)]
-    fn prefetch_below(&self, base: *const u32, k: usize) {
-        for j in k.saturating_sub(PREFETCH_DEPTH)..k {
-            // SAFETY: `base` is the head base or the links of a live node of height `> k`
-            // (the callers' walk invariant), so its links at `j < k` exist and hold `NIL`
-            // or a live index (invariant 2).
-            unsafe { prefetch(self.arena.entry_or_null(*base.sub(j))) };
-        }
-    }
-
     /// Finds the live node whose key equals `q`.
     #[inline]
     fn find<Q>(&self, q: &Q) -> Option<*mut Entry<K, V>>
@@ -395,7 +382,7 @@ impl<K, V> RawList<K, V> {
                 while next != NIL && next != known_greater {
                     let e = self.arena.entry(next);
                     let nb = links(e);
-                    self.prefetch_below(base, k);
+                    self.arena.prefetch_below(base, k);
                     match (*e).key.borrow().cmp(q) {
                         Ordering::Less => {
                             base = nb;
@@ -436,7 +423,7 @@ impl<K, V> RawList<K, V> {
                 let mut next = *base.sub(k);
                 while next != NIL && next != known_after {
                     let e = self.arena.entry(next);
-                    self.prefetch_below(base, k);
+                    self.arena.prefetch_below(base, k);
                     let before = match (*e).key.borrow().cmp(q) {
                         Ordering::Less => true,
                         Ordering::Equal => strict,
@@ -480,12 +467,16 @@ impl<K, V> RawList<K, V> {
     where
         K: Ord,
     {
+        // Drawn first, so that no `&mut self` is taken while the raw pointers below (some
+        // into `self.head`) are alive. A replaced key wastes one draw; runs stay repeatable.
+        let h = self.random_height();
         let mut preds: [*mut u32; MAX_HEIGHT] = [ptr::null_mut(); MAX_HEIGHT];
-        let mut base = self.head_base_mut();
+        let hb = self.head_base_mut();
+        let mut base = hb;
         let mut known_greater = NIL;
         let mut k = self.level;
         // SAFETY: the walk is the one of `find` (invariant 2); `base` is derived from
-        // `&mut self` (head) or from chunk pointers, so writing through it is allowed. The
+        // `&mut self.head` or from chunk pointers, so writing through it is allowed. The
         // entry found equal is live and initialised, so replacing its value is sound.
         unsafe {
             while k > 0 {
@@ -493,7 +484,7 @@ impl<K, V> RawList<K, V> {
                 let mut next = *base.sub(k);
                 while next != NIL && next != known_greater {
                     let e = self.arena.entry(next);
-                    self.prefetch_below(base, k);
+                    self.arena.prefetch_below(base, k);
                     match (*e).key.cmp(&key) {
                         Ordering::Less => {
                             base = links(e);
@@ -509,9 +500,7 @@ impl<K, V> RawList<K, V> {
                 preds[k] = base.sub(k);
             }
         }
-        let h = self.random_height();
         if h > self.level {
-            let hb = self.head_base_mut();
             for (k, p) in preds.iter_mut().enumerate().take(h).skip(self.level) {
                 // SAFETY: `k < MAX_HEIGHT`, so this is an element of `head`.
                 *p = unsafe { hb.sub(k) };
@@ -555,7 +544,7 @@ impl<K, V> RawList<K, V> {
                 let mut next = *base.sub(k);
                 while next != NIL && next != known {
                     let e = self.arena.entry(next);
-                    self.prefetch_below(base, k);
+                    self.arena.prefetch_below(base, k);
                     match (*e).key.borrow().cmp(q) {
                         Ordering::Less => {
                             base = links(e);
@@ -705,6 +694,21 @@ impl<K, V> RawList<K, V> {
 }
 
 impl<K, V> Arena<K, V> {
+    /// While the node right of `base` at level `k` is being compared, starts loading the
+    /// nodes right of `base` at the next `PREFETCH_DEPTH` levels down: if the comparison
+    /// says "descend", they are the next to compare, and their misses overlap.
+    #[inline(always)]
+    /// (A method of the arena, not the list, so that callers holding raw pointers into
+    /// the list's head borrow only the arena.)
+    fn prefetch_below(&self, base: *const u32, k: usize) {
+        for j in k.saturating_sub(PREFETCH_DEPTH)..k {
+            // SAFETY: `base` is the head base or the links of a live node of height `> k`
+            // (the callers' walk invariant), so its links at `j < k` exist and hold `NIL`
+            // or a live index (invariant 2).
+            unsafe { prefetch(self.entry_or_null(*base.sub(j))) };
+        }
+    }
+
     /// Like `entry`, but maps `NIL` to a null pointer; for prefetch hints only.
     ///
     /// # Safety
@@ -770,34 +774,27 @@ impl<'a, K, V> Iterator for Cursor<'a, K, V> {
 /// Appends entries in strictly ascending key order in O(1) each, for bulk loads.
 pub(crate) struct Appender<'a, K, V> {
     list: &'a mut RawList<K, V>,
-    /// Per level, the level-`k` link slot of the last node of that level.
-    tails: [*mut u32; MAX_HEIGHT],
+    /// Per level, the last node of that level, or `NIL` while the level is empty (then the
+    /// head is the predecessor). Indices rather than pointers, so that no raw pointer into
+    /// `list.head` outlives a `&mut` use of the list.
+    tails: [u32; MAX_HEIGHT],
 }
 
 impl<'a, K: Ord, V> Appender<'a, K, V> {
-    /// Starts appending to `list`, which must be empty (it is cleared otherwise).
+    /// Starts appending to `list`, which is cleared first.
     pub(crate) fn new(list: &'a mut RawList<K, V>) -> Self {
         list.clear();
-        let hb = list.head_base_mut();
-        let mut tails = [ptr::null_mut(); MAX_HEIGHT];
-        for (k, t) in tails.iter_mut().enumerate() {
-            // SAFETY: `k < MAX_HEIGHT`: an element of `head`.
-            *t = unsafe { hb.sub(k) };
+        Appender {
+            list,
+            tails: [NIL; MAX_HEIGHT],
         }
-        Appender { list, tails }
     }
 
     /// The key of the last appended entry.
     pub(crate) fn last_key(&self) -> Option<&K> {
-        if self.list.len == 0 {
-            return None;
-        }
-        // SAFETY: with at least one entry, `tails[0]` is the level-0 link of the last live
-        // node, which sits 8 bytes before that node's entry (see `links`).
-        unsafe {
-            let e = self.tails[0].add(2) as *mut Entry<K, V>;
-            Some(&(*e).key)
-        }
+        let last = self.tails[0];
+        // SAFETY: a non-NIL tail is a live node of this list (it was linked by `push`).
+        (last != NIL).then(|| unsafe { self.list.entry_ref(last).0 })
     }
 
     /// Appends an entry whose key must be greater than every key in the list; on a key
@@ -808,17 +805,24 @@ impl<'a, K: Ord, V> Appender<'a, K, V> {
         }
         let h = self.list.random_height();
         let idx = self.list.arena.alloc(h);
-        // SAFETY: fresh block of height `h`; `tails[k]` is the last link at level `k`
-        // (it is NIL), in `head` or in a chunk, neither of which moves (invariant 1). The
-        // key is greater than every key, so appending keeps each level sorted.
+        let hb = self.list.head_base_mut();
+        // SAFETY: fresh block of height `h`, written before it is linked; for each level
+        // below `h`, the slot written is the last link of that level (the head's, or the
+        // tail node's, whose height is `> k` since it was linked at level `k`), and the
+        // new key is greater than every key, so each level stays sorted (invariant 3).
         unsafe {
             let e = self.list.arena.entry(idx);
             ptr::write(e, Entry { key, value });
             let nb = links(e);
-            for k in 0..h {
+            for (k, tail) in self.tails.iter_mut().enumerate().take(h) {
                 *nb.sub(k) = NIL;
-                *self.tails[k] = idx;
-                self.tails[k] = nb.sub(k);
+                let slot = if *tail == NIL {
+                    hb.sub(k)
+                } else {
+                    links(self.list.arena.entry(*tail)).sub(k)
+                };
+                *slot = idx;
+                *tail = idx;
             }
         }
         self.list.level = self.list.level.max(h);
