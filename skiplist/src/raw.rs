@@ -532,7 +532,8 @@ impl<K, V> RawList<K, V> {
         Q: ?Sized + Ord,
     {
         let mut preds: [*mut u32; MAX_HEIGHT] = [ptr::null_mut(); MAX_HEIGHT];
-        let mut base = self.head_base_mut();
+        let hb = self.head_base_mut();
+        let mut base = hb;
         let mut known = NIL;
         let mut found = false;
         let mut k = self.level;
@@ -564,16 +565,27 @@ impl<K, V> RawList<K, V> {
             return None;
         }
         let idx = known;
-        // SAFETY: `idx` is live with key == q and height h <= level; at each level
-        // below h, its predecessor's link names it (levels are sorted and keys unique), so
-        // unlinking makes it unreachable (invariant 2 holds again). Its entry is then
-        // moved out exactly once before the block goes to the free list (invariant 4).
+        // SAFETY: `idx` is live (it was read from a link, invariant 2) and, by invariant 2,
+        // linked at every level below its height h. With a lawful `Ord`, `preds[k]` names
+        // it at each of those levels. With an inconsistent `Ord` it may not: then its real
+        // predecessor at that level is found by identity, walking the level from the head
+        // (it is there, so the walk ends on it before `NIL`). Either way the node ends up
+        // unreachable at every level before its entry is moved out, exactly once, and its
+        // block goes to the free list (invariant 4). A bad `Ord` can misplace keys, never
+        // leave a freed block reachable.
         let entry = unsafe {
             let e = self.arena.entry(idx);
             let nb = links(e);
             let h = height(e);
             for (k, &p) in preds.iter().enumerate().take(h) {
-                debug_assert_eq!(*p, idx);
+                let mut p = p;
+                if *p != idx {
+                    p = hb.sub(k);
+                    while *p != idx {
+                        debug_assert_ne!(*p, NIL, "a live node is linked at all its levels");
+                        p = links(self.arena.entry(*p)).sub(k);
+                    }
+                }
                 *p = *nb.sub(k);
             }
             let entry = ptr::read(e);

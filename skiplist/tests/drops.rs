@@ -112,3 +112,78 @@ fn zero_sized_and_large_entries() {
     huge.insert(1, vec![7; 1 << 20]);
     assert_eq!(huge.get(&1).map(Vec::len), Some(1 << 20));
 }
+
+/// A key whose `Ord` answers at random: std's rule is that such a key may give wrong
+/// answers but never memory unsafety. Run under valgrind or Miri to see the difference.
+#[derive(Debug)]
+struct Chaos(u32);
+
+thread_local! {
+    static CHAOS_RNG: Cell<u64> = const { Cell::new(1) };
+}
+
+impl PartialEq for Chaos {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Chaos {}
+impl PartialOrd for Chaos {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Chaos {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let r = CHAOS_RNG.with(|c| {
+            let x = c
+                .get()
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            c.set(x);
+            x >> 33
+        });
+        // Mostly the truth, sometimes a lie.
+        if r.is_multiple_of(7) {
+            [
+                std::cmp::Ordering::Less,
+                std::cmp::Ordering::Equal,
+                std::cmp::Ordering::Greater,
+            ][(r % 3) as usize]
+        } else {
+            self.0.cmp(&other.0)
+        }
+    }
+}
+
+#[test]
+fn inconsistent_ord_is_memory_safe() {
+    let drops = Rc::new(Cell::new(0));
+    let mut m: SkipMap<Chaos, Counted> = SkipMap::with_seed(3);
+    let mut inserted = 0;
+    let mut returned = 0;
+    for i in 0..20_000u32 {
+        let k = i.wrapping_mul(2_654_435_761) % 500;
+        match i % 3 {
+            0 | 1 => {
+                inserted += 1;
+                if m.insert(Chaos(k), Counted(drops.clone(), k)).is_some() {
+                    returned += 1;
+                }
+            }
+            _ => {
+                if m.remove(&Chaos(k)).is_some() {
+                    returned += 1;
+                }
+            }
+        }
+        let _ = m.get(&Chaos(k));
+        let _ = m.range(Chaos(k)..Chaos(k + 10)).count();
+    }
+    // Whatever the answers, the entries are all there once: len matches the level-0
+    // chain, and every value is dropped exactly once in the end.
+    assert_eq!(m.iter().count(), m.len());
+    assert_eq!(inserted, returned + m.len());
+    drop(m);
+    assert_eq!(drops.get(), inserted);
+}
