@@ -1,4 +1,11 @@
-//! Profiling harness: 1M random u64 inserts then gets on `SkipMap` alone, for perf/callgrind.
+//! Profiling harness: N random `u64` inserts, then N gets, on `SkipMap` (and then on
+//! `BTreeMap` unless the second argument is `ours`), printing ns per operation. Small
+//! enough to run under `valgrind --tool=cachegrind --cache-sim=yes` or callgrind:
+//!
+//! ```text
+//! cargo build --release -p skiplist --example probe
+//! valgrind --tool=cachegrind --cache-sim=yes target/release/examples/probe 1000000 ours
+//! ```
 use std::hint::black_box;
 use std::time::Instant;
 

@@ -46,7 +46,12 @@
 //! whatever the length.
 //!
 //! All `unsafe` code is in one private module (`raw`), whose invariants are listed at its
-//! top and cited by the `// SAFETY:` comment of every block.
+//! top and cited by the `// SAFETY:` comment of every block. As with std's maps, a key type
+//! whose `Ord` is not a total order (or changes while the key is in the map) gets
+//! unspecified answers, never memory unsafety: removal unlinks a node by identity, not by
+//! trusting comparisons, and a test with a lying `Ord` checks that every entry is still
+//! dropped exactly once. A panicking `Ord` leaves the map unchanged; a panicking `Drop`
+//! during `clear` leaks the entries not yet dropped, never drops one twice.
 //!
 //! # Dump format
 //!
