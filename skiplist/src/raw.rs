@@ -442,6 +442,69 @@ impl<K, V> RawList<K, V> {
         }
     }
 
+    /// Like `seek`, but a finger search forward from the live node `from`: climbs along
+    /// top links while they stay before the bound, then descends. Costs O(log d) for a
+    /// target d nodes ahead, and touches only nodes that a scan from `from` will visit
+    /// anyway, where a search from the head would cost O(log n) cold nodes.
+    fn seek_from<Q>(&self, from: u32, bound: Bound<&Q>) -> u32
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Ord,
+    {
+        let (q, strict) = match bound {
+            Bound::Unbounded => return NIL,
+            Bound::Included(q) => (q, false),
+            Bound::Excluded(q) => (q, true),
+        };
+        let before = |e: *mut Entry<K, V>| {
+            // SAFETY: only called on entries of live nodes (below).
+            match unsafe { (*e).key.borrow() }.cmp(q) {
+                Ordering::Less => true,
+                Ordering::Equal => strict,
+                Ordering::Greater => false,
+            }
+        };
+        // SAFETY: `from` is live (the caller got it from a link), and from there we only
+        // follow links of live nodes at levels below their heights (invariant 2).
+        unsafe {
+            let mut x = self.arena.entry(from);
+            if !before(x) {
+                return from;
+            }
+            // Climb: each top link leads to a node at least as tall.
+            loop {
+                let next = *links(x).sub(height(x) - 1);
+                if next == NIL {
+                    break;
+                }
+                let n = self.arena.entry(next);
+                if !before(n) {
+                    break;
+                }
+                x = n;
+            }
+            // Descend, as in `seek`; at x's top level the next node is past the bound.
+            let mut base = links(x);
+            let mut k = height(x);
+            let mut known_after = NIL;
+            while k > 0 {
+                k -= 1;
+                let mut next = *base.sub(k);
+                while next != NIL && next != known_after {
+                    let e = self.arena.entry(next);
+                    if before(e) {
+                        base = links(e);
+                        next = *base.sub(k);
+                    } else {
+                        known_after = next;
+                        break;
+                    }
+                }
+            }
+            *base
+        }
+    }
+
     pub(crate) fn get<Q>(&self, q: &Q) -> Option<(&K, &V)>
     where
         K: Borrow<Q>,
@@ -694,8 +757,8 @@ impl<K, V> RawList<K, V> {
         }
         let stop = match end {
             Bound::Unbounded => NIL,
-            Bound::Included(b) => self.seek(Bound::Excluded(b)),
-            Bound::Excluded(b) => self.seek(Bound::Included(b)),
+            Bound::Included(b) => self.seek_from(first, Bound::Excluded(b)),
+            Bound::Excluded(b) => self.seek_from(first, Bound::Included(b)),
         };
         Cursor {
             arena: &self.arena,
