@@ -93,14 +93,20 @@
 //!
 //! # When not to use it
 //!
-//! A skiplist node is one random memory location, so a lookup in a large map costs a cache
-//! miss at nearly every level near the bottom, and a scan costs one miss per entry, where a
-//! B-tree reads a dozen sorted keys per cache-friendly node. On large maps with random keys
-//! `std::collections::BTreeMap` is faster for point lookups and much faster for long scans;
-//! `skiplist-bench` (in the `bench` crate) prints the comparison. Choose `BTreeMap` unless
-//! you want what this crate adds: a predictable dump format with checksums, O(n) loading,
-//! and a structure that is easy to reason about. For many writers at once, use
-//! crossbeam-skiplist.
+//! A search visits about 2·log₂ n nodes (one step right and one comparison that sends it
+//! down, per level), each in its own cache line; a B-tree visits log₁₁ n nodes and reads a
+//! dozen sorted keys from each. Only the top levels stay cached, so on a large map a lookup
+//! costs about three times as many cache misses as in `std::collections::BTreeMap`, and a
+//! scan costs one miss per entry (random insertion order scatters neighbours), where a
+//! B-tree reads contiguous leaves. Measured by `skiplist-bench` (bench crate) on 1M random
+//! `u64` keys on a 2-core VM: lookups and inserts at about 0.3× `BTreeMap`'s rate, 100-key
+//! scans at about 0.2×, while it beats crossbeam-skiplist at most operations and uses about
+//! 10 % more memory than `BTreeMap`. With heap-allocated keys and values (16-byte keys,
+//! 100-byte values) comparisons and allocation dominate and it comes close to `BTreeMap`
+//! (about 0.9× for inserts and lookups). So choose `BTreeMap` for raw speed; choose this
+//! map for what it adds: a documented, checksummed dump format, O(n) loading in key order,
+//! deterministic structure from a seed, and code small enough to audit. For many
+//! concurrent writers, use crossbeam-skiplist.
 
 mod codec;
 mod dump;
