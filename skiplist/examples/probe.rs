@@ -35,6 +35,28 @@ fn main() {
         hit += usize::from(black_box(m.get(&k)).is_some());
     }
     let get = t.elapsed();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    let t = Instant::now();
+    let mut seen = 0;
+    for _ in 0..3 {
+        for e in m.iter() {
+            black_box(e);
+            seen += 1;
+        }
+    }
+    let iter = t.elapsed().as_nanos() as f64 / seen as f64;
+    let scans = (n / 100).max(1);
+    let t = Instant::now();
+    for i in 0..scans {
+        let a = sorted[(i * 7919) % (n - 100)];
+        let b = sorted[(i * 7919) % (n - 100) + 100];
+        for e in m.range(a..b) {
+            black_box(e);
+        }
+    }
+    let range = t.elapsed().as_nanos() as f64 / scans as f64;
+    println!("iter {iter:.1} ns/entry, range100 {range:.0} ns/scan");
     if std::env::args().nth(2).as_deref() == Some("ours") {
         println!("n {n}: insert {:?}, get {:?} ({hit})", ins, get);
         return;

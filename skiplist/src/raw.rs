@@ -722,11 +722,7 @@ impl<K, V> RawList<K, V> {
     }
 
     pub(crate) fn cursor(&self) -> Cursor<'_, K, V> {
-        Cursor {
-            arena: &self.arena,
-            next: self.head[MAX_HEIGHT - 1],
-            end: NIL,
-        }
+        Cursor::new(&self.arena, self.head[MAX_HEIGHT - 1], NIL)
     }
 
     /// A cursor over the keys inside the bounds. An empty or inverted range (start after
@@ -736,11 +732,7 @@ impl<K, V> RawList<K, V> {
         K: Borrow<Q>,
         Q: ?Sized + Ord,
     {
-        let empty = Cursor {
-            arena: &self.arena,
-            next: NIL,
-            end: NIL,
-        };
+        let empty = Cursor::new(&self.arena, NIL, NIL);
         let inverted = match (start, end) {
             (Bound::Included(a), Bound::Included(b)) => a > b,
             (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
@@ -760,11 +752,7 @@ impl<K, V> RawList<K, V> {
             Bound::Included(b) => self.seek_from(first, Bound::Excluded(b)),
             Bound::Excluded(b) => self.seek_from(first, Bound::Included(b)),
         };
-        Cursor {
-            arena: &self.arena,
-            next: first,
-            end: stop,
-        }
+        Cursor::new(&self.arena, first, stop)
     }
 }
 
@@ -805,11 +793,37 @@ impl<K, V> Drop for RawList<K, V> {
     }
 }
 
+/// How far (in level-0 nodes, estimated) a cursor's scout may run ahead.
+const SCOUT_LEAD: i32 = 24;
+
 /// Walks level 0 from `next` up to (not including) `end`.
+///
+/// Walking level 0 alone is one cache miss after another: each node's address is in the
+/// node before. So a *scout* runs ahead along level 1 (about two level-0 nodes per hop),
+/// prefetching each node it lands on and that node's level-0 successor; the cursor then
+/// mostly finds its nodes in cache, and the scout's misses overlap the cursor's work. The
+/// scout pauses when it is about `SCOUT_LEAD` nodes ahead (hops count as 2, an estimate
+/// that is reset whenever the cursor lands on the scout's node).
 pub(crate) struct Cursor<'a, K, V> {
     arena: &'a Arena<K, V>,
     next: u32,
     end: u32,
+    /// A node at or ahead of `next`, or `NIL`.
+    scout: u32,
+    /// Estimated distance from `next` to `scout`, in level-0 nodes.
+    lead: i32,
+}
+
+impl<'a, K, V> Cursor<'a, K, V> {
+    fn new(arena: &'a Arena<K, V>, next: u32, end: u32) -> Self {
+        Cursor {
+            arena,
+            next,
+            end,
+            scout: next,
+            lead: 0,
+        }
+    }
 }
 
 impl<K, V> Clone for Cursor<'_, K, V> {
@@ -818,6 +832,8 @@ impl<K, V> Clone for Cursor<'_, K, V> {
             arena: self.arena,
             next: self.next,
             end: self.end,
+            scout: self.scout,
+            lead: self.lead,
         }
     }
 }
@@ -831,16 +847,29 @@ impl<'a, K, V> Iterator for Cursor<'a, K, V> {
             return None;
         }
         // SAFETY: the cursor borrows the list shared for `'a`, so the list cannot change;
-        // `next` was read from a level-0 link, so it names a live node (invariant 2).
+        // `next` and `scout` were read from links (or are the first node of the walk), so
+        // they name live nodes (invariant 2), and the scout follows level 1 only from a
+        // node of height >= 2.
         unsafe {
-            let e = self.arena.entry(self.next);
-            let nb = links(e);
-            // A tall node's upper links point a few nodes ahead on level 0: start loading
-            // them now, so that the walk is not one cache miss after another.
-            for k in 1..height(e).min(4) {
-                prefetch(self.arena.entry_or_null(*nb.sub(k)));
+            if self.next == self.scout {
+                self.lead = 0;
             }
-            self.next = *nb;
+            if self.scout != NIL && self.lead < SCOUT_LEAD {
+                let s = self.arena.entry(self.scout);
+                let sl = links(s);
+                prefetch(self.arena.entry_or_null(*sl));
+                if height(s) >= 2 {
+                    self.scout = *sl.sub(1);
+                    self.lead += 2;
+                } else {
+                    self.scout = *sl;
+                    self.lead += 1;
+                }
+                prefetch(self.arena.entry_or_null(self.scout));
+            }
+            let e = self.arena.entry(self.next);
+            self.next = *links(e);
+            self.lead -= 1;
             Some((&(*e).key, &(*e).value))
         }
     }
