@@ -46,7 +46,7 @@ fn main() {
         }
     }
     let iter = t.elapsed().as_nanos() as f64 / seen as f64;
-    let scans = (n / 100).max(1);
+    let scans = if n > 100 { n / 100 } else { 0 };
     let t = Instant::now();
     for i in 0..scans {
         let a = sorted[(i * 7919) % (n - 100)];
@@ -55,7 +55,7 @@ fn main() {
             black_box(e);
         }
     }
-    let range = t.elapsed().as_nanos() as f64 / scans as f64;
+    let range = t.elapsed().as_nanos() as f64 / scans.max(1) as f64;
     println!("iter {iter:.1} ns/entry, range100 {range:.0} ns/scan");
     if std::env::args().nth(2).as_deref() == Some("ours") {
         println!("n {n}: insert {:?}, get {:?} ({hit})", ins, get);
