@@ -4,7 +4,9 @@
 //! For each data set (random `u64 → u64` at each N, and `bytes16`: 16-byte `Vec<u8>` keys
 //! with 100-byte `Vec<u8>` values) and each structure it measures, in this order: insert
 //! of N keys in random order, get of every key (hit, another random order), get of N absent
-//! keys (miss), full iteration, 100-key range scans, and remove of every key. Memory per
+//! keys (miss), full iteration, 100-key range scans, and remove of every key. The three
+//! structures take turns op by op (three inserts, then three get-hit runs, ...), so that
+//! a ratio compares runs made seconds apart on a machine whose load may change. Memory per
 //! entry is the growth of live heap bytes (counted by this binary's global allocator) from
 //! before the input is built to after the map holds it, divided by N: keys and values on
 //! the heap are included, for every structure alike.
@@ -276,11 +278,11 @@ fn per_sec(ops: usize, d: Duration) -> f64 {
     ops as f64 / d.as_secs_f64().max(1e-9)
 }
 
-/// Runs every operation on one structure; returns (ops/s per op in `OPS` order, bytes/entry).
-fn run<K: Clone, V: Clone, M: Map<K, V>>(data: &Data<K, V>, seed: u64) -> ([f64; 6], f64) {
+/// Builds a map from the data set's entries in their (random) order; returns the map,
+/// inserts per second, and live heap bytes per entry (input copy included in "before", so
+/// what remains is the map with the keys and values it owns).
+fn build<K: Clone, V: Clone, M: Map<K, V>>(data: &Data<K, V>, seed: u64) -> (M, f64, f64) {
     let n = data.entries.len();
-    let mut out = [0.0; 6];
-
     let before = live_bytes();
     let input = data.entries.clone();
     let mut map = M::new(seed);
@@ -288,26 +290,28 @@ fn run<K: Clone, V: Clone, M: Map<K, V>>(data: &Data<K, V>, seed: u64) -> ([f64;
     for (k, v) in input {
         map.insert(k, v);
     }
-    out[0] = per_sec(n, t.elapsed());
+    let rate = per_sec(n, t.elapsed());
     let bytes = live_bytes().saturating_sub(before) as f64 / n as f64;
+    (map, rate, bytes)
+}
 
+fn get_all<K, V, M: Map<K, V>>(map: &M, keys: &[K], expect_found: bool) -> f64 {
     let t = Instant::now();
     let mut found = 0;
-    for k in &data.hits {
+    for k in keys {
         found += usize::from(map.get(k));
     }
-    out[1] = per_sec(n, t.elapsed());
-    assert_eq!(found, n, "every hit key is found");
+    let rate = per_sec(keys.len(), t.elapsed());
+    assert_eq!(
+        found,
+        if expect_found { keys.len() } else { 0 },
+        "lookups agree with the data set"
+    );
+    rate
+}
 
-    let t = Instant::now();
-    let mut found = 0;
-    for k in &data.misses {
-        found += usize::from(map.get(k));
-    }
-    out[2] = per_sec(n, t.elapsed());
-    assert_eq!(found, 0, "no miss key is found");
-
-    // Full iterations, repeated to at least 200 ms so small maps are measured too.
+/// Full iterations, repeated to at least 200 ms so small maps are measured too.
+fn iter_all<K, V, M: Map<K, V>>(map: &M) -> f64 {
     let t = Instant::now();
     let mut visited = 0;
     loop {
@@ -316,25 +320,29 @@ fn run<K: Clone, V: Clone, M: Map<K, V>>(data: &Data<K, V>, seed: u64) -> ([f64;
             break;
         }
     }
-    out[3] = per_sec(visited, t.elapsed());
+    per_sec(visited, t.elapsed())
+}
 
+fn scan_all<K, V, M: Map<K, V>>(map: &M, ranges: &[(K, K)]) -> f64 {
     let t = Instant::now();
     let mut visited = 0;
-    for (a, b) in &data.ranges {
+    for (a, b) in ranges {
         visited += map.range(a, b);
     }
-    out[4] = per_sec(data.ranges.len(), t.elapsed());
-    assert_eq!(visited, data.ranges.len() * 100, "every scan sees 100 keys");
+    let rate = per_sec(ranges.len(), t.elapsed());
+    assert_eq!(visited, ranges.len() * 100, "every scan sees 100 keys");
+    rate
+}
 
+fn remove_all<K, V, M: Map<K, V>>(mut map: M, keys: &[K]) -> f64 {
     let t = Instant::now();
     let mut removed = 0;
-    for k in &data.hits {
+    for k in keys {
         removed += usize::from(map.remove(k));
     }
-    out[5] = per_sec(n, t.elapsed());
-    assert_eq!(removed, n, "every key is removed once");
-    drop(map);
-    (out, bytes)
+    let rate = per_sec(keys.len(), t.elapsed());
+    assert_eq!(removed, keys.len(), "every key is removed once");
+    rate
 }
 
 struct Results {
@@ -345,18 +353,41 @@ struct Results {
     bytes: [f64; 3],
 }
 
+/// Measures the three structures op by op (all three inserts, then all three get-hit
+/// runs, and so on), so that each ratio compares runs made seconds apart, not a minute
+/// apart on a machine whose load changes.
 fn bench_set<K: Ord + Clone + Send + 'static, V: Clone + Send + 'static>(
     data: &Data<K, V>,
     seed: u64,
 ) -> Results {
-    let (a, ab) = run::<K, V, skiplist::SkipMap<K, V>>(data, seed);
-    let (b, bb) = run::<K, V, BTreeMap<K, V>>(data, seed);
-    let (c, cb) = run::<K, V, crossbeam_skiplist::SkipMap<K, V>>(data, seed);
+    let mut ops = [[0.0; 6]; 3];
+    let mut bytes = [0.0; 3];
+    let (a, rate, b0) = build::<K, V, skiplist::SkipMap<K, V>>(data, seed);
+    (ops[0][0], bytes[0]) = (rate, b0);
+    let (b, rate, b1) = build::<K, V, BTreeMap<K, V>>(data, seed);
+    (ops[1][0], bytes[1]) = (rate, b1);
+    let (c, rate, b2) = build::<K, V, crossbeam_skiplist::SkipMap<K, V>>(data, seed);
+    (ops[2][0], bytes[2]) = (rate, b2);
+    ops[0][1] = get_all(&a, &data.hits, true);
+    ops[1][1] = get_all(&b, &data.hits, true);
+    ops[2][1] = get_all(&c, &data.hits, true);
+    ops[0][2] = get_all(&a, &data.misses, false);
+    ops[1][2] = get_all(&b, &data.misses, false);
+    ops[2][2] = get_all(&c, &data.misses, false);
+    ops[0][3] = iter_all(&a);
+    ops[1][3] = iter_all(&b);
+    ops[2][3] = iter_all(&c);
+    ops[0][4] = scan_all(&a, &data.ranges);
+    ops[1][4] = scan_all(&b, &data.ranges);
+    ops[2][4] = scan_all(&c, &data.ranges);
+    ops[0][5] = remove_all(a, &data.hits);
+    ops[1][5] = remove_all(b, &data.hits);
+    ops[2][5] = remove_all(c, &data.hits);
     Results {
         key: data.name,
         n: data.entries.len(),
-        ops: [a, b, c],
-        bytes: [ab, bb, cb],
+        ops,
+        bytes,
     }
 }
 
