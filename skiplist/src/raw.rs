@@ -27,8 +27,11 @@
 //! 2. Every index stored in a link reachable from the head, at any level `k`, names a
 //!    *live* node: its block is allocated, its height is `> k`, and its entry is
 //!    initialised.
-//! 3. Reachable nodes at level 0 are exactly the live nodes; there are `len` of them; each
-//!    level is sorted by key, strictly ascending.
+//! 3. Reachable nodes at level 0 are exactly the live nodes; there are `len` of them; a
+//!    live node of height `h` is linked at every level `0..h`; no level has a cycle. Each
+//!    level is also sorted by key, strictly ascending, but that is a correctness property,
+//!    not a safety one: a key type with an inconsistent `Ord` can break it, and no
+//!    `// SAFETY:` comment relies on it.
 //! 4. Free blocks are reachable only from `Arena::free[h - 1]` (linked through link 0),
 //!    keep their height header, and hold no initialised entry.
 //! 5. `level` is at least the height of every live node, and at most `MAX_HEIGHT`; head
@@ -49,6 +52,8 @@ pub(crate) const MAX_HEIGHT: usize = 32;
 /// The "no node" link.
 const NIL: u32 = u32::MAX;
 
+/// Levels below the current one whose next node a search prefetches (measured: 2 beats 0
+/// and 1 at 1M entries; at 100k, where the list fits in cache, prefetch costs ~5%).
 const PREFETCH_DEPTH: usize = 2;
 
 /// Largest chunk, in bytes (unless a single node is bigger than this). Each size class
