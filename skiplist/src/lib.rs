@@ -103,8 +103,8 @@
 //! `u64` keys on a 2-core VM: lookups and inserts at about 0.3× `BTreeMap`'s rate, 100-key
 //! scans at about 0.2×, while it beats crossbeam-skiplist at most operations and uses about
 //! 10 % more memory than `BTreeMap`. With heap-allocated keys and values (16-byte keys,
-//! 100-byte values) comparisons and allocation dominate and it comes close to `BTreeMap`
-//! (about 0.9× for inserts and lookups). So choose `BTreeMap` for raw speed; choose this
+//! 100-byte values) comparisons and allocation weigh more and the gap narrows (about
+//! 0.6–0.9× `BTreeMap` for inserts, lookups and removes). So choose `BTreeMap` for raw speed; choose this
 //! map for what it adds: a documented, checksummed dump format, O(n) loading in key order,
 //! deterministic structure from a seed, and code small enough to audit. For many
 //! concurrent writers, use crossbeam-skiplist.
