@@ -1,6 +1,11 @@
-//! raftkv's protobuf-over-TCP RPC framework on mio.
+//! raftkv's protobuf-over-TCP RPC framework on mio. Knows nothing of Raft.
 //!
-//! This crate will own framing, the server event loop, service/method dispatch, and client
-//! channels with many calls in flight, deadlines and reconnects. It knows nothing of Raft.
-//!
-//! Not built yet.
+//! TODO(essay): written below once the API settles.
+
+pub mod client;
+pub mod frame;
+pub mod server;
+
+pub use client::{Channel, ClientConfig, ClientRuntime};
+pub use proto::service::{CallError, Caller, RawReply, Reply, Service, Status};
+pub use server::{Server, ServerBuilder, ServerConfig};
