@@ -24,6 +24,8 @@ use crate::frame::{self, FrameKind};
 const WAKER: Token = Token(0);
 const READ_CHUNK: usize = 64 * 1024;
 const KEEP_BUF: usize = 64 * 1024;
+/// An incomplete frame at least this long is read in place into a buffer of its size.
+const LARGE: usize = 16 * 1024;
 
 /// Client limits. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -578,11 +580,43 @@ impl Caller for Channel {
     }
 }
 
+/// A connection's bytes of an incomplete frame.
+#[derive(Default)]
+struct RBuf {
+    buf: Vec<u8>,
+    /// `Some(valid bytes)` while a large frame is read straight into `buf`, which then has
+    /// the frame's full length.
+    large_fill: Option<usize>,
+}
+
+impl RBuf {
+    /// Keeps the tail of an incomplete frame; a large one gets a buffer of its full size,
+    /// read in place and handed on without another copy.
+    fn keep_tail(&mut self, tail: &[u8], max_frame: usize) {
+        self.large_fill = None;
+        match frame::announced_len(tail) {
+            Some(total) if total >= LARGE && total <= max_frame && total > tail.len() => {
+                let mut buf = vec![0u8; total];
+                buf[..tail.len()].copy_from_slice(tail);
+                self.buf = buf;
+                self.large_fill = Some(tail.len());
+            }
+            _ => {
+                self.buf.clear();
+                if self.buf.capacity() > KEEP_BUF {
+                    self.buf = Vec::new();
+                }
+                self.buf.extend_from_slice(tail);
+            }
+        }
+    }
+}
+
 /// The I/O thread's own state.
 struct IoLoop {
     poll: Poll,
     shared: Arc<Shared>,
-    conns: HashMap<Token, (Arc<Conn>, Vec<u8>)>,
+    conns: HashMap<Token, (Arc<Conn>, RBuf)>,
     scratch: Vec<u8>,
     done: Vec<(Waiter, Result<Bytes, CallError>)>,
 }
@@ -621,7 +655,7 @@ impl IoLoop {
                 break;
             }
             for c in std::mem::take(&mut *lock(&self.shared.new_conns)) {
-                self.conns.insert(c.token, (c, Vec::new()));
+                self.conns.insert(c.token, (c, RBuf::default()));
             }
             for ev in events.iter() {
                 if ev.token() == WAKER {
@@ -638,7 +672,7 @@ impl IoLoop {
         }
         // Shutting down: fail everything still in flight.
         for c in std::mem::take(&mut *lock(&self.shared.new_conns)) {
-            self.conns.insert(c.token, (c, Vec::new()));
+            self.conns.insert(c.token, (c, RBuf::default()));
         }
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
@@ -705,7 +739,20 @@ impl IoLoop {
     fn read(&mut self, token: Token, conn: &Arc<Conn>) {
         let max = self.shared.config.max_frame;
         loop {
-            let n = match (&conn.stream).read(&mut self.scratch) {
+            let Some((_, rb)) = self.conns.get_mut(&token) else {
+                return;
+            };
+            let (buf, want): (&mut [u8], usize) = match rb.large_fill {
+                Some(filled) => {
+                    let w = rb.buf.len() - filled;
+                    (&mut rb.buf[filled..], w)
+                }
+                None => {
+                    let w = self.scratch.len();
+                    (&mut self.scratch[..], w)
+                }
+            };
+            let n = match (&conn.stream).read(buf) {
                 Ok(0) => {
                     self.fail_conn(token, "connection closed by the server", None);
                     return;
@@ -718,23 +765,32 @@ impl IoLoop {
                     return;
                 }
             };
-            let Some((_, rbuf)) = self.conns.get_mut(&token) else {
-                return;
-            };
-            let mut buf = std::mem::take(rbuf);
-            let result = if buf.is_empty() {
-                let r = parse_responses(&self.scratch[..n], max, conn, &mut self.done);
-                if let Ok(used) = r {
-                    buf.extend_from_slice(&self.scratch[used..n]);
+            let result = if let Some(filled) = rb.large_fill {
+                let filled = filled + n;
+                if filled < rb.buf.len() {
+                    rb.large_fill = Some(filled);
+                    if n < want {
+                        return;
+                    }
+                    continue;
                 }
-                r
+                rb.large_fill = None;
+                let whole = Bytes::from(std::mem::take(&mut rb.buf));
+                parse_responses(&whole, Some(&whole), max, conn, &mut self.done).map(|_| ())
+            } else if rb.buf.is_empty() {
+                let r = parse_responses(&self.scratch[..n], None, max, conn, &mut self.done);
+                r.map(|used| rb.keep_tail(&self.scratch[used..n], max))
             } else {
+                let mut buf = std::mem::take(&mut rb.buf);
                 buf.extend_from_slice(&self.scratch[..n]);
-                let r = parse_responses(&buf, max, conn, &mut self.done);
-                if let Ok(used) = r {
-                    buf.drain(..used);
-                }
-                r
+                let r = parse_responses(&buf, None, max, conn, &mut self.done);
+                r.map(|used| {
+                    if used == 0 && frame::announced_len(&buf).is_none_or(|t| t < LARGE) {
+                        rb.buf = buf;
+                    } else {
+                        rb.keep_tail(&buf[used..], max);
+                    }
+                })
             };
             for (w, r) in self.done.drain(..) {
                 w.complete(r);
@@ -744,11 +800,8 @@ impl IoLoop {
                 self.fail_conn(token, "protocol error from the server", None);
                 return;
             }
-            if let Some((_, rbuf)) = self.conns.get_mut(&token) {
-                if buf.is_empty() && buf.capacity() > KEEP_BUF {
-                    buf = Vec::new();
-                }
-                *rbuf = buf;
+            if n < want {
+                return; // drained: edge-triggered readiness reports the next bytes
             }
         }
     }
@@ -824,6 +877,7 @@ impl IoLoop {
 /// the bytes consumed.
 fn parse_responses(
     data: &[u8],
+    owned: Option<&Bytes>,
     max: usize,
     conn: &Conn,
     done: &mut Vec<(Waiter, Result<Bytes, CallError>)>,
@@ -836,7 +890,10 @@ fn parse_responses(
         };
         pos += n;
         let result = match f.kind {
-            FrameKind::Response => Ok(Bytes::copy_from_slice(f.body)),
+            FrameKind::Response => Ok(match owned {
+                Some(b) => b.slice_ref(f.body),
+                None => Bytes::copy_from_slice(f.body),
+            }),
             FrameKind::Error => Err(match ErrorHeader::decode(f.envelope) {
                 Ok(h) => CallError::Remote {
                     status: Status::try_from(h.status).unwrap_or(Status::Internal),

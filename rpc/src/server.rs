@@ -25,6 +25,9 @@ const FIRST_CONN: usize = 2;
 const READ_CHUNK: usize = 64 * 1024;
 /// An emptied write buffer larger than this is freed, so idle connections stay small.
 const KEEP_BUF: usize = 64 * 1024;
+/// A frame at least this long that is still incomplete after a read gets a buffer of its
+/// own size and is read in place.
+const LARGE: usize = 16 * 1024;
 
 /// Server limits and sizes. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -372,6 +375,33 @@ struct Conn {
     /// The peer closed its side, or we stopped reading after a framing error: close as
     /// soon as the in-flight calls are answered and written.
     read_closed: bool,
+    /// `Some(valid bytes)` while a large frame is read straight into `rbuf`, which then
+    /// has the frame's full length.
+    large_fill: Option<usize>,
+}
+
+impl Conn {
+    /// Keeps the bytes of an incomplete frame for the next read. A large frame (its
+    /// header already announced a valid length) gets a buffer of its full size, so the
+    /// rest is read in place and its body handed on without another copy.
+    fn keep_tail(&mut self, tail: &[u8], max_frame: usize) {
+        self.large_fill = None;
+        match frame::announced_len(tail) {
+            Some(total) if total >= LARGE && total <= max_frame && total > tail.len() => {
+                let mut buf = vec![0u8; total];
+                buf[..tail.len()].copy_from_slice(tail);
+                self.rbuf = buf;
+                self.large_fill = Some(tail.len());
+            }
+            _ => {
+                self.rbuf.clear();
+                if self.rbuf.capacity() > KEEP_BUF {
+                    self.rbuf = Vec::new();
+                }
+                self.rbuf.extend_from_slice(tail);
+            }
+        }
+    }
 }
 
 struct EventLoop {
@@ -419,7 +449,7 @@ impl EventLoop {
                 match ev.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
-                    token => self.conn_event(token, ev.is_readable(), draining_until.is_some()),
+                    token => self.conn_event(token, ev.is_readable()),
                 }
             }
             // Replies from other threads (cheap to check; the waker may have fired).
@@ -506,6 +536,7 @@ impl EventLoop {
                             in_flight: 0,
                             last_active: Instant::now(),
                             read_closed: false,
+                            large_fill: None,
                         },
                     );
                 }
@@ -520,8 +551,8 @@ impl EventLoop {
         }
     }
 
-    fn conn_event(&mut self, token: Token, readable: bool, draining: bool) {
-        if readable && !draining {
+    fn conn_event(&mut self, token: Token, readable: bool) {
+        if readable {
             match self.read(token) {
                 ReadOutcome::Open => {}
                 ReadOutcome::Close => {
@@ -550,7 +581,18 @@ impl EventLoop {
             if conn.read_closed {
                 return ReadOutcome::Open;
             }
-            let n = match conn.stream.read(scratch) {
+            // A large frame in progress is read straight into its own buffer.
+            let (buf, want): (&mut [u8], usize) = match conn.large_fill {
+                Some(filled) => {
+                    let w = conn.rbuf.len() - filled;
+                    (&mut conn.rbuf[filled..], w)
+                }
+                None => {
+                    let w = scratch.len();
+                    (&mut *scratch, w)
+                }
+            };
+            let n = match conn.stream.read(buf) {
                 Ok(0) => {
                     conn.read_closed = true;
                     return if conn.in_flight == 0 {
@@ -568,34 +610,48 @@ impl EventLoop {
                 }
             };
             conn.last_active = Instant::now();
-            let mut rbuf = std::mem::take(&mut conn.rbuf);
             let mut out = std::mem::take(&mut conn.out);
-            let result = if rbuf.is_empty() {
-                let r = self.dispatch_all(conn_id, &scratch[..n], &mut out);
-                if let Ok((consumed, _)) = r {
-                    rbuf.extend_from_slice(&scratch[consumed..n]);
+            let result = if let Some(filled) = conn.large_fill {
+                let filled = filled + n;
+                if filled < conn.rbuf.len() {
+                    conn.large_fill = Some(filled);
+                    conn.out = out;
+                    if n < want {
+                        return ReadOutcome::Open; // drained; the next edge brings more
+                    }
+                    continue;
                 }
-                r
+                conn.large_fill = None;
+                let whole = Bytes::from(std::mem::take(&mut conn.rbuf));
+                self.dispatch_all(conn_id, &whole, Some(&whole), &mut out)
+                    .map(|(_, delta)| delta)
+            } else if conn.rbuf.is_empty() {
+                let r = self.dispatch_all(conn_id, &scratch[..n], None, &mut out);
+                r.map(|(used, delta)| {
+                    let conn = self.conns.get_mut(&token).expect("connection is open");
+                    conn.keep_tail(&scratch[used..n], self.config.max_frame);
+                    delta
+                })
             } else {
+                let mut rbuf = std::mem::take(&mut conn.rbuf);
                 rbuf.extend_from_slice(&scratch[..n]);
-                let r = self.dispatch_all(conn_id, &rbuf, &mut out);
-                if let Ok((consumed, _)) = r {
-                    rbuf.drain(..consumed);
-                }
-                r
+                let r = self.dispatch_all(conn_id, &rbuf, None, &mut out);
+                r.map(|(used, delta)| {
+                    let conn = self.conns.get_mut(&token).expect("connection is open");
+                    if used == 0 && frame::announced_len(&rbuf).is_none_or(|t| t < LARGE) {
+                        conn.rbuf = rbuf;
+                    } else {
+                        conn.keep_tail(&rbuf[used..], self.config.max_frame);
+                    }
+                    delta
+                })
             };
             let Some(conn) = self.conns.get_mut(&token) else {
                 return ReadOutcome::Close;
             };
             conn.out = out;
             match result {
-                Ok((_, delta)) => {
-                    conn.in_flight = conn.in_flight.wrapping_add_signed(delta);
-                    if rbuf.capacity() > KEEP_BUF && rbuf.is_empty() {
-                        rbuf = Vec::new();
-                    }
-                    conn.rbuf = rbuf;
-                }
+                Ok(delta) => conn.in_flight = conn.in_flight.wrapping_add_signed(delta),
                 Err((e, delta)) => {
                     conn.in_flight = conn.in_flight.wrapping_add_signed(delta);
                     log::error!("rpc server: closing connection from {:?}: {e}", conn.peer);
@@ -604,6 +660,11 @@ impl EventLoop {
             }
             // Flush what inline handlers answered before reading more.
             self.flush(token);
+            if n < want {
+                // A short read drained the socket: with edge-triggered readiness the next
+                // bytes bring a new event, so skip the read that would say WouldBlock.
+                return ReadOutcome::Open;
+            }
         }
     }
 
@@ -614,6 +675,7 @@ impl EventLoop {
         &self,
         conn_id: u64,
         data: &[u8],
+        owned: Option<&Bytes>,
         out: &mut Vec<u8>,
     ) -> Result<(usize, isize), (frame::FrameError, isize)> {
         INLINE.with(|c| {
@@ -635,7 +697,7 @@ impl EventLoop {
                         err = Some(frame::FrameError::BadKind(f.kind as u8));
                         break;
                     }
-                    if self.dispatch(conn_id, f.request_id, f.envelope, f.body) {
+                    if self.dispatch(conn_id, f.request_id, f.envelope, f.body, owned) {
                         dispatched += 1;
                     }
                 }
@@ -662,7 +724,14 @@ impl EventLoop {
     }
 
     /// Handles one request; true if a handler now owns its reply.
-    fn dispatch(&self, conn_id: u64, id: u64, envelope: &[u8], body: &[u8]) -> bool {
+    fn dispatch(
+        &self,
+        conn_id: u64,
+        id: u64,
+        envelope: &[u8],
+        body: &[u8],
+        owned: Option<&Bytes>,
+    ) -> bool {
         let fail = |status: Status, text: &str| {
             INLINE.with(|c| {
                 if let Some(ctx) = c.borrow_mut().as_mut() {
@@ -692,7 +761,10 @@ impl EventLoop {
             fail(Status::Unavailable, "server shutting down");
             return false;
         }
-        let body = Bytes::copy_from_slice(body);
+        let body = match owned {
+            Some(b) => b.slice_ref(body),
+            None => Bytes::copy_from_slice(body),
+        };
         let reply = RawReply::new(self.target.clone(), conn_id, id);
         if entry.inline {
             run_handler(&*entry.service, m, body, reply);
