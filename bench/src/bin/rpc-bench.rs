@@ -147,7 +147,7 @@ fn parse_rows(s: &str) -> Result<Vec<Row>, String> {
             let p: Vec<&str> = r.trim().split('x').collect();
             let n = |x: &str| {
                 x.parse::<usize>()
-                    .map_err(|e| "bad row {r:?}: {e}")
+                    .map_err(|e| format!("bad row {r:?}: {e}"))
             };
             match p[..] {
                 [a, b, c] => Ok(Row {
@@ -155,7 +155,7 @@ fn parse_rows(s: &str) -> Result<Vec<Row>, String> {
                     connections: n(b)?.max(1),
                     in_flight: n(c)?.max(1),
                 }),
-                _ => Err("row {r:?} is not PAYLOADxCONNECTIONSxINFLIGHT"),
+                _ => Err(format!("row {r:?} is not PAYLOADxCONNECTIONSxINFLIGHT")),
             }
         })
         .collect()
@@ -274,7 +274,7 @@ fn target(r: &Result_) -> Option<(&'static str, bool)> {
 
 /// Resident memory of a process in KiB, from /proc.
 fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/{pid}/status").ok()?;
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
@@ -282,31 +282,31 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// Starts `rpc-bench --server-only 127.0.0.1:0` as a child, opens `n` connections to it,
 /// makes one call on each, and reports the child's memory before and after.
 fn idle_test(n: usize, json: bool) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| "current_exe: {e}")?;
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut child = Command::new(exe)
         .args(["--server-only", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(|e| "spawn server: {e}")?;
+        .map_err(|e| format!("spawn server: {e}"))?;
     let result = (|| {
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut line = String::new();
         BufReader::new(stdout)
             .read_line(&mut line)
-            .map_err(|e| "read server address: {e}")?;
+            .map_err(|e| format!("read server address: {e}"))?;
         let addr: SocketAddr = line
             .trim()
             .rsplit(' ')
             .next()
             .unwrap_or("")
             .parse()
-            .map_err(|e| "server printed {line:?}: {e}")?;
+            .map_err(|e| format!("server printed {line:?}: {e}"))?;
         std::thread::sleep(Duration::from_millis(100));
         let before = rss_kib(child.id()).ok_or("no /proc status")?;
         let t0 = Instant::now();
         let mut socks = Vec::with_capacity(n);
         for i in 0..n {
-            let s = TcpStream::connect(addr).map_err(|e| "connection {i}: {e}")?;
+            let s = TcpStream::connect(addr).map_err(|e| format!("connection {i}: {e}"))?;
             socks.push(s);
         }
         // One call on a fresh channel proves the server still answers with all of them open.
@@ -316,7 +316,7 @@ fn idle_test(n: usize, json: bool) -> Result<(), String> {
             payload: Bytes::from_static(b"still there"),
         };
         c.echo(&req, Duration::from_secs(10))
-            .map_err(|e| "call with {n} idle connections open: {e}")?;
+            .map_err(|e| format!("call with {n} idle connections open: {e}"))?;
         std::thread::sleep(Duration::from_millis(300));
         let after = rss_kib(child.id()).ok_or("no /proc status")?;
         let took = t0.elapsed();
