@@ -23,7 +23,7 @@ use crate::frame::{self, FrameKind};
 
 const WAKER: Token = Token(0);
 const READ_CHUNK: usize = 64 * 1024;
-const KEEP_BUF: usize = 64 * 1024;
+const KEEP_BUF: usize = 256 * 1024;
 /// An incomplete frame at least this long is read in place into a buffer of its size.
 const LARGE: usize = 16 * 1024;
 
@@ -497,6 +497,13 @@ impl Channel {
         request: &dyn Body,
         timeout: Duration,
     ) -> Result<Bytes, CallError> {
+        if self.inner.rt.inner.shared.on_io_thread() {
+            // Only this thread reads replies: waiting here would wait forever.
+            return Err(unavailable(
+                "blocking call from a completion (on the I/O thread); use a non-blocking call",
+                None,
+            ));
+        }
         let deadline = Instant::now() + timeout;
         let slot = SLOT.with(|s| s.clone());
         let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);

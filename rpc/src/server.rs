@@ -24,7 +24,7 @@ const FIRST_CONN: usize = 2;
 /// Bytes read per `read` call: many frames per read.
 const READ_CHUNK: usize = 64 * 1024;
 /// An emptied write buffer larger than this is freed, so idle connections stay small.
-const KEEP_BUF: usize = 64 * 1024;
+const KEEP_BUF: usize = 256 * 1024;
 /// A frame at least this long that is still incomplete after a read gets a buffer of its
 /// own size and is read in place.
 const LARGE: usize = 16 * 1024;

@@ -468,6 +468,10 @@ fn a_thousand_connections_opened_and_dropped() {
             if i % 2 == 0 {
                 let _ = sock.write_all(&echo_frame(1, b"and gone"));
             }
+            if i % 100 == 99 {
+                // Stay under the listen backlog (128), or dropped SYNs retransmit after 1 s.
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     });
 }
@@ -512,4 +516,74 @@ fn server_idle_timeout_and_connection_limit() {
     expect_closed(&mut a);
     expect_closed(&mut b);
     assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn blocking_call_from_a_completion_fails_instead_of_deadlocking() {
+    let rt = runtime();
+    let s = server(true);
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let c2 = c.clone();
+    c.echo_async(&req(b"outer"), T, move |r| {
+        r.unwrap();
+        tx.send(c2.echo(&req(b"inner"), T)).unwrap();
+    });
+    match rx.recv_timeout(T).unwrap() {
+        Err(CallError::Unavailable { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn calls_to_a_dead_address_fail_fast_and_back_off() {
+    let rt = runtime();
+    // Bind and drop to get a port nobody listens on.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let c = EchoServiceClient::new(rt.channel(addr));
+    let t0 = Instant::now();
+    for _ in 0..50 {
+        assert!(matches!(
+            c.echo(&req(b"x"), T),
+            Err(CallError::Unavailable { .. })
+        ));
+    }
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    c.echo_async(&req(b"x"), T, move |r| tx.send(r).unwrap());
+    assert!(matches!(
+        rx.recv_timeout(T).unwrap(),
+        Err(CallError::Unavailable { .. })
+    ));
+}
+
+#[test]
+fn in_flight_bound_gives_overloaded() {
+    let rt = ClientRuntime::new(ClientConfig {
+        max_in_flight: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let s = server(false);
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    c.echo(&req(b"connect"), T).unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for _ in 0..3 {
+        let tx = tx.clone();
+        c.echo_async(&req(b"stall"), T, move |r| tx.send(r.is_ok()).unwrap());
+    }
+    // The third fails at once; the first two finish.
+    let mut ok = 0;
+    let mut overloaded = 0;
+    for _ in 0..3 {
+        if rx.recv_timeout(T).unwrap() {
+            ok += 1;
+        } else {
+            overloaded += 1;
+        }
+    }
+    assert_eq!((ok, overloaded), (2, 1));
 }
