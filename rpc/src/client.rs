@@ -23,7 +23,7 @@ use crate::frame::{self, FrameKind};
 
 const WAKER: Token = Token(0);
 const READ_CHUNK: usize = 64 * 1024;
-const KEEP_BUF: usize = 256 * 1024;
+const KEEP_BUF: usize = 1024 * 1024;
 /// An incomplete frame at least this long is read in place into a buffer of its size.
 const LARGE: usize = 16 * 1024;
 
@@ -594,6 +594,9 @@ struct RBuf {
     /// `Some(valid bytes)` while a large frame is read straight into `buf`, which then has
     /// the frame's full length.
     large_fill: Option<usize>,
+    /// The last frame was large: read the next header alone, so that the frame after it
+    /// is read in place too instead of through the shared buffer and a copy.
+    large_mode: bool,
 }
 
 impl RBuf {
@@ -601,12 +604,14 @@ impl RBuf {
     /// read in place and handed on without another copy.
     fn keep_tail(&mut self, tail: &[u8], max_frame: usize) {
         self.large_fill = None;
+        self.large_mode = false;
         match frame::announced_len(tail) {
             Some(total) if total >= LARGE && total <= max_frame && total > tail.len() => {
-                let mut buf = vec![0u8; total];
+                let mut buf = crate::pool::take(total);
                 buf[..tail.len()].copy_from_slice(tail);
                 self.buf = buf;
                 self.large_fill = Some(tail.len());
+                self.large_mode = true;
             }
             _ => {
                 self.buf.clear();
@@ -754,6 +759,9 @@ impl IoLoop {
                     let w = rb.buf.len() - filled;
                     (&mut rb.buf[filled..], w)
                 }
+                None if rb.large_mode && rb.buf.is_empty() => {
+                    (&mut self.scratch[..frame::HEADER_LEN], frame::HEADER_LEN)
+                }
                 None => {
                     let w = self.scratch.len();
                     (&mut self.scratch[..], w)
@@ -782,7 +790,8 @@ impl IoLoop {
                     continue;
                 }
                 rb.large_fill = None;
-                let whole = Bytes::from(std::mem::take(&mut rb.buf));
+                rb.large_mode = true;
+                let whole = crate::pool::freeze(std::mem::take(&mut rb.buf));
                 parse_responses(&whole, Some(&whole), max, conn, &mut self.done).map(|_| ())
             } else if rb.buf.is_empty() {
                 let r = parse_responses(&self.scratch[..n], None, max, conn, &mut self.done);

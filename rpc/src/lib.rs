@@ -150,6 +150,7 @@
 
 pub mod client;
 pub mod frame;
+mod pool;
 pub mod server;
 
 pub use client::{Channel, ClientConfig, ClientRuntime};

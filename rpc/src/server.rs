@@ -24,7 +24,7 @@ const FIRST_CONN: usize = 2;
 /// Bytes read per `read` call: many frames per read.
 const READ_CHUNK: usize = 64 * 1024;
 /// An emptied write buffer larger than this is freed, so idle connections stay small.
-const KEEP_BUF: usize = 256 * 1024;
+const KEEP_BUF: usize = 1024 * 1024;
 /// A frame at least this long that is still incomplete after a read gets a buffer of its
 /// own size and is read in place.
 const LARGE: usize = 16 * 1024;
@@ -378,6 +378,9 @@ struct Conn {
     /// `Some(valid bytes)` while a large frame is read straight into `rbuf`, which then
     /// has the frame's full length.
     large_fill: Option<usize>,
+    /// The last frame was large: read the next header alone, so that the frame after it
+    /// is read in place too instead of through the shared buffer and a copy.
+    large_mode: bool,
 }
 
 impl Conn {
@@ -386,12 +389,14 @@ impl Conn {
     /// rest is read in place and its body handed on without another copy.
     fn keep_tail(&mut self, tail: &[u8], max_frame: usize) {
         self.large_fill = None;
+        self.large_mode = false;
         match frame::announced_len(tail) {
             Some(total) if total >= LARGE && total <= max_frame && total > tail.len() => {
-                let mut buf = vec![0u8; total];
+                let mut buf = crate::pool::take(total);
                 buf[..tail.len()].copy_from_slice(tail);
                 self.rbuf = buf;
                 self.large_fill = Some(tail.len());
+                self.large_mode = true;
             }
             _ => {
                 self.rbuf.clear();
@@ -537,6 +542,7 @@ impl EventLoop {
                             last_active: Instant::now(),
                             read_closed: false,
                             large_fill: None,
+                            large_mode: false,
                         },
                     );
                 }
@@ -587,6 +593,9 @@ impl EventLoop {
                     let w = conn.rbuf.len() - filled;
                     (&mut conn.rbuf[filled..], w)
                 }
+                None if conn.large_mode && conn.rbuf.is_empty() => {
+                    (&mut scratch[..frame::HEADER_LEN], frame::HEADER_LEN)
+                }
                 None => {
                     let w = scratch.len();
                     (&mut *scratch, w)
@@ -622,7 +631,8 @@ impl EventLoop {
                     continue;
                 }
                 conn.large_fill = None;
-                let whole = Bytes::from(std::mem::take(&mut conn.rbuf));
+                conn.large_mode = true;
+                let whole = crate::pool::freeze(std::mem::take(&mut conn.rbuf));
                 self.dispatch_all(conn_id, &whole, Some(&whole), &mut out)
                     .map(|(_, delta)| delta)
             } else if conn.rbuf.is_empty() {
