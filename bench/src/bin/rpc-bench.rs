@@ -45,6 +45,10 @@ struct Args {
     /// Drive an echo server already running at ADDR instead of an in-process one.
     #[arg(long, value_name = "ADDR")]
     connect: Option<SocketAddr>,
+    /// Drive each in-flight slot from its own thread with blocking calls (connections x
+    /// in-flight threads) instead of non-blocking calls chained from completions.
+    #[arg(long)]
+    blocking: bool,
     /// After the rows, hold this many idle connections to a separate server process and
     /// report its memory (0 skips).
     #[arg(long, default_value_t = 10_000)]
@@ -206,7 +210,26 @@ fn issue(d: Arc<Driver>, client: Arc<EchoServiceClient<Channel>>) {
     });
 }
 
-fn run_row(rt: &ClientRuntime, addr: SocketAddr, row: Row, secs: f64) -> Result_ {
+/// One thread making blocking calls back to back (`--blocking`).
+fn blocking_loop(d: &Driver, client: &EchoServiceClient<Channel>) {
+    while !d.stop.load(Ordering::Relaxed) {
+        let t0 = Instant::now();
+        match client.echo(&d.request, Duration::from_secs(10)) {
+            Ok(rep) if rep.payload.len() == d.request.payload.len() => {
+                if d.measuring.load(Ordering::Relaxed) {
+                    d.hist.record(t0.elapsed().as_nanos() as u64);
+                    d.done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => {
+                d.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    d.outstanding.fetch_sub(1, Ordering::AcqRel);
+}
+
+fn run_row(rt: &ClientRuntime, addr: SocketAddr, row: Row, secs: f64, blocking: bool) -> Result_ {
     let d = Arc::new(Driver {
         measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),
@@ -225,10 +248,16 @@ fn run_row(rt: &ClientRuntime, addr: SocketAddr, row: Row, secs: f64) -> Result_
     for c in &clients {
         let _ = c.echo(&d.request, Duration::from_secs(5));
     }
+    let mut threads = Vec::new();
     for c in &clients {
         for _ in 0..row.in_flight {
             d.outstanding.fetch_add(1, Ordering::AcqRel);
-            issue(d.clone(), c.clone());
+            if blocking {
+                let (d, c) = (d.clone(), c.clone());
+                threads.push(std::thread::spawn(move || blocking_loop(&d, &c)));
+            } else {
+                issue(d.clone(), c.clone());
+            }
         }
     }
     std::thread::sleep(Duration::from_secs_f64((secs / 4.0).min(1.0)));
@@ -242,6 +271,9 @@ fn run_row(rt: &ClientRuntime, addr: SocketAddr, row: Row, secs: f64) -> Result_
     let wait = Instant::now();
     while d.outstanding.load(Ordering::Acquire) > 0 && wait.elapsed() < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_millis(5));
+    }
+    for t in threads {
+        let _ = t.join();
     }
     let calls = d.done.load(Ordering::Relaxed) as f64;
     Result_ {
@@ -399,13 +431,18 @@ fn main() {
     };
     if !args.json {
         println!(
-            "rpc-bench: echo, server {} at {addr}, {} s per row",
+            "rpc-bench: echo, server {} at {addr}, {} s per row, {} calls",
             if local.is_some() {
                 "in-process (inline handler)"
             } else {
                 "external"
             },
-            args.secs
+            args.secs,
+            if args.blocking {
+                "blocking (a thread per call in flight)"
+            } else {
+                "non-blocking (next call sent from the completion)"
+            }
         );
         println!(
             "{:>8} {:>5} {:>9} {:>12} {:>9} {:>9} {:>9} {:>9}  target",
@@ -413,7 +450,7 @@ fn main() {
         );
     }
     for row in rows {
-        let r = run_row(&rt, addr, row, args.secs);
+        let r = run_row(&rt, addr, row, args.secs, args.blocking);
         if args.json {
             println!(
                 "{}",
