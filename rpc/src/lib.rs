@@ -144,9 +144,16 @@
 //! gracefully: stop accepting, answer new requests `STATUS_UNAVAILABLE`, give in-flight
 //! calls [`ServerConfig::shutdown_grace`], close every connection, join every thread.
 //!
+//! Memory: an idle connection holds no buffers (about 0.25 KiB of server memory each,
+//! measured with 10,000 of them); a write buffer is kept for reuse up to 1 MiB and freed
+//! when it grew larger; frames of 16 KiB or more are read in place into buffers recycled
+//! through a small process-wide pool (at most 8 MiB kept).
+//!
 //! Not done: TLS or authentication, streaming calls, cancellation propagated to the
 //! server, flow control beyond the in-flight bound (a client that never reads its replies
-//! grows the server's write buffer for that connection).
+//! grows the server's write buffer for that connection), detection of a silently dead
+//! peer (no keepalive: a connection whose peer vanished without a reset stays open and
+//! its calls time out until TCP gives up), a listen backlog above mio's 128.
 
 pub mod client;
 pub mod frame;
