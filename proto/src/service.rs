@@ -211,7 +211,9 @@ pub enum CallError {
     /// sent.
     Overloaded,
     /// The server answered with an RPC-level error (unknown method, undecodable request,
-    /// handler panic, dropped reply handle, shutting down, ...).
+    /// handler panic, dropped reply handle, shutting down, ...). Also raised without
+    /// sending for a request over the frame limit (`ResourceExhausted`), which the server
+    /// would refuse the same way.
     Remote {
         /// Which kind of failure.
         status: Status,

@@ -447,16 +447,9 @@ impl Channel {
                 waiter,
             ));
         }
-        let mut tries = 0;
-        let conn = loop {
-            let conn = match self.conn() {
-                Ok(c) => c,
-                Err(e) => return Err((e, waiter)),
-            };
-            if !conn.closed.load(Ordering::Acquire) || tries > 0 {
-                break conn;
-            }
-            tries += 1;
+        let conn = match self.conn() {
+            Ok(c) => c,
+            Err(e) => return Err((e, waiter)),
         };
         let mut st = lock(&conn.state);
         if st.closed {

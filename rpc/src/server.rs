@@ -173,6 +173,7 @@ impl ServerBuilder {
             replies: Mutex::new(Vec::new()),
             wake_pending: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            max_frame: self.config.max_frame,
         });
         let needs_pool = self.services.values().any(|e| !e.inline);
         let mut workers = Vec::new();
@@ -274,6 +275,8 @@ struct Shared {
     /// Set when a wake is already on its way, so a burst of replies costs one wake.
     wake_pending: AtomicBool,
     shutdown: AtomicBool,
+    /// Replies longer than this are answered `RESOURCE_EXHAUSTED` instead.
+    max_frame: usize,
 }
 
 /// While the event loop runs inline handlers of one connection, that connection's write
@@ -290,8 +293,16 @@ thread_local! {
     static INLINE: RefCell<Option<InlineCtx>> = const { RefCell::new(None) };
 }
 
-fn encode_outcome(out: &mut Vec<u8>, id: u64, outcome: Outcome<'_>) {
+fn encode_outcome(out: &mut Vec<u8>, id: u64, outcome: Outcome<'_>, max_frame: usize) {
     match outcome {
+        Outcome::Ok(body) if frame::HEADER_LEN + body.body_len() > max_frame => {
+            let text = format!(
+                "reply of {} bytes exceeds the frame limit of {max_frame}",
+                body.body_len()
+            );
+            log::error!("rpc server: {text}");
+            frame::encode_error(out, id, Status::ResourceExhausted, &text)
+        }
         Outcome::Ok(body) => frame::encode_response(out, id, body),
         Outcome::Err(status, text) => frame::encode_error(out, id, status, text),
     }
@@ -305,7 +316,7 @@ impl ReplyTarget for Shared {
             };
             match slot.as_mut() {
                 Some(ctx) if ctx.server == self.id && ctx.conn == conn => {
-                    encode_outcome(&mut ctx.out, request_id, outcome);
+                    encode_outcome(&mut ctx.out, request_id, outcome, self.max_frame);
                     ctx.answered += 1;
                     true
                 }
@@ -316,7 +327,7 @@ impl ReplyTarget for Shared {
             return;
         }
         let mut buf = Vec::new();
-        encode_outcome(&mut buf, request_id, outcome);
+        encode_outcome(&mut buf, request_id, outcome, self.max_frame);
         self.replies
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -587,3 +587,34 @@ fn in_flight_bound_gives_overloaded() {
     }
     assert_eq!((ok, overloaded), (2, 1));
 }
+
+#[test]
+fn frames_over_the_limit_are_refused_with_errors() {
+    let s = ServerBuilder::new()
+        .config(rpc::ServerConfig {
+            max_frame: 4096,
+            ..Default::default()
+        })
+        .register_inline(EchoServiceServer::new(TestEcho))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let rt = ClientRuntime::new(ClientConfig {
+        max_frame: 4096,
+        ..Default::default()
+    })
+    .unwrap();
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    match c.echo(&req(&[1; 5000]), T) {
+        Err(CallError::Remote { status, .. }) => assert_eq!(status, Status::ResourceExhausted),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.echo(&req(&[2; 3000]), T).unwrap().payload.len(), 3000);
+    // A client with a larger limit: the server closes that connection, the call fails.
+    let rt2 = runtime();
+    let c2 = EchoServiceClient::new(rt2.channel(s.local_addr()));
+    assert!(matches!(
+        c2.echo(&req(&[3; 5000]), T),
+        Err(CallError::Unavailable { .. })
+    ));
+    assert_eq!(c.echo(&req(b"still"), T).unwrap().payload.len(), 5);
+}
