@@ -417,6 +417,7 @@ impl Channel {
             )
             .map_err(|e| {
                 conn.closed.store(true, Ordering::Release);
+                lock(&conn.state).closed = true;
                 unavailable("cannot register the socket", Some(e))
             })?;
         cs.conn = Some(conn.clone());

@@ -465,7 +465,10 @@ impl EventLoop {
                 match ev.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
-                    token => self.conn_event(token, ev.is_readable()),
+                    token => self.conn_event(
+                        token,
+                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ),
                 }
             }
             // Replies from other threads (cheap to check; the waker may have fired).
@@ -811,6 +814,11 @@ impl EventLoop {
     }
 
     fn drain_replies(&mut self) {
+        // Every queued reply sets the flag after queuing, so a clear flag means nothing
+        // to take (or a wake on its way).
+        if !self.shared.wake_pending.load(Ordering::Acquire) {
+            return;
+        }
         self.shared.wake_pending.store(false, Ordering::Release);
         let replies = std::mem::take(
             &mut *self

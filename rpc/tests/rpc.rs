@@ -618,3 +618,53 @@ fn frames_over_the_limit_are_refused_with_errors() {
     ));
     assert_eq!(c.echo(&req(b"still"), T).unwrap().payload.len(), 5);
 }
+
+/// A KV service that answers every Get with the key and every write with OK.
+struct FakeKv;
+
+impl proto::kv::KvService for FakeKv {
+    fn get(&self, req: proto::kv::GetRequest, reply: Reply<proto::kv::GetReply>) {
+        reply.send(proto::kv::GetReply {
+            value: req.key,
+            ..Default::default()
+        });
+    }
+    fn put(&self, _: proto::kv::PutAppendRequest, reply: Reply<proto::kv::WriteReply>) {
+        reply.send(Default::default());
+    }
+    fn append(&self, _: proto::kv::PutAppendRequest, reply: Reply<proto::kv::WriteReply>) {
+        reply.send(Default::default());
+    }
+    fn delete(&self, _: proto::kv::DeleteRequest, reply: Reply<proto::kv::WriteReply>) {
+        // Answered later from another thread, as the KV server does after apply.
+        std::thread::spawn(move || reply.send(Default::default()));
+    }
+}
+
+#[test]
+fn several_services_share_one_port_and_one_connection() {
+    let s = ServerBuilder::new()
+        .register_inline(EchoServiceServer::new(TestEcho))
+        .register(proto::kv::KvServiceServer::new(FakeKv))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let rt = runtime();
+    let ch = rt.channel(s.local_addr());
+    let echo = EchoServiceClient::new(ch.clone());
+    let kv = proto::kv::KvServiceClient::new(ch);
+    for i in 0..100u32 {
+        let key = Bytes::from(i.to_string());
+        let r = kv
+            .get(
+                &proto::kv::GetRequest {
+                    key: key.clone(),
+                    ..Default::default()
+                },
+                T,
+            )
+            .unwrap();
+        assert_eq!(r.value, key);
+        assert_eq!(&echo.echo(&req(&key), T).unwrap().payload[..], &key[..]);
+    }
+    kv.delete(&Default::default(), T).unwrap();
+}
