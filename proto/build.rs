@@ -57,9 +57,12 @@ impl prost_build::ServiceGenerator for ServiceGen {
         let s = &mut String::new();
         // Server trait.
         doc(s, "", &service.comments.leading);
+        if !service.comments.leading.is_empty() {
+            let _ = writeln!(s, "///");
+        }
         let _ = writeln!(
             s,
-            "///\n/// Server side of `{full}`: implement it, wrap it in [`{name}Server`], register that."
+            "/// Server side of `{full}`: implement it, wrap it in [`{name}Server`], register that."
         );
         let _ = writeln!(s, "pub trait {name}: Send + Sync + 'static {{");
         for m in &service.methods {
@@ -165,9 +168,13 @@ impl prost_build::ServiceGenerator for ServiceGen {
         );
         for m in &service.methods {
             doc(s, "    ", &m.comments.leading);
+            if !m.comments.leading.is_empty() {
+                let _ = writeln!(s, "    ///");
+            }
             let _ = writeln!(
                 s,
-                "    ///\n    /// Blocking: waits at most `timeout` for the reply."
+                "    /// Blocking `{}`: waits at most `timeout` for the reply.",
+                m.proto_name
             );
             let _ = writeln!(
                 s,
