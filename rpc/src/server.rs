@@ -197,6 +197,7 @@ impl ServerBuilder {
             listener: Some(listener),
             conns: HashMap::new(),
             next_token: FIRST_CONN,
+            accept_retry: None,
             scratch: vec![0; READ_CHUNK],
             services: self.services,
             shared: shared.clone(),
@@ -425,6 +426,8 @@ struct EventLoop {
     listener: Option<TcpListener>,
     conns: HashMap<Token, Conn>,
     next_token: usize,
+    /// When to call `accept` again after it failed (not on `WouldBlock`).
+    accept_retry: Option<Instant>,
     scratch: Vec<u8>,
     services: HashMap<&'static str, Entry>,
     shared: Arc<Shared>,
@@ -446,6 +449,10 @@ impl EventLoop {
         loop {
             let now = Instant::now();
             let mut timeout = next_sweep.map(|t| t.saturating_duration_since(now));
+            if let Some(at) = self.accept_retry {
+                let left = at.saturating_duration_since(now);
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
             if let Some(d) = draining_until {
                 let left = d.saturating_duration_since(now);
                 timeout = Some(
@@ -470,6 +477,12 @@ impl EventLoop {
                         ev.is_readable() || ev.is_read_closed() || ev.is_error(),
                     ),
                 }
+            }
+            if let Some(at) = self.accept_retry
+                && Instant::now() >= at
+            {
+                self.accept_retry = None;
+                self.accept();
             }
             // Replies from other threads (cheap to check; the waker may have fired).
             self.drain_replies();
@@ -563,8 +576,10 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // E.g. EMFILE: leave the rest in the backlog; retried on the next event.
-                    log::error!("rpc server: accept failed: {e}");
+                    // E.g. EMFILE: the rest stay in the backlog. Readiness is
+                    // edge-triggered, so no new event may come for them: retry on a timer.
+                    log::error!("rpc server: accept failed, retrying in 100 ms: {e}");
+                    self.accept_retry = Some(Instant::now() + Duration::from_millis(100));
                     break;
                 }
             }
