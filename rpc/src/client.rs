@@ -786,14 +786,14 @@ impl IoLoop {
                 rb.large_fill = None;
                 rb.large_mode = true;
                 let whole = crate::pool::freeze(std::mem::take(&mut rb.buf));
-                parse_responses(&whole, Some(&whole), max, conn, &mut self.done).map(|_| ())
+                parse_responses(&whole, Some(&whole), max, &conn.state, &mut self.done).map(|_| ())
             } else if rb.buf.is_empty() {
-                let r = parse_responses(&self.scratch[..n], None, max, conn, &mut self.done);
+                let r = parse_responses(&self.scratch[..n], None, max, &conn.state, &mut self.done);
                 r.map(|used| rb.keep_tail(&self.scratch[used..n], max))
             } else {
                 let mut buf = std::mem::take(&mut rb.buf);
                 buf.extend_from_slice(&self.scratch[..n]);
-                let r = parse_responses(&buf, None, max, conn, &mut self.done);
+                let r = parse_responses(&buf, None, max, &conn.state, &mut self.done);
                 r.map(|used| {
                     if used == 0 && frame::announced_len(&buf).is_none_or(|t| t < LARGE) {
                         rb.buf = buf;
@@ -889,7 +889,7 @@ fn parse_responses(
     data: &[u8],
     owned: Option<&Bytes>,
     max: usize,
-    conn: &Conn,
+    state: &Mutex<ConnState>,
     done: &mut Vec<(Waiter, Result<Bytes, CallError>)>,
 ) -> Result<usize, frame::FrameError> {
     let mut pos = 0;
@@ -913,10 +913,102 @@ fn parse_responses(
             }),
             FrameKind::Request => return Err(frame::FrameError::BadKind(f.kind as u8)),
         };
-        let st = st.get_or_insert_with(|| lock(&conn.state));
+        let st = st.get_or_insert_with(|| lock(state));
         if let Some(p) = st.pending.remove(&f.request_id) {
             done.push((p.waiter, result));
         }
     }
     Ok(pos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::echo::EchoReply;
+
+    fn state_with(ids: &[u64], seen: &Arc<Mutex<Vec<(u64, String)>>>) -> Mutex<ConnState> {
+        let mut pending = IdMap::default();
+        for &id in ids {
+            let seen = seen.clone();
+            let f: Completion = Box::new(move |r| {
+                let text = match r {
+                    Ok(b) => {
+                        String::from_utf8(EchoReply::decode(b).unwrap().payload.to_vec()).unwrap()
+                    }
+                    Err(e) => e.to_string(),
+                };
+                lock(&seen).push((id, text));
+            });
+            pending.insert(
+                id,
+                Pending {
+                    waiter: Waiter::Callback(f),
+                    deadline: None,
+                },
+            );
+        }
+        Mutex::new(ConnState {
+            out: Vec::new(),
+            out_pos: 0,
+            pending,
+            next_id: 1,
+            connected: true,
+            dirty: false,
+            closed: false,
+        })
+    }
+
+    fn reply(out: &mut Vec<u8>, id: u64, text: &str) {
+        let r = EchoReply {
+            payload: Bytes::copy_from_slice(text.as_bytes()),
+        };
+        frame::encode_response(out, id, &r);
+    }
+
+    #[test]
+    fn replies_in_any_order_reach_their_own_callers() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let state = state_with(&[1, 2, 3, 4], &seen);
+        let mut bytes = Vec::new();
+        reply(&mut bytes, 3, "three");
+        reply(&mut bytes, 99, "nobody waits for this"); // timed out earlier: dropped
+        frame::encode_error(&mut bytes, 1, Status::UnknownMethod, "no such method");
+        reply(&mut bytes, 2, "two");
+        reply(&mut bytes, 4, "four");
+        let cut = bytes.len() - 3; // the last frame arrives split
+        let mut done = Vec::new();
+        let used = parse_responses(&bytes[..cut], None, 1 << 20, &state, &mut done).unwrap();
+        assert_eq!(done.len(), 3);
+        let rest = [&bytes[used..cut], &bytes[cut..]].concat();
+        let used2 = parse_responses(&rest, None, 1 << 20, &state, &mut done).unwrap();
+        assert_eq!(used2, rest.len());
+        for (w, r) in done.drain(..) {
+            w.complete(r);
+        }
+        let mut got = lock(&seen).clone();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    1,
+                    "remote error STATUS_UNKNOWN_METHOD: no such method".to_string()
+                ),
+                (2, "two".to_string()),
+                (3, "three".to_string()),
+                (4, "four".to_string()),
+            ]
+        );
+        assert!(lock(&state).pending.is_empty());
+    }
+
+    #[test]
+    fn a_request_frame_from_the_server_is_a_protocol_error() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let state = state_with(&[1], &seen);
+        let mut bytes = Vec::new();
+        frame::encode_request(&mut bytes, 1, "s", "m", &EchoReply::default());
+        let mut done = Vec::new();
+        assert!(parse_responses(&bytes, None, 1 << 20, &state, &mut done).is_err());
+    }
 }
