@@ -247,7 +247,7 @@ fn stalled_handler_times_out_at_the_deadline() {
     let took = t0.elapsed();
     assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
     assert!(
-        took >= Duration::from_millis(100) && took < Duration::from_millis(300),
+        took >= Duration::from_millis(100) && took < Duration::from_millis(350),
         "{took:?}"
     );
     // Non-blocking call: the I/O thread times it out.
@@ -259,7 +259,7 @@ fn stalled_handler_times_out_at_the_deadline() {
     let (r, took) = rx.recv_timeout(T).unwrap();
     assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
     assert!(
-        took >= Duration::from_millis(100) && took < Duration::from_millis(300),
+        took >= Duration::from_millis(100) && took < Duration::from_millis(350),
         "{took:?}"
     );
     // Other calls go on meanwhile (the pool has more workers).
