@@ -668,3 +668,52 @@ fn several_services_share_one_port_and_one_connection() {
     }
     kv.delete(&Default::default(), T).unwrap();
 }
+
+/// A fake server that reads one request and answers with `answer`'s bytes, then closes.
+fn fake_server(
+    answer: impl Fn(u64) -> Vec<u8> + Send + 'static,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let f = read_frames(&mut s, 1);
+        let _ = s.write_all(&answer(f[0].1));
+        std::thread::sleep(Duration::from_millis(50));
+    });
+    (addr, h)
+}
+
+#[test]
+fn bad_bytes_from_a_server_fail_the_call_not_the_client() {
+    let rt = runtime();
+    let cases: Vec<Box<dyn Fn(u64) -> Vec<u8> + Send>> = vec![
+        Box::new(|_| b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()),
+        Box::new(|id| {
+            let mut f = vec![0xFF, 0xFF, 0xFF, 0xF0, b'R', b'K', 1, 2];
+            f.extend_from_slice(&id.to_be_bytes());
+            f
+        }),
+        Box::new(|_| Vec::new()), // close without answering
+    ];
+    for answer in cases {
+        let (addr, h) = fake_server(answer);
+        let c = EchoServiceClient::new(rt.channel(addr));
+        let t0 = Instant::now();
+        match c.echo(&req(b"x"), T) {
+            Err(CallError::Unavailable { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        h.join().unwrap();
+    }
+    // A reply that does not decode as the method's output.
+    let (addr, h) = fake_server(|id| {
+        let mut f = Vec::new();
+        frame::encode_response(&mut f, id, &RawBody(vec![0x0A, 0x7F]));
+        f
+    });
+    let c = EchoServiceClient::new(rt.channel(addr));
+    assert!(matches!(c.echo(&req(b"x"), T), Err(CallError::Decode(_))));
+    h.join().unwrap();
+}
