@@ -1,7 +1,9 @@
 //! What raftkv's tests share.
 //!
-//! This crate will own a deterministic simulated network and clock with fault injection,
-//! a linearizability checker for key-value histories, and a launcher for real
-//! multi-process clusters.
+//! - [`sim`]: a deterministic simulator for Raft clusters (simulated time, one seeded
+//!   RNG, faults, crash/restart, safety checks after every event).
 //!
-//! Not built yet.
+//! Still to come (other issues): a linearizability checker for key-value histories and a
+//! launcher for real multi-process clusters.
+
+pub mod sim;
