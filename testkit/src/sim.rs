@@ -158,6 +158,7 @@ pub struct Sim {
     committed: Vec<u64>,
     applied_global: BTreeMap<u64, Bytes>,
     reads: Vec<(u64, u64, u64)>,
+    read_required: HashMap<(u64, u64), u64>,
     // counters
     /// Request messages sent (RequestVote, AppendEntries, InstallSnapshot): the lab's RPCs.
     pub rpcs: u64,
@@ -243,6 +244,7 @@ impl Sim {
             committed: vec![0],
             applied_global: BTreeMap::new(),
             reads: Vec::new(),
+            read_required: HashMap::new(),
             rpcs: 0,
             msgs: 0,
             bytes: 0,
@@ -263,6 +265,19 @@ impl Sim {
     /// Panics with the seed, so the run can be replayed.
     #[track_caller]
     pub fn fail(&self, msg: &str) -> ! {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let id = i as u64 + 1;
+            match n {
+                Some(n) => eprintln!(
+                    "  n{id} connected={} applied={} {:?} {:?}",
+                    self.connected[i],
+                    n.last_applied,
+                    n.raw.status(),
+                    n.raw.stats()
+                ),
+                None => eprintln!("  n{id} down"),
+            }
+        }
         panic!(
             "{msg} (t={} ms; replay with SEED={})",
             self.now, self.seed
@@ -342,6 +357,10 @@ impl Sim {
     /// Crashes the node inside its next Ready, at `point`.
     pub fn crash_during_next_ready(&mut self, id: u64, point: CrashPoint) {
         self.crash_point = Some((id, point));
+    }
+    /// Cancels a pending [`Sim::crash_during_next_ready`].
+    pub fn cancel_crash_point(&mut self) {
+        self.crash_point = None;
     }
     /// Restarts a crashed node from its storage (crashing it first if it is up).
     pub fn restart(&mut self, id: u64) {
@@ -500,6 +519,8 @@ impl Sim {
             return false;
         };
         let ok = node.raw.read_index(ctx).is_ok();
+        let required = self.max_committed();
+        self.read_required.insert((id, ctx), required);
         self.process(id);
         ok
     }
@@ -542,6 +563,16 @@ impl Sim {
             }
             self.apply(id, &mut node, &rd);
             for r in &rd.read_states {
+                // Linearizable reads: the read point covers everything committed anywhere
+                // before the request.
+                if let Some(req) = self.read_required.remove(&(id, r.ctx))
+                    && r.index < req
+                {
+                    self.fail(&format!(
+                        "n{id} read {} at index {} but {req} was committed before",
+                        r.ctx, r.index
+                    ));
+                }
                 self.reads.push((id, r.ctx, r.index));
             }
             node.raw.advance(&rd);
