@@ -278,6 +278,15 @@ pub struct RawNode {
     stats: Stats,
 }
 
+/// Messages whose term is this far beyond ours are dropped as malformed: no honest peer
+/// can get there (it would take decades of elections), and accepting them could exhaust
+/// the term space.
+const MAX_TERM_JUMP: u64 = 1 << 32;
+
+/// Log indexes beyond this from a peer are malformed (index arithmetic stays far from
+/// overflow).
+const MAX_INDEX: u64 = u64::MAX / 4;
+
 fn body_term(b: &Body) -> u64 {
     match b {
         Body::RequestVote(m) => m.term,
@@ -311,8 +320,7 @@ impl RawNode {
         }
         let log = RaftLog::new(snapshot, entries, hard_state.commit);
         let mut rng = Rng(cfg.seed ^ 0x5EED_0000_0000_0000 ^ cfg.id);
-        let randomized_timeout =
-            cfg.election_tick + (rng.next() % cfg.election_tick as u64) as u32;
+        let randomized_timeout = cfg.election_tick + (rng.next() % cfg.election_tick as u64) as u32;
         let prev_hs = HardState {
             commit: log.commit,
             ..hard_state
@@ -490,6 +498,11 @@ impl RawNode {
             return;
         };
         let term = body_term(&body);
+        if term > self.term.saturating_add(MAX_TERM_JUMP) {
+            // No honest peer gets this far ahead; accepting it could exhaust the term space.
+            self.stats.dropped_malformed += 1;
+            return;
+        }
 
         // The term rules shared by every role (§5.1), with PreVote and the leader lease.
         if term > self.term {
@@ -698,7 +711,7 @@ impl RawNode {
     /// Starts a PreVote round (`pre_vote`) or a real election in the next term.
     fn become_candidate(&mut self, pre_vote: bool) {
         if !pre_vote {
-            self.term += 1;
+            self.term = self.term.saturating_add(1);
             self.vote = self.cfg.id;
             self.stats.elections += 1;
         }
@@ -715,7 +728,11 @@ impl RawNode {
             return;
         }
         let req = RequestVoteRequest {
-            term: if pre_vote { self.term + 1 } else { self.term },
+            term: if pre_vote {
+                self.term.saturating_add(1)
+            } else {
+                self.term
+            },
             candidate_id: self.cfg.id,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
@@ -822,7 +839,11 @@ impl RawNode {
                 if r.pre_vote != c.pre_vote {
                     return;
                 }
-                let expected_term = if c.pre_vote { self.term + 1 } else { self.term };
+                let expected_term = if c.pre_vote {
+                    self.term.saturating_add(1)
+                } else {
+                    self.term
+                };
                 if r.vote_granted && r.term != expected_term {
                     return;
                 }
@@ -864,7 +885,9 @@ impl RawNode {
         // Peer input: the entries must continue prev_log_index with sane terms.
         let mut prev_t = a.prev_log_term;
         for (i, e) in a.entries.iter().enumerate() {
-            if e.index != a.prev_log_index.wrapping_add(1 + i as u64) || e.term < prev_t || e.term > a.term
+            if e.index != a.prev_log_index.wrapping_add(1 + i as u64)
+                || e.term < prev_t
+                || e.term > a.term
             {
                 self.stats.dropped_malformed += 1;
                 return;
@@ -940,34 +963,48 @@ impl RawNode {
             next_offset: 0,
             done: true,
         };
+        if index > MAX_INDEX {
+            self.stats.dropped_malformed += 1;
+            return;
+        }
         if index <= self.log.commit {
             // Stale or duplicate: we already have all of it.
-            self.send(from, Body::InstallSnapshotReply(done_reply(self.term)), true);
+            self.send(
+                from,
+                Body::InstallSnapshotReply(done_reply(self.term)),
+                true,
+            );
             return;
         }
         if self.log.term(index) == Some(term) {
             // Our log already has the snapshot's last entry: it is committed.
             self.log.commit_to(index);
-            self.send(from, Body::InstallSnapshotReply(done_reply(self.term)), true);
+            self.send(
+                from,
+                Body::InstallSnapshotReply(done_reply(self.term)),
+                true,
+            );
             return;
         }
         let RoleState::Follower(f) = &mut self.role else {
             return;
         };
-        let have = match &mut f.incoming {
+        // Only a chunk that continues exactly where the received bytes end is taken.
+        let (have, took) = match &mut f.incoming {
             Some((i, t, buf)) if *i == index && *t == term => {
-                if s.offset == buf.len() as u64 {
+                let took = s.offset == buf.len() as u64;
+                if took {
                     buf.extend_from_slice(&s.data);
                 }
-                buf.len() as u64
+                (buf.len() as u64, took)
             }
             _ if s.offset == 0 => {
                 f.incoming = Some((index, term, s.data.to_vec()));
-                s.data.len() as u64
+                (s.data.len() as u64, true)
             }
-            _ => 0,
+            _ => (0, false),
         };
-        let complete = s.done && s.offset + s.data.len() as u64 == have;
+        let complete = s.done && took;
         if complete {
             let (_, _, buf) = f.incoming.take().unwrap_or_default();
             self.log.restore(Snapshot {
@@ -975,7 +1012,11 @@ impl RawNode {
                 term,
                 data: Bytes::from(buf),
             });
-            self.send(from, Body::InstallSnapshotReply(done_reply(self.term)), true);
+            self.send(
+                from,
+                Body::InstallSnapshotReply(done_reply(self.term)),
+                true,
+            );
         } else {
             let r = InstallSnapshotReply {
                 term: self.term,
@@ -1013,7 +1054,11 @@ impl RawNode {
                         rd.acks.insert(from);
                     }
                 }
-                while l.reads.front().is_some_and(|rd| rd.acks.len() + 1 >= quorum) {
+                while l
+                    .reads
+                    .front()
+                    .is_some_and(|rd| rd.acks.len() + 1 >= quorum)
+                {
                     let rd = l.reads.pop_front().unwrap_or_else(|| unreachable!());
                     self.read_states.push(ReadState {
                         ctx: rd.ctx,
@@ -1078,7 +1123,7 @@ impl RawNode {
             };
             let current = match &pr.state {
                 ProgressState::Replicate { .. } => r.reject_index > pr.matched,
-                ProgressState::Probe { .. } => r.reject_index + 1 == pr.next,
+                ProgressState::Probe { .. } => r.reject_index == pr.next - 1,
                 ProgressState::Snapshot { .. } => false,
             };
             if !current {
@@ -1130,9 +1175,7 @@ impl RawNode {
             match &pr.state {
                 ProgressState::Snapshot { .. } | ProgressState::Probe { paused: true } => return,
                 ProgressState::Replicate { inflight } => {
-                    if inflight.len() >= self.cfg.max_inflight
-                        || pr.next > self.log.last_index()
-                    {
+                    if inflight.len() >= self.cfg.max_inflight || pr.next > self.log.last_index() {
                         return;
                     }
                 }

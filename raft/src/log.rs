@@ -121,7 +121,8 @@ impl RaftLog {
             self.commit
         );
         assert!(index > self.snap.index, "truncating into the snapshot");
-        self.entries.truncate((index - self.snap.index - 1) as usize);
+        self.entries
+            .truncate((index - self.snap.index - 1) as usize);
         self.unstable_from = self.unstable_from.min(index);
         self.stable = self.stable.min(index - 1);
     }

@@ -94,7 +94,11 @@ impl MemStorage {
     pub fn raft_state_size(&self) -> usize {
         let g = self.lock();
         g.state.hard_state.encoded_len()
-            + g.state.entries.iter().map(|e| e.encoded_len()).sum::<usize>()
+            + g.state
+                .entries
+                .iter()
+                .map(|e| e.encoded_len())
+                .sum::<usize>()
     }
 
     /// Bytes of the persisted snapshot.

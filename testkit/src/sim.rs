@@ -47,7 +47,11 @@ impl Rng {
     }
     /// Uniform in `[lo, hi)` (`lo` if empty).
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo { lo } else { lo + self.next_u64() % (hi - lo) }
+        if hi <= lo {
+            lo
+        } else {
+            lo + self.next_u64() % (hi - lo)
+        }
     }
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
@@ -278,10 +282,7 @@ impl Sim {
                 None => eprintln!("  n{id} down"),
             }
         }
-        panic!(
-            "{msg} (t={} ms; replay with SEED={})",
-            self.now, self.seed
-        );
+        panic!("{msg} (t={} ms; replay with SEED={})", self.now, self.seed);
     }
 
     fn idx(id: u64) -> usize {
@@ -380,7 +381,11 @@ impl Sim {
     }
     /// Largest persisted Raft state (hard state + log) over all nodes, in bytes.
     pub fn max_raft_state(&self) -> usize {
-        self.storages.iter().map(|s| s.raft_state_size()).max().unwrap_or(0)
+        self.storages
+            .iter()
+            .map(|s| s.raft_state_size())
+            .max()
+            .unwrap_or(0)
     }
     /// The node's storage.
     pub fn storage(&self, id: u64) -> &MemStorage {
@@ -491,10 +496,15 @@ impl Sim {
         if !self.link_ok(m.from, m.to) || self.rng.chance(self.net.drop) {
             return;
         }
-        let copies = if self.rng.chance(self.net.duplicate) { 2 } else { 1 };
+        let copies = if self.rng.chance(self.net.duplicate) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let delay = if !request && self.rng.chance(self.net.long_reorder) {
-                self.rng.range(self.net.long_delay.0, self.net.long_delay.1 + 1)
+                self.rng
+                    .range(self.net.long_delay.0, self.net.long_delay.1 + 1)
             } else {
                 self.rng.range(self.net.delay.0, self.net.delay.1 + 1)
             };
@@ -639,7 +649,10 @@ impl Sim {
     }
 
     fn committed_term(&self, index: u64) -> Option<u64> {
-        self.committed.get(index as usize).copied().filter(|&t| t > 0)
+        self.committed
+            .get(index as usize)
+            .copied()
+            .filter(|&t| t > 0)
     }
 
     fn check_ready(&mut self, id: u64, node: &SimNode, rd: &Ready) {
@@ -647,7 +660,10 @@ impl Sim {
             && let Some(t) = self.committed_term(s.index)
             && t != s.term
         {
-            self.fail(&format!("n{id} snapshot at {} has term {} != committed {t}", s.index, s.term));
+            self.fail(&format!(
+                "n{id} snapshot at {} has term {} != committed {t}",
+                s.index, s.term
+            ));
         }
         for e in &rd.entries {
             let prev_term = node.raw.log_term(e.index - 1).unwrap_or(0);
@@ -681,10 +697,9 @@ impl Sim {
         let st = node.raw.status();
         if node.raw.is_leader() {
             match self.leaders.get(&st.term) {
-                Some(&l) if l != id => self.fail(&format!(
-                    "two leaders in term {}: n{l} and n{id}",
-                    st.term
-                )),
+                Some(&l) if l != id => {
+                    self.fail(&format!("two leaders in term {}: n{l} and n{id}", st.term))
+                }
                 Some(_) => {}
                 None => {
                     self.leaders.insert(st.term, id);

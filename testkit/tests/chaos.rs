@@ -4,7 +4,7 @@
 //! proposals and reads. The simulator checks safety after every event; at the end the
 //! faults heal and the cluster must commit a new command on every node (liveness).
 //!
-//! `CHAOS_SEEDS=n` runs n seeds (default 300), `CHAOS_BASE=b` starts at seed b, and
+//! `CHAOS_SEEDS=n` runs n seeds (default 2000), `CHAOS_BASE=b` starts at seed b, and
 //! `SEED=s` replays exactly one seed.
 
 use std::time::Instant;
@@ -117,7 +117,11 @@ fn run_seed(seed: u64) -> u64 {
     ctx += 1;
     s.read_index(leader, ctx);
     s.run_for(500);
-    if !s.read_states().iter().any(|&(id, c, _)| id == leader && c == ctx) {
+    if !s
+        .read_states()
+        .iter()
+        .any(|&(id, c, _)| id == leader && c == ctx)
+    {
         s.fail("ReadIndex on a healthy leader got no answer");
     }
     if std::env::var("CHAOS_VERBOSE").is_ok() {
@@ -139,7 +143,7 @@ fn chaos() {
         Some(s) => vec![s],
         None => {
             let base = env("CHAOS_BASE").unwrap_or(1);
-            (base..base + env("CHAOS_SEEDS").unwrap_or(300)).collect()
+            (base..base + env("CHAOS_SEEDS").unwrap_or(2000)).collect()
         }
     };
     let t0 = Instant::now();

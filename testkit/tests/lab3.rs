@@ -119,9 +119,14 @@ fn rpc_bytes_3b() {
     }
     let got = s.bytes - bytes0;
     let expected = n as u64 * sent;
-    eprintln!("rpc bytes: {got} for {sent} command bytes (limit {})", expected + 50_000);
+    eprintln!(
+        "rpc bytes: {got} for {sent} command bytes (limit {})",
+        expected + 50_000
+    );
     if got > expected + 50_000 {
-        s.fail(&format!("too many RPC bytes; got {got}, expected {expected}"));
+        s.fail(&format!(
+            "too many RPC bytes; got {got}, expected {expected}"
+        ));
     }
 }
 
@@ -337,7 +342,10 @@ fn backup_3b() {
         let c = rand_cmd(&mut s);
         s.one(c, 3, true);
     }
-    eprintln!("50 agreements after the swap took {} ms simulated", s.now - t0);
+    eprintln!(
+        "50 agreements after the swap took {} ms simulated",
+        s.now - t0
+    );
     for i in 1..=n as u64 {
         s.connect(i);
     }
@@ -353,7 +361,9 @@ fn count_3b() {
     let total = s.rpcs;
     eprintln!("election used {total} RPCs (limit 30), leader n{leader}");
     if total > 30 || total < 1 {
-        s.fail(&format!("too many or few RPCs ({total}) to elect initial leader"));
+        s.fail(&format!(
+            "too many or few RPCs ({total}) to elect initial leader"
+        ));
     }
     let mut total2 = 0;
     let mut success = false;
@@ -389,7 +399,10 @@ fn count_3b() {
         }
         total2 = s.rpcs;
         let used = total2 - total1;
-        eprintln!("{iters} agreements used {used} RPCs (limit {})", (iters + 1 + 3) * 3);
+        eprintln!(
+            "{iters} agreements used {used} RPCs (limit {})",
+            (iters + 1 + 3) * 3
+        );
         if used > (iters + 1 + 3) * 3 {
             s.fail(&format!("too many RPCs ({used}) for {iters} entries"));
         }
@@ -546,6 +559,13 @@ fn figure8(s: &mut Sim, unreliable: bool) {
     }
     let c = cmd(s.rng.next_u64() % 10_000);
     s.one(c, n, true);
+    eprintln!(
+        "figure 8: {} ms simulated, {} events, {} messages, {} entries committed",
+        s.now,
+        s.steps,
+        s.msgs,
+        s.max_committed()
+    );
 }
 
 #[test]

@@ -1,0 +1,280 @@
+//! Scenarios beyond the lab: PreVote, CheckQuorum, one-way links, ReadIndex, bad input.
+
+use bytes::Bytes;
+use proto::raft::raft_message::Body;
+use proto::raft::{
+    AppendEntriesReply, AppendEntriesRequest, Entry, InstallSnapshotRequest, RaftMessage,
+    RequestVoteRequest,
+};
+use testkit::sim::{Sim, rand_cmd, seed_from_env};
+
+fn sim(n: usize, default_seed: u64) -> Sim {
+    let s = Sim::new(n, seed_from_env(default_seed));
+    eprintln!("seed {}", s.seed);
+    s
+}
+
+fn followers(s: &Sim, leader: u64) -> Vec<u64> {
+    (1..=s.n() as u64).filter(|&i| i != leader).collect()
+}
+
+/// PreVote: a follower cut off for many election timeouts does not inflate its term, so
+/// when it comes back the stable leader keeps leading in the same term.
+#[test]
+fn prevote_rejoining_node_does_not_disrupt() {
+    let mut s = sim(3, 501);
+    let leader = s.check_one_leader();
+    let term = s.check_terms();
+    let f = followers(&s, leader)[0];
+    s.disconnect(f);
+    s.run_for(5_000);
+    let ft = s.raw(f).map(|r| r.term());
+    assert_eq!(
+        ft,
+        Some(term),
+        "isolated follower's term moved without a real election"
+    );
+    s.connect(f);
+    s.run_for(3_000);
+    assert_eq!(
+        s.check_one_leader(),
+        leader,
+        "the rejoining node disrupted the leader"
+    );
+    assert_eq!(s.check_terms(), term);
+    let c = rand_cmd(&mut s);
+    s.one(c, 3, false);
+}
+
+/// CheckQuorum lease: a follower that lost only its link *from* the leader campaigns, but
+/// the others, who hear the leader, refuse to vote, so the leader stays.
+#[test]
+fn check_quorum_lease_protects_leader_from_half_connected_node() {
+    let mut s = sim(3, 502);
+    let leader = s.check_one_leader();
+    let term = s.check_terms();
+    let f = followers(&s, leader)[0];
+    s.block(leader, f);
+    s.run_for(5_000);
+    for id in 1..=3 {
+        if id != f {
+            assert_eq!(s.raw(id).map(|r| r.term()), Some(term));
+        }
+    }
+    assert!(
+        s.raw(leader).is_some_and(|r| r.is_leader()),
+        "leader was disrupted"
+    );
+    s.unblock_all();
+    let c = rand_cmd(&mut s);
+    s.one(c, 3, true);
+}
+
+/// CheckQuorum: a leader cut off from the majority steps down within about two election
+/// timeouts, and the majority elects a new leader.
+#[test]
+fn check_quorum_isolated_leader_steps_down() {
+    let mut s = sim(5, 503);
+    let leader = s.check_one_leader();
+    s.disconnect(leader);
+    s.run_for(1_500);
+    assert!(
+        !s.raw(leader).is_some_and(|r| r.is_leader()),
+        "isolated leader still thinks it leads"
+    );
+    let leader2 = s.check_one_leader();
+    assert_ne!(leader2, leader);
+    let c = rand_cmd(&mut s);
+    s.one(c, 4, true);
+    s.connect(leader);
+    let c = rand_cmd(&mut s);
+    s.one(c, 5, true);
+}
+
+/// One-way links: a leader that can send but not receive steps down (no acks), and the
+/// nodes that can talk elect a new leader and make progress.
+#[test]
+fn one_way_deaf_leader_is_replaced() {
+    let n = 3;
+    let mut s = sim(n, 504);
+    let leader = s.check_one_leader();
+    for f in followers(&s, leader) {
+        s.block(f, leader);
+    }
+    s.run_for(3_000);
+    assert!(!s.raw(leader).is_some_and(|r| r.is_leader()));
+    let mut new_leader = None;
+    for _ in 0..10 {
+        s.run_for(500);
+        new_leader =
+            (1..=n as u64).find(|&i| i != leader && s.raw(i).is_some_and(|r| r.is_leader()));
+        if new_leader.is_some() {
+            break;
+        }
+    }
+    assert!(
+        new_leader.is_some(),
+        "no new leader among the nodes that can talk"
+    );
+    let c = rand_cmd(&mut s);
+    s.one(c, 2, true);
+    s.unblock_all();
+    let c = rand_cmd(&mut s);
+    s.one(c, 3, true);
+}
+
+/// ReadIndex: a leader answers with an index covering every committed write; a follower
+/// refuses; an isolated old leader never answers.
+#[test]
+fn read_index() {
+    let mut s = sim(3, 505);
+    let c = rand_cmd(&mut s);
+    let idx = s.one(c, 3, false);
+    let leader = s.check_one_leader();
+    assert!(s.read_index(leader, 1));
+    s.run_for(200);
+    let got: Vec<_> = s
+        .read_states()
+        .iter()
+        .filter(|r| r.1 == 1)
+        .copied()
+        .collect();
+    assert_eq!(got.len(), 1, "leader did not answer the read");
+    assert!(
+        got[0].2 >= idx,
+        "read index {} below committed {idx}",
+        got[0].2
+    );
+    let f = followers(&s, leader)[0];
+    assert!(!s.read_index(f, 2), "a follower accepted a ReadIndex");
+
+    s.disconnect(leader);
+    assert!(s.read_index(leader, 3), "still leader right after the cut");
+    for _ in 0..3 {
+        let c = rand_cmd(&mut s);
+        s.one(c, 2, true);
+    }
+    s.run_for(2_000);
+    assert!(
+        !s.read_states().iter().any(|r| r.1 == 3),
+        "an isolated leader answered a read"
+    );
+}
+
+/// Nothing a peer sends can panic a node; bad messages are dropped and counted.
+#[test]
+fn bad_input_is_dropped_and_counted() {
+    let mut s = sim(3, 506);
+    let c = rand_cmd(&mut s);
+    s.one(c, 3, false);
+    let leader = s.check_one_leader();
+    let f = followers(&s, leader)[0];
+    let term = s.check_terms();
+    let msg = |from: u64, to: u64, body: Body| RaftMessage {
+        cluster_id: 0,
+        from,
+        to,
+        body: Some(body),
+    };
+    let ae = |prev: u64, entries: Vec<Entry>, commit: u64| {
+        Body::AppendEntries(AppendEntriesRequest {
+            term,
+            leader_id: leader,
+            prev_log_index: prev,
+            prev_log_term: term,
+            entries,
+            leader_commit: commit,
+            ..Default::default()
+        })
+    };
+    let before = s.raw(f).map(|r| r.stats().clone()).unwrap_or_default();
+    // Another cluster, an unknown node, a misaddressed message, no body.
+    s.inject(RaftMessage {
+        cluster_id: 7,
+        ..msg(leader, f, ae(0, vec![], 0))
+    });
+    s.inject(msg(99, f, ae(0, vec![], 0)));
+    s.inject(msg(f, f, ae(0, vec![], 0)));
+    s.inject(RaftMessage {
+        body: None,
+        ..msg(leader, f, ae(0, vec![], 0))
+    });
+    // Absurd indexes from the real leader: past the log, non-contiguous, wrapping.
+    let e = |index: u64, t: u64| Entry {
+        term: t,
+        index,
+        entry_type: 0,
+        data: Bytes::from_static(b"x"),
+    };
+    s.inject(msg(leader, f, ae(u64::MAX, vec![], u64::MAX)));
+    s.inject(msg(leader, f, ae(u64::MAX, vec![e(0, term)], u64::MAX)));
+    s.inject(msg(leader, f, ae(1, vec![e(5, term), e(3, term)], 9)));
+    s.inject(msg(leader, f, ae(1, vec![e(2, term + 5)], 9)));
+    // Snapshot chunks: stale, at a huge offset, empty and "done" with no data.
+    for (idx, off, done) in [
+        (1, 0, true),
+        (1_000_000, u64::MAX - 1, true),
+        (50, 10, false),
+    ] {
+        s.inject(msg(
+            leader,
+            f,
+            Body::InstallSnapshot(InstallSnapshotRequest {
+                term,
+                leader_id: leader,
+                last_included_index: idx,
+                last_included_term: term,
+                offset: off,
+                data: Bytes::from_static(b"zz"),
+                done,
+            }),
+        ));
+    }
+    // A reply claiming to match far past the leader's log.
+    s.inject(msg(
+        f,
+        leader,
+        Body::AppendEntriesReply(AppendEntriesReply {
+            term,
+            success: true,
+            match_index: u64::MAX,
+            ..Default::default()
+        }),
+    ));
+    s.inject(msg(
+        f,
+        leader,
+        Body::AppendEntriesReply(AppendEntriesReply {
+            term,
+            success: false,
+            reject_index: u64::MAX,
+            conflict_index: u64::MAX,
+            conflict_term: u64::MAX,
+            ..Default::default()
+        }),
+    ));
+    // A vote request with a stale term gets a rejection, not a vote.
+    s.inject(msg(
+        leader,
+        f,
+        Body::RequestVote(RequestVoteRequest {
+            term: term - 1,
+            candidate_id: leader,
+            last_log_index: u64::MAX,
+            last_log_term: u64::MAX,
+            pre_vote: false,
+        }),
+    ));
+    let after = s.raw(f).map(|r| r.stats().clone()).unwrap_or_default();
+    assert_eq!(
+        after.dropped_foreign_cluster,
+        before.dropped_foreign_cluster + 1
+    );
+    assert_eq!(after.dropped_unknown_peer, before.dropped_unknown_peer + 2);
+    assert_eq!(after.dropped_misaddressed, before.dropped_misaddressed);
+    assert!(after.dropped_malformed >= before.dropped_malformed + 3);
+    assert_eq!(after.stale_term, before.stale_term + 1);
+    // The cluster still works and agrees.
+    let c = rand_cmd(&mut s);
+    s.one(c, 3, true);
+}
