@@ -132,6 +132,15 @@ struct SimNode {
     was_leader_in: Option<u64>,
 }
 
+/// Builds each node's configuration.
+struct MakeConfig(Box<dyn Fn(u64, Vec<u64>) -> Config>);
+
+impl std::fmt::Debug for MakeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MakeConfig")
+    }
+}
+
 /// A simulated cluster.
 #[derive(Debug)]
 pub struct Sim {
@@ -146,7 +155,7 @@ pub struct Sim {
     /// Snapshot after every this many applied indexes (`None`: never).
     pub snapshot_every: Option<u64>,
     n: usize,
-    make_config: fn(u64, Vec<u64>) -> Config,
+    make_config: MakeConfig,
     nodes: Vec<Option<SimNode>>,
     storages: Vec<MemStorage>,
     connected: Vec<bool>,
@@ -225,7 +234,12 @@ impl Sim {
     }
 
     /// Like [`Sim::new`] with a custom per-node configuration.
-    pub fn with_config(n: usize, seed: u64, make_config: fn(u64, Vec<u64>) -> Config) -> Self {
+    pub fn with_config(
+        n: usize,
+        seed: u64,
+        make_config: impl Fn(u64, Vec<u64>) -> Config + 'static,
+    ) -> Self {
+        let make_config = MakeConfig(Box::new(make_config));
         let mut sim = Sim {
             seed,
             rng: Rng::new(seed),
@@ -291,7 +305,7 @@ impl Sim {
 
     fn start_node(&mut self, id: u64) {
         let peers: Vec<u64> = (1..=self.n as u64).collect();
-        let mut cfg = (self.make_config)(id, peers);
+        let mut cfg = (self.make_config.0)(id, peers);
         cfg.seed = self.rng.next_u64();
         let state = self.storages[Self::idx(id)]
             .load()

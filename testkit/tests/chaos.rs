@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use testkit::sim::{CrashPoint, NetConfig, Rng, Sim, rand_cmd};
+use testkit::sim::{CrashPoint, NetConfig, Rng, Sim, default_config, rand_cmd};
 
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
@@ -19,7 +19,18 @@ fn env(name: &str) -> Option<u64> {
 fn run_seed(seed: u64) -> u64 {
     let mut pick = Rng::new(seed ^ 0xC4A0_5000);
     let n = [3usize, 5, 7][pick.range(0, 3) as usize];
-    let mut s = Sim::new(n, seed);
+    // Half the seeds send one entry per message with a short pipeline, so that replies can
+    // acknowledge old-term entries without the new leader's entries (Figure 8 territory).
+    let small = pick.chance(0.5);
+    let inflight = pick.range(1, 8) as usize;
+    let mut s = Sim::with_config(n, seed, move |id, peers| {
+        let mut c = default_config(id, peers);
+        if small {
+            c.max_msg_bytes = 1;
+            c.max_inflight = inflight;
+        }
+        c
+    });
     if pick.chance(0.5) {
         s.snapshot_every = Some(pick.range(3, 30));
     }

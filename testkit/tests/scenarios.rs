@@ -278,3 +278,39 @@ fn bad_input_is_dropped_and_counted() {
     let c = rand_cmd(&mut s);
     s.one(c, 3, true);
 }
+
+/// A vote must be durable before it is sent: a voter that crashes before persisting its
+/// vote must not be able to vote again, for someone else, in the same term.
+#[test]
+fn vote_is_durable_before_it_is_sent() {
+    use testkit::sim::{CrashPoint, default_config};
+    for seed in 0..20 {
+        let mut s = Sim::with_config(3, seed_from_env(600 + seed), |id, peers| {
+            let mut c = default_config(id, peers);
+            c.pre_vote = false;
+            if id == 3 {
+                c.election_tick = 1000; // n3 only ever votes
+            }
+            c
+        });
+        // n1 and n2 cannot talk, so each needs n3's vote.
+        s.block(1, 2);
+        s.block(2, 1);
+        s.crash_during_next_ready(3, CrashPoint::BeforePersist);
+        while s.is_up(3) {
+            s.run_for(5);
+            if s.now > 10_000 {
+                s.fail("n3 never handled a vote request");
+            }
+        }
+        // Whoever asked n3 first is cut off from it; n3 restarts from its storage.
+        let asked = (1..=2u64)
+            .max_by_key(|&i| s.raw(i).map_or(0, |r| r.term()))
+            .unwrap_or(1);
+        s.block(asked, 3);
+        s.block(3, asked);
+        s.restart(3);
+        // The other one campaigns; the simulator fails on two leaders in one term.
+        s.run_for(5_000);
+    }
+}
