@@ -4,9 +4,12 @@
 
 mod core;
 mod log;
+mod node;
 mod storage;
+pub mod transport;
 
 pub use crate::core::{Config, RawNode, ReadState, Ready, Role, Stats, Status};
+pub use crate::node::{ApplyMsg, DEFAULT_TICK, Mailbox, Node, Transport};
 pub use crate::storage::{InitialState, MemStorage, Snapshot, Storage, StorageError};
 pub use proto::raft::{Entry, EntryType, HardState, RaftMessage};
 
@@ -29,6 +32,8 @@ pub enum Error {
     InvalidConfig(String),
     /// Storage failed; the node stops.
     Storage(StorageError),
+    /// No answer in time (a ReadIndex round that got no majority).
+    Timeout,
     /// The node has shut down.
     Shutdown,
 }
@@ -42,6 +47,7 @@ impl std::fmt::Display for Error {
             }
             Error::InvalidConfig(s) => write!(f, "invalid raft config: {s}"),
             Error::Storage(e) => write!(f, "{e}"),
+            Error::Timeout => write!(f, "raft request timed out"),
             Error::Shutdown => write!(f, "raft node shut down"),
         }
     }
