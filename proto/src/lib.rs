@@ -6,7 +6,9 @@
 //!   AppendEntries with conflict hints, chunked InstallSnapshot), one-way in a
 //!   [`raft::RaftMessage`] envelope;
 //! - [`kv`]: the client-facing key-value service;
-//! - [`echo`]: a trivial service for RPC tests and benchmarks.
+//! - [`echo`]: a trivial service for RPC tests and benchmarks;
+//! - [`service`]: the traits that the code generated from `service` blocks is written
+//!   against (server trait + dispatcher + client stub per service; see that module).
 //!
 //! Generated code is not committed; `build.rs` regenerates it with a vendored protoc.
 
@@ -31,5 +33,7 @@ pub mod raft {
 pub mod kv {
     include!(concat!(env!("OUT_DIR"), "/raftkv.kv.rs"));
 }
+
+pub mod service;
 
 pub use prost::Message;

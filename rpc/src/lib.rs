@@ -1,6 +1,157 @@
-//! raftkv's protobuf-over-TCP RPC framework on mio.
+//! raftkv's protobuf-over-TCP RPC framework on mio. It knows nothing of Raft.
 //!
-//! This crate will own framing, the server event loop, service/method dispatch, and client
-//! channels with many calls in flight, deadlines and reconnects. It knows nothing of Raft.
+//! Raft peers, the KV service and every client ride on this layer. It replaces the C++
+//! original's muduo RPC, which had no framing of replies, no request ids, no timeouts and
+//! a thread per outgoing call; here every frame is length-prefixed, every call carries an
+//! id, every call has a deadline, and one thread serves all outgoing connections.
 //!
-//! Not built yet.
+//! # Wire format
+//!
+//! A connection carries frames in both directions; the client sends requests, the server
+//! answers each with one response or one error frame carrying the same request id, in any
+//! order (a slow call does not hold up the ones behind it). All integers are big-endian.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     length L: bytes after this field, = 16 + E + body length (L >= 16)
+//! 4       2     magic 0x52 0x4B ("RK")
+//! 6       1     version, 1
+//! 7       1     kind: 1 request, 2 response, 3 error
+//! 8       8     request id (u64), chosen by the client, unique among its calls in flight
+//!               on the connection; the server echoes it
+//! 16      4     E: envelope length
+//! 20      E     envelope, protobuf:
+//!                 request:  raftkv.rpc.RequestHeader { service = 1, method = 2 }
+//!                 response: empty (E = 0)
+//!                 error:    raftkv.rpc.ErrorHeader { status = 1, message = 2 }
+//! 20+E    L-16-E  body: the request or reply message, protobuf; empty on error frames
+//! ```
+//!
+//! For example `Echo("hi")` as request 0x0102030405060708 to service `S`, method `M`:
+//!
+//! ```text
+//! 00 00 00 1a  52 4b 01 01  01 02 03 04 05 06 07 08  00 00 00 06
+//! 0a 01 53 12 01 4d          (RequestHeader { service: "S", method: "M" })
+//! 0a 02 68 69                (EchoRequest { payload: "hi" })
+//! ```
+//!
+//! [`frame`] holds the codec as plain functions; its tests pin these exact bytes. A frame
+//! whose length exceeds the limit ([`ServerConfig::max_frame`], [`ClientConfig::max_frame`],
+//! default 64 MiB), a wrong magic, version or kind, or an envelope longer than its frame
+//! close the connection with a logged error: framing is lost, and the limit is checked on
+//! the first 8 bytes, before anything of the announced size is allocated. A request whose
+//! envelope or body does not decode keeps the connection and gets an error frame
+//! (`STATUS_DECODE`).
+//!
+//! # Services
+//!
+//! A `service` block in `proto/proto/*.proto` is all it takes. `proto/build.rs` generates,
+//! in that package's module of the `proto` crate:
+//!
+//! - a server trait, e.g. `proto::echo::EchoService` with
+//!   `fn echo(&self, request: EchoRequest, reply: Reply<EchoReply>)`;
+//! - a dispatcher `EchoServiceServer<T>` implementing [`Service`] (method name → decode →
+//!   call);
+//! - a client stub `EchoServiceClient<C: Caller>` with `echo(&req, timeout)` (blocking)
+//!   and `echo_async(&req, timeout, done)` (non-blocking).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use proto::echo::{EchoReply, EchoRequest, EchoService, EchoServiceClient, EchoServiceServer};
+//! use rpc::{Channel, Reply, ServerBuilder};
+//!
+//! struct Echo;
+//! impl EchoService for Echo {
+//!     fn echo(&self, req: EchoRequest, reply: Reply<EchoReply>) {
+//!         reply.send(EchoReply { payload: req.payload });
+//!     }
+//! }
+//!
+//! let server = ServerBuilder::new()
+//!     .register_inline(EchoServiceServer::new(Echo)) // never blocks: run on the loop
+//!     .bind("127.0.0.1:0".parse().unwrap())
+//!     .unwrap();
+//! let client = EchoServiceClient::new(Channel::new(server.local_addr()));
+//! let reply = client.echo(&EchoRequest { payload: "hi".into() }, Duration::from_secs(1));
+//! assert_eq!(&reply.unwrap().payload[..], b"hi");
+//! ```
+//!
+//! The generated code lives in `proto`, which cannot depend on `rpc` (we depend on it), so
+//! the two meet at the small traits of `proto::service`: [`Service`] and
+//! [`proto::service::ReplyTarget`] on the server side, [`Caller`] on the client side.
+//!
+//! A [`Reply`] is a one-shot handle: `Send`, answerable later from any thread (the KV
+//! server keeps it until the log entry is applied; no thread waits). Dropping it
+//! unanswered answers `STATUS_UNAVAILABLE`; dropping it while panicking,
+//! `STATUS_HANDLER_PANIC`. A caller is never left waiting for a handle nobody holds.
+//!
+//! **One port per node.** Register every service of a node (`RaftService` for peers,
+//! `KvService` for clients) on one [`Server`]. Both are cheap to multiplex (the service
+//! name is in every request), one port means one address per node in the configuration
+//! and one event loop thread, and the handlers already differ where it matters: Raft
+//! intake is registered inline (it only queues messages for the driver), KV handlers run
+//! on the pool or answer later through their reply handles. Separate ports would only buy
+//! isolation of accept queues and connection limits, which a cluster of a few nodes does
+//! not need.
+//!
+//! # Threads
+//!
+//! **Server** ([`ServerBuilder::bind`]): one event loop thread (mio) accepts until
+//! `WouldBlock`, reads each connection into a shared 64 KiB buffer (many frames per
+//! `read`; only the tail of an incomplete frame is copied into a per-connection buffer, so
+//! an idle connection holds no buffer), dispatches every complete frame, and appends
+//! replies to a per-connection write buffer flushed once per batch (many replies per
+//! `write`; the rest waits for `WRITABLE`). Handlers of services registered with
+//! [`ServerBuilder::register`] run on a bounded pool ([`ServerConfig::workers`] threads, a
+//! queue of [`ServerConfig::queue`] calls, beyond which calls are answered
+//! `STATUS_RESOURCE_EXHAUSTED`); services registered with
+//! [`ServerBuilder::register_inline`] run on the loop thread itself and their replies go
+//! straight into the write buffer, with no hand-off and no wake-up. Replies from other
+//! threads are queued and the loop is woken once per burst (a mio `Waker`).
+//!
+//! **Client** ([`ClientRuntime`]): one I/O thread per runtime serves every outgoing
+//! connection; [`ClientRuntime::global`] is started on first use and lives as long as the
+//! process, so by default there is one per process. A [`Channel`] is one connection to
+//! one address, shared by all clones. A calling thread encodes its request and, if
+//! nothing else is queued, writes it to the socket itself (no hop to the I/O thread); the
+//! I/O thread reads replies, matches them to calls by request id, and wakes the blocking
+//! caller or runs the completion. Completions run on the I/O thread: keep them short. A
+//! call made from a completion is queued and written with the rest of the batch.
+//!
+//! # Errors
+//!
+//! Every call ends exactly once, with the reply or a [`CallError`]:
+//!
+//! - `Unavailable`: no connection (connect refused, backing off, broken with the call in
+//!   flight, runtime shut down). Calls on a broken connection fail at once; they never
+//!   hang. The next call after a break reconnects at once if the connection had worked,
+//!   else after a backoff doubling from 10 ms to 1 s ([`ClientConfig`]).
+//! - `Timeout`: no reply by the deadline. Blocking callers time themselves out exactly;
+//!   non-blocking calls are timed out by the I/O thread, which sleeps until the earliest
+//!   deadline. A reply that arrives later is dropped.
+//! - `Overloaded`: more than [`ClientConfig::max_in_flight`] calls in flight on the
+//!   connection; nothing was sent. This is the client's backpressure.
+//! - `Remote { status, message }`: the server answered with an error frame: unknown
+//!   service or method (the message names it), undecodable request, handler panic
+//!   (the server keeps serving), dropped reply handle, queue full, shutting down.
+//! - `Decode`: the reply did not decode as the method's output.
+//!
+//! # Limits and lifecycle
+//!
+//! Server: [`ServerConfig::max_connections`] (beyond it a new connection is accepted and
+//! closed), [`ServerConfig::idle_timeout`] (a connection with no calls in flight and no
+//! traffic is closed), [`ServerConfig::max_frame`]. Dropping the [`Server`] shuts down
+//! gracefully: stop accepting, answer new requests `STATUS_UNAVAILABLE`, give in-flight
+//! calls [`ServerConfig::shutdown_grace`], close every connection, join every thread.
+//!
+//! Not done: TLS or authentication, streaming calls, cancellation propagated to the
+//! server, flow control beyond the in-flight bound (a client that never reads its replies
+//! grows the server's write buffer for that connection).
+
+pub mod client;
+pub mod frame;
+pub mod server;
+
+pub use client::{Channel, ClientConfig, ClientRuntime};
+pub use proto::service::{CallError, Caller, RawReply, Reply, Service, Status};
+pub use server::{Server, ServerBuilder, ServerConfig};

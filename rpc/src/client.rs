@@ -1,0 +1,919 @@
+//! The client: one I/O thread per [`ClientRuntime`], a [`Channel`] per address.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use prost::Message;
+use proto::rpc::ErrorHeader;
+use proto::service::{Body, CallError, Caller, Completion, Status};
+
+use crate::frame::{self, FrameKind};
+
+const WAKER: Token = Token(0);
+const READ_CHUNK: usize = 64 * 1024;
+const KEEP_BUF: usize = 256 * 1024;
+/// An incomplete frame at least this long is read in place into a buffer of its size.
+const LARGE: usize = 16 * 1024;
+
+/// Client limits. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Largest frame sent or accepted, header included. Default 64 MiB.
+    pub max_frame: usize,
+    /// Calls in flight per connection beyond which new calls fail at once with
+    /// [`CallError::Overloaded`]. Default 8192.
+    pub max_in_flight: usize,
+    /// First wait before reconnecting after a failed connect; doubles on each failure.
+    /// Default 10 ms.
+    pub backoff_min: Duration,
+    /// Cap of the reconnect wait. Default 1 s.
+    pub backoff_max: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            max_frame: frame::DEFAULT_MAX_FRAME,
+            max_in_flight: 8192,
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_secs(1),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Request ids are already well spread; hashing them again is wasted time.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// Where a blocking caller waits: one per thread, reused by every call it makes.
+struct Slot {
+    thread: Thread,
+    result: Mutex<Option<(u64, Result<Bytes, CallError>)>>,
+}
+
+thread_local! {
+    static SLOT: Arc<Slot> = Arc::new(Slot {
+        thread: std::thread::current(),
+        result: Mutex::new(None),
+    });
+    /// Id of the runtime whose I/O thread this is (0: none).
+    static IO_THREAD: Cell<usize> = const { Cell::new(0) };
+}
+
+static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
+
+enum Waiter {
+    Blocking { slot: Arc<Slot>, ticket: u64 },
+    Callback(Completion),
+}
+
+impl Waiter {
+    fn complete(self, r: Result<Bytes, CallError>) {
+        match self {
+            Waiter::Blocking { slot, ticket } => {
+                *lock(&slot.result) = Some((ticket, r));
+                slot.thread.unpark();
+            }
+            Waiter::Callback(f) => f(r),
+        }
+    }
+}
+
+struct Pending {
+    waiter: Waiter,
+    /// Set for non-blocking calls: the I/O thread times them out. Blocking callers time
+    /// themselves out.
+    deadline: Option<Instant>,
+}
+
+struct ConnState {
+    out: Vec<u8>,
+    out_pos: usize,
+    pending: IdMap<Pending>,
+    next_id: u64,
+    connected: bool,
+    /// Queued in the runtime's dirty list (calls made on the I/O thread).
+    dirty: bool,
+    closed: bool,
+}
+
+/// One outgoing TCP connection, shared by its [`Channel`] and the I/O thread.
+struct Conn {
+    token: Token,
+    addr: SocketAddr,
+    stream: TcpStream,
+    state: Mutex<ConnState>,
+    closed: AtomicBool,
+    ever_connected: AtomicBool,
+}
+
+impl Conn {
+    /// Writes queued bytes until done or `WouldBlock`. Errors are left for the I/O
+    /// thread, which sees them as events.
+    fn flush_locked(&self, st: &mut ConnState) -> io::Result<()> {
+        while st.out_pos < st.out.len() {
+            match (&self.stream).write(&st.out[st.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => st.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        st.out_pos = 0;
+        if st.out.capacity() > KEEP_BUF {
+            st.out = Vec::new();
+        } else {
+            st.out.clear();
+        }
+        Ok(())
+    }
+}
+
+/// What the I/O thread and the callers share.
+struct Shared {
+    id: usize,
+    config: ClientConfig,
+    registry: mio::Registry,
+    waker: Waker,
+    new_conns: Mutex<Vec<Arc<Conn>>>,
+    /// Connections that calls made on the I/O thread wrote to; flushed after the batch.
+    dirty: Mutex<Vec<Arc<Conn>>>,
+    next_token: AtomicUsize,
+    shutdown: AtomicBool,
+    base: Instant,
+    /// When the I/O thread plans to look for expired non-blocking calls, in nanoseconds
+    /// since `base` (`u64::MAX`: no plan).
+    next_sweep: AtomicU64,
+}
+
+impl Shared {
+    fn nanos(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.base).as_nanos() as u64
+    }
+    fn on_io_thread(&self) -> bool {
+        IO_THREAD.with(|c| c.get()) == self.id
+    }
+    fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            log::error!("rpc client: cannot wake the I/O thread: {e}");
+        }
+    }
+}
+
+/// The client's I/O thread and the connections it serves. Cheap to clone; the thread stops
+/// when the last clone (and the last [`Channel`] using it) is dropped, failing calls still
+/// in flight with [`CallError::Unavailable`].
+///
+/// Most code uses [`ClientRuntime::global`], started on first use and alive for the whole
+/// process: one I/O thread per process for all peers and clients. Tests and benchmarks
+/// make their own with [`ClientRuntime::new`] to control its life and limits.
+#[derive(Clone)]
+pub struct ClientRuntime {
+    inner: Arc<RuntimeHandle>,
+}
+
+struct RuntimeHandle {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ClientRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRuntime")
+            .field("id", &self.inner.shared.id)
+            .finish()
+    }
+}
+
+impl Drop for RuntimeHandle {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.wake();
+        if self.shared.on_io_thread() {
+            return; // the last handle died in a completion; the thread exits by itself
+        }
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl ClientRuntime {
+    /// Starts an I/O thread with `config`.
+    pub fn new(config: ClientConfig) -> io::Result<ClientRuntime> {
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let shared = Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            config,
+            registry: poll.registry().try_clone()?,
+            waker,
+            new_conns: Mutex::new(Vec::new()),
+            dirty: Mutex::new(Vec::new()),
+            next_token: AtomicUsize::new(1),
+            shutdown: AtomicBool::new(false),
+            base: Instant::now(),
+            next_sweep: AtomicU64::new(u64::MAX),
+        });
+        let s2 = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("rpc-client-io".into())
+            .spawn(move || IoLoop::new(poll, s2).run())?;
+        Ok(ClientRuntime {
+            inner: Arc::new(RuntimeHandle {
+                shared,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// The process-wide runtime, started with default limits on first use.
+    ///
+    /// # Panics
+    /// If the I/O thread cannot be started the first time (no threads or fds left).
+    pub fn global() -> ClientRuntime {
+        static GLOBAL: OnceLock<ClientRuntime> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                ClientRuntime::new(ClientConfig::default())
+                    .expect("rpc: cannot start the client I/O thread")
+            })
+            .clone()
+    }
+
+    /// A channel to `addr` served by this runtime. Connects on first call.
+    pub fn channel(&self, addr: SocketAddr) -> Channel {
+        Channel {
+            inner: Arc::new(ChannelInner {
+                addr,
+                rt: self.clone(),
+                state: Mutex::new(ChanState {
+                    conn: None,
+                    backoff: Duration::ZERO,
+                    retry_at: None,
+                }),
+            }),
+        }
+    }
+}
+
+/// A connection to one server address, shared by any number of threads (clone it freely:
+/// clones share the connection). Many calls are in flight at once, matched by request id.
+///
+/// Connects lazily on the first call; after the connection breaks, the next call
+/// reconnects at once if the connection had worked, else after a backoff that doubles from
+/// [`ClientConfig::backoff_min`] to [`ClientConfig::backoff_max`]. While backing off,
+/// calls fail at once with [`CallError::Unavailable`]. Calls in flight when a connection
+/// breaks fail with `Unavailable`.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<ChannelInner>,
+}
+
+struct ChannelInner {
+    addr: SocketAddr,
+    rt: ClientRuntime,
+    state: Mutex<ChanState>,
+}
+
+struct ChanState {
+    conn: Option<Arc<Conn>>,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+}
+
+impl Drop for ChannelInner {
+    fn drop(&mut self) {
+        if let Some(c) = lock(&self.state).conn.take() {
+            // The I/O thread sees the hang-up and fails whatever is still in flight.
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+fn unavailable(reason: &'static str, source: Option<io::Error>) -> CallError {
+    CallError::Unavailable {
+        reason,
+        source: source.map(Arc::new),
+    }
+}
+
+impl Channel {
+    /// A channel on the process-wide runtime ([`ClientRuntime::global`]).
+    pub fn new(addr: SocketAddr) -> Channel {
+        ClientRuntime::global().channel(addr)
+    }
+
+    /// The server address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The live connection, connecting if allowed.
+    fn conn(&self) -> Result<Arc<Conn>, CallError> {
+        let shared = &self.inner.rt.inner.shared;
+        if shared.shutdown.load(Ordering::Relaxed) {
+            return Err(unavailable("client runtime shut down", None));
+        }
+        let mut cs = lock(&self.inner.state);
+        if let Some(c) = &cs.conn {
+            if !c.closed.load(Ordering::Acquire) {
+                return Ok(c.clone());
+            }
+            let cfg = &shared.config;
+            if c.ever_connected.load(Ordering::Acquire) {
+                cs.backoff = Duration::ZERO;
+                cs.retry_at = None;
+            } else {
+                cs.backoff = if cs.backoff.is_zero() {
+                    cfg.backoff_min
+                } else {
+                    (cs.backoff * 2).min(cfg.backoff_max)
+                };
+                cs.retry_at = Some(Instant::now() + cs.backoff);
+            }
+            cs.conn = None;
+        }
+        if let Some(at) = cs.retry_at
+            && Instant::now() < at
+        {
+            return Err(unavailable("backing off after a failed connect", None));
+        }
+        let stream = TcpStream::connect(self.inner.addr).map_err(|e| {
+            let cfg = &shared.config;
+            cs.backoff = (cs.backoff * 2).clamp(cfg.backoff_min, cfg.backoff_max);
+            cs.retry_at = Some(Instant::now() + cs.backoff);
+            unavailable("connect failed", Some(e))
+        })?;
+        let _ = stream.set_nodelay(true);
+        let token = Token(shared.next_token.fetch_add(1, Ordering::Relaxed));
+        let conn = Arc::new(Conn {
+            token,
+            addr: self.inner.addr,
+            stream,
+            state: Mutex::new(ConnState {
+                out: Vec::new(),
+                out_pos: 0,
+                pending: IdMap::default(),
+                next_id: 1,
+                connected: false,
+                dirty: false,
+                closed: false,
+            }),
+            closed: AtomicBool::new(false),
+            ever_connected: AtomicBool::new(false),
+        });
+        // Hand it to the I/O thread before registering: every event for the token then
+        // finds it in the I/O thread's map.
+        lock(&shared.new_conns).push(conn.clone());
+        shared
+            .registry
+            .register(
+                &mut SourceFd(&conn.stream.as_raw_fd()),
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| {
+                conn.closed.store(true, Ordering::Release);
+                unavailable("cannot register the socket", Some(e))
+            })?;
+        cs.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Queues a request and writes it if nobody else is writing. Returns the connection
+    /// and request id, or the error with the waiter handed back.
+    fn start(
+        &self,
+        service: &str,
+        method: &str,
+        request: &dyn Body,
+        waiter: Waiter,
+        deadline: Option<Instant>,
+    ) -> Result<(Arc<Conn>, u64), (CallError, Waiter)> {
+        let shared = &self.inner.rt.inner.shared;
+        let len = frame::HEADER_LEN + service.len() + method.len() + 12 + request.body_len();
+        if len > shared.config.max_frame {
+            return Err((
+                CallError::Remote {
+                    status: Status::ResourceExhausted,
+                    message: format!(
+                        "request of {len} bytes exceeds the frame limit of {}",
+                        shared.config.max_frame
+                    ),
+                },
+                waiter,
+            ));
+        }
+        let mut tries = 0;
+        let conn = loop {
+            let conn = match self.conn() {
+                Ok(c) => c,
+                Err(e) => return Err((e, waiter)),
+            };
+            if !conn.closed.load(Ordering::Acquire) || tries > 0 {
+                break conn;
+            }
+            tries += 1;
+        };
+        let mut st = lock(&conn.state);
+        if st.closed {
+            return Err((unavailable("connection closed", None), waiter));
+        }
+        if st.pending.len() >= shared.config.max_in_flight {
+            return Err((CallError::Overloaded, waiter));
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        let was_empty = st.out.len() == st.out_pos;
+        frame::encode_request(&mut st.out, id, service, method, request);
+        st.pending.insert(id, Pending { waiter, deadline });
+        if shared.on_io_thread() {
+            if !st.dirty {
+                st.dirty = true;
+                lock(&shared.dirty).push(conn.clone());
+            }
+        } else if was_empty && st.connected {
+            // Errors surface as events on the I/O thread.
+            let _ = conn.flush_locked(&mut st);
+        }
+        drop(st);
+        if let Some(d) = deadline {
+            let n = shared.nanos(d);
+            let prev = shared.next_sweep.fetch_min(n, Ordering::AcqRel);
+            if n < prev && !shared.on_io_thread() {
+                shared.wake();
+            }
+        }
+        Ok((conn, id))
+    }
+
+    fn call_blocking(
+        &self,
+        service: &str,
+        method: &str,
+        request: &dyn Body,
+        timeout: Duration,
+    ) -> Result<Bytes, CallError> {
+        if self.inner.rt.inner.shared.on_io_thread() {
+            // Only this thread reads replies: waiting here would wait forever.
+            return Err(unavailable(
+                "blocking call from a completion (on the I/O thread); use a non-blocking call",
+                None,
+            ));
+        }
+        let deadline = Instant::now() + timeout;
+        let slot = SLOT.with(|s| s.clone());
+        let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
+        let waiter = Waiter::Blocking {
+            slot: slot.clone(),
+            ticket,
+        };
+        let (conn, id) = self
+            .start(service, method, request, waiter, None)
+            .map_err(|(e, _)| e)?;
+        let take = || {
+            let mut g = lock(&slot.result);
+            match g.take() {
+                Some((t, r)) if t == ticket => Some(r),
+                _ => None,
+            }
+        };
+        loop {
+            if let Some(r) = take() {
+                return r;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::park_timeout(deadline - now);
+        }
+        if lock(&conn.state).pending.remove(&id).is_some() {
+            return Err(CallError::Timeout);
+        }
+        // The I/O thread already took the call and is completing it.
+        loop {
+            if let Some(r) = take() {
+                return r;
+            }
+            std::thread::park_timeout(Duration::from_millis(1));
+        }
+    }
+
+    fn call_nonblocking(
+        &self,
+        service: &str,
+        method: &str,
+        request: &dyn Body,
+        timeout: Duration,
+        done: Completion,
+    ) {
+        let deadline = Instant::now() + timeout;
+        if let Err((e, w)) = self.start(
+            service,
+            method,
+            request,
+            Waiter::Callback(done),
+            Some(deadline),
+        ) {
+            w.complete(Err(e));
+        }
+    }
+}
+
+impl Caller for Channel {
+    fn call(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        request: &dyn Body,
+        timeout: Duration,
+    ) -> Result<Bytes, CallError> {
+        self.call_blocking(service, method, request, timeout)
+    }
+
+    fn call_async(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        request: &dyn Body,
+        timeout: Duration,
+        done: Completion,
+    ) {
+        self.call_nonblocking(service, method, request, timeout, done)
+    }
+}
+
+/// A connection's bytes of an incomplete frame.
+#[derive(Default)]
+struct RBuf {
+    buf: Vec<u8>,
+    /// `Some(valid bytes)` while a large frame is read straight into `buf`, which then has
+    /// the frame's full length.
+    large_fill: Option<usize>,
+}
+
+impl RBuf {
+    /// Keeps the tail of an incomplete frame; a large one gets a buffer of its full size,
+    /// read in place and handed on without another copy.
+    fn keep_tail(&mut self, tail: &[u8], max_frame: usize) {
+        self.large_fill = None;
+        match frame::announced_len(tail) {
+            Some(total) if total >= LARGE && total <= max_frame && total > tail.len() => {
+                let mut buf = vec![0u8; total];
+                buf[..tail.len()].copy_from_slice(tail);
+                self.buf = buf;
+                self.large_fill = Some(tail.len());
+            }
+            _ => {
+                self.buf.clear();
+                if self.buf.capacity() > KEEP_BUF {
+                    self.buf = Vec::new();
+                }
+                self.buf.extend_from_slice(tail);
+            }
+        }
+    }
+}
+
+/// The I/O thread's own state.
+struct IoLoop {
+    poll: Poll,
+    shared: Arc<Shared>,
+    conns: HashMap<Token, (Arc<Conn>, RBuf)>,
+    scratch: Vec<u8>,
+    done: Vec<(Waiter, Result<Bytes, CallError>)>,
+}
+
+impl IoLoop {
+    fn new(poll: Poll, shared: Arc<Shared>) -> IoLoop {
+        IoLoop {
+            poll,
+            shared,
+            conns: HashMap::new(),
+            scratch: vec![0; READ_CHUNK],
+            done: Vec::new(),
+        }
+    }
+
+    fn run(mut self) {
+        IO_THREAD.with(|c| c.set(self.shared.id));
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let next = self.shared.next_sweep.load(Ordering::Acquire);
+            let timeout = if next == u64::MAX {
+                None
+            } else {
+                let now = self.shared.nanos(Instant::now());
+                // Round up to a whole millisecond so the poll does not return just early.
+                Some(Duration::from_nanos(next.saturating_sub(now)) + Duration::from_micros(999))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("rpc client: poll failed, stopping: {e}");
+                break;
+            }
+            if self.shared.shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+            for c in std::mem::take(&mut *lock(&self.shared.new_conns)) {
+                self.conns.insert(c.token, (c, RBuf::default()));
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                self.conn_event(ev.token(), ev.is_error());
+            }
+            self.flush_dirty();
+            let next = self.shared.next_sweep.load(Ordering::Acquire);
+            if next != u64::MAX && self.shared.nanos(Instant::now()) >= next {
+                self.sweep_timeouts();
+                self.flush_dirty();
+            }
+        }
+        // Shutting down: fail everything still in flight.
+        for c in std::mem::take(&mut *lock(&self.shared.new_conns)) {
+            self.conns.insert(c.token, (c, RBuf::default()));
+        }
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for t in tokens {
+            self.fail_conn(t, "client runtime shut down", None);
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        loop {
+            let dirty = std::mem::take(&mut *lock(&self.shared.dirty));
+            if dirty.is_empty() {
+                return;
+            }
+            for c in dirty {
+                let mut st = lock(&c.state);
+                st.dirty = false;
+                if st.connected && !st.closed {
+                    let _ = c.flush_locked(&mut st);
+                }
+            }
+        }
+    }
+
+    fn conn_event(&mut self, token: Token, is_error: bool) {
+        let Some((conn, _)) = self.conns.get(&token) else {
+            return;
+        };
+        let conn = conn.clone();
+        {
+            let mut st = lock(&conn.state);
+            if !st.connected {
+                match conn.stream.take_error() {
+                    Ok(Some(e)) | Err(e) => {
+                        drop(st);
+                        self.fail_conn(token, "connect failed", Some(e));
+                        return;
+                    }
+                    Ok(None) => {}
+                }
+                match conn.stream.peer_addr() {
+                    Ok(_) => {
+                        st.connected = true;
+                        conn.ever_connected.store(true, Ordering::Release);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected && !is_error => {
+                        return; // still connecting
+                    }
+                    Err(e) => {
+                        drop(st);
+                        self.fail_conn(token, "connect failed", Some(e));
+                        return;
+                    }
+                }
+            }
+            if let Err(e) = conn.flush_locked(&mut st) {
+                drop(st);
+                self.fail_conn(token, "write failed", Some(e));
+                return;
+            }
+        }
+        self.read(token, &conn);
+    }
+
+    fn read(&mut self, token: Token, conn: &Arc<Conn>) {
+        let max = self.shared.config.max_frame;
+        loop {
+            let Some((_, rb)) = self.conns.get_mut(&token) else {
+                return;
+            };
+            let (buf, want): (&mut [u8], usize) = match rb.large_fill {
+                Some(filled) => {
+                    let w = rb.buf.len() - filled;
+                    (&mut rb.buf[filled..], w)
+                }
+                None => {
+                    let w = self.scratch.len();
+                    (&mut self.scratch[..], w)
+                }
+            };
+            let n = match (&conn.stream).read(buf) {
+                Ok(0) => {
+                    self.fail_conn(token, "connection closed by the server", None);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.fail_conn(token, "read failed", Some(e));
+                    return;
+                }
+            };
+            let result = if let Some(filled) = rb.large_fill {
+                let filled = filled + n;
+                if filled < rb.buf.len() {
+                    rb.large_fill = Some(filled);
+                    if n < want {
+                        return;
+                    }
+                    continue;
+                }
+                rb.large_fill = None;
+                let whole = Bytes::from(std::mem::take(&mut rb.buf));
+                parse_responses(&whole, Some(&whole), max, conn, &mut self.done).map(|_| ())
+            } else if rb.buf.is_empty() {
+                let r = parse_responses(&self.scratch[..n], None, max, conn, &mut self.done);
+                r.map(|used| rb.keep_tail(&self.scratch[used..n], max))
+            } else {
+                let mut buf = std::mem::take(&mut rb.buf);
+                buf.extend_from_slice(&self.scratch[..n]);
+                let r = parse_responses(&buf, None, max, conn, &mut self.done);
+                r.map(|used| {
+                    if used == 0 && frame::announced_len(&buf).is_none_or(|t| t < LARGE) {
+                        rb.buf = buf;
+                    } else {
+                        rb.keep_tail(&buf[used..], max);
+                    }
+                })
+            };
+            for (w, r) in self.done.drain(..) {
+                w.complete(r);
+            }
+            if let Err(e) = result {
+                log::error!("rpc client: bad frame from {}: {e}", conn.addr);
+                self.fail_conn(token, "protocol error from the server", None);
+                return;
+            }
+            if n < want {
+                return; // drained: edge-triggered readiness reports the next bytes
+            }
+        }
+    }
+
+    /// Closes a connection and fails everything in flight on it.
+    fn fail_conn(&mut self, token: Token, reason: &'static str, source: Option<io::Error>) {
+        let Some((conn, _)) = self.conns.remove(&token) else {
+            return;
+        };
+        let _ = self
+            .shared
+            .registry
+            .deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        let pending = {
+            let mut st = lock(&conn.state);
+            st.closed = true;
+            conn.closed.store(true, Ordering::Release);
+            st.out = Vec::new();
+            st.out_pos = 0;
+            std::mem::take(&mut st.pending)
+        };
+        if !pending.is_empty() {
+            log::debug!(
+                "rpc client: {reason} ({}); failing {} calls",
+                conn.addr,
+                pending.len()
+            );
+        }
+        let source = source.map(Arc::new);
+        for (_, p) in pending {
+            p.waiter.complete(Err(CallError::Unavailable {
+                reason,
+                source: source.clone(),
+            }));
+        }
+    }
+
+    fn sweep_timeouts(&mut self) {
+        self.shared.next_sweep.store(u64::MAX, Ordering::Release);
+        let now = Instant::now();
+        let mut earliest: Option<Instant> = None;
+        let mut expired = Vec::new();
+        for (conn, _) in self.conns.values() {
+            let mut st = lock(&conn.state);
+            st.pending.retain(|_, p| match p.deadline {
+                Some(d) if d <= now => {
+                    expired.push(std::mem::replace(
+                        &mut p.waiter,
+                        Waiter::Callback(Box::new(|_| {})),
+                    ));
+                    false
+                }
+                Some(d) => {
+                    earliest = Some(earliest.map_or(d, |e| e.min(d)));
+                    true
+                }
+                None => true,
+            });
+        }
+        if let Some(e) = earliest {
+            self.shared
+                .next_sweep
+                .fetch_min(self.shared.nanos(e), Ordering::AcqRel);
+        }
+        for w in expired {
+            w.complete(Err(CallError::Timeout));
+        }
+    }
+}
+
+/// Parses response and error frames in `data`, moving matching waiters to `done`. Returns
+/// the bytes consumed.
+fn parse_responses(
+    data: &[u8],
+    owned: Option<&Bytes>,
+    max: usize,
+    conn: &Conn,
+    done: &mut Vec<(Waiter, Result<Bytes, CallError>)>,
+) -> Result<usize, frame::FrameError> {
+    let mut pos = 0;
+    let mut st: Option<MutexGuard<'_, ConnState>> = None;
+    while pos < data.len() {
+        let Some((f, n)) = frame::decode(&data[pos..], max)? else {
+            break;
+        };
+        pos += n;
+        let result = match f.kind {
+            FrameKind::Response => Ok(match owned {
+                Some(b) => b.slice_ref(f.body),
+                None => Bytes::copy_from_slice(f.body),
+            }),
+            FrameKind::Error => Err(match ErrorHeader::decode(f.envelope) {
+                Ok(h) => CallError::Remote {
+                    status: Status::try_from(h.status).unwrap_or(Status::Internal),
+                    message: h.message,
+                },
+                Err(e) => CallError::Decode(e),
+            }),
+            FrameKind::Request => return Err(frame::FrameError::BadKind(f.kind as u8)),
+        };
+        let st = st.get_or_insert_with(|| lock(&conn.state));
+        if let Some(p) = st.pending.remove(&f.request_id) {
+            done.push((p.waiter, result));
+        }
+    }
+    Ok(pos)
+}

@@ -1,0 +1,879 @@
+//! The server: one mio event loop thread, a bounded handler pool, reply handles.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use proto::service::{Outcome, RawReply, ReplyTarget, Service, Status};
+
+use crate::frame::{self, FrameKind};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+/// Bytes read per `read` call: many frames per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// An emptied write buffer larger than this is freed, so idle connections stay small.
+const KEEP_BUF: usize = 256 * 1024;
+/// A frame at least this long that is still incomplete after a read gets a buffer of its
+/// own size and is read in place.
+const LARGE: usize = 16 * 1024;
+
+/// Server limits and sizes. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest frame accepted, header included; a longer length prefix closes the
+    /// connection before anything of that size is allocated. Default 64 MiB.
+    pub max_frame: usize,
+    /// Handler pool threads for services registered with [`ServerBuilder::register`].
+    /// Default 4.
+    pub workers: usize,
+    /// Calls queued for the pool beyond which new calls are answered
+    /// `RESOURCE_EXHAUSTED`. Default 4096.
+    pub queue: usize,
+    /// Open connections beyond which new ones are accepted and closed at once.
+    /// Default 16,384.
+    pub max_connections: usize,
+    /// A connection with nothing in flight and no bytes for this long is closed.
+    /// Default 10 minutes; `None` keeps connections forever.
+    pub idle_timeout: Option<Duration>,
+    /// On shutdown, how long in-flight calls get to finish before connections close.
+    /// Default 1 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame: frame::DEFAULT_MAX_FRAME,
+            workers: 4,
+            queue: 4096,
+            max_connections: 16_384,
+            idle_timeout: Some(Duration::from_secs(600)),
+            shutdown_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+struct Entry {
+    service: Arc<dyn Service>,
+    methods: &'static [&'static str],
+    inline: bool,
+}
+
+/// Collects services and limits, then binds a [`Server`].
+///
+/// ```no_run
+/// # use proto::echo::{EchoService, EchoServiceServer, EchoRequest, EchoReply};
+/// # use proto::service::Reply;
+/// struct Echo;
+/// impl EchoService for Echo {
+///     fn echo(&self, req: EchoRequest, reply: Reply<EchoReply>) {
+///         reply.send(EchoReply { payload: req.payload });
+///     }
+/// }
+/// let server = rpc::ServerBuilder::new()
+///     .register_inline(EchoServiceServer::new(Echo))
+///     .bind("127.0.0.1:0".parse().unwrap())
+///     .unwrap();
+/// println!("listening on {}", server.local_addr());
+/// ```
+pub struct ServerBuilder {
+    config: ServerConfig,
+    services: HashMap<&'static str, Entry>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("services", &self.services.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerBuilder {
+    /// No services, default limits.
+    pub fn new() -> Self {
+        ServerBuilder {
+            config: ServerConfig::default(),
+            services: HashMap::new(),
+        }
+    }
+
+    /// Replaces all limits at once.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Adds a service whose handlers run on the worker pool (the default: a slow handler
+    /// stalls neither the event loop nor other connections).
+    ///
+    /// # Panics
+    /// If a service of the same name is already registered.
+    pub fn register(self, service: impl Service) -> Self {
+        self.add(Arc::new(service), false)
+    }
+
+    /// Adds a service whose handlers run on the event loop thread itself: no hand-off, the
+    /// reply goes straight into the connection's write buffer. Only for handlers that never
+    /// block (echo, Raft message intake that just queues): while one runs, no other
+    /// connection is served.
+    ///
+    /// # Panics
+    /// If a service of the same name is already registered.
+    pub fn register_inline(self, service: impl Service) -> Self {
+        self.add(Arc::new(service), true)
+    }
+
+    fn add(mut self, service: Arc<dyn Service>, inline: bool) -> Self {
+        let name = service.name();
+        let methods = service.methods();
+        let old = self.services.insert(
+            name,
+            Entry {
+                service,
+                methods,
+                inline,
+            },
+        );
+        assert!(old.is_none(), "service {name} registered twice");
+        self
+    }
+
+    /// Binds `addr` (port 0 picks a free port) and starts the event loop and pool threads.
+    pub fn bind(self, addr: SocketAddr) -> io::Result<Server> {
+        let mut listener = TcpListener::bind(addr)?;
+        let local_addr = listener.local_addr()?;
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+        let shared = Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            waker,
+            replies: Mutex::new(Vec::new()),
+            wake_pending: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+        });
+        let needs_pool = self.services.values().any(|e| !e.inline);
+        let mut workers = Vec::new();
+        let pool = if needs_pool {
+            let (tx, rx) = crossbeam_channel::bounded::<Job>(self.config.queue.max(1));
+            for i in 0..self.config.workers.max(1) {
+                let rx: Receiver<Job> = rx.clone();
+                workers.push(
+                    std::thread::Builder::new()
+                        .name(format!("rpc-worker-{i}"))
+                        .spawn(move || worker(rx))?,
+                );
+            }
+            Some(tx)
+        } else {
+            None
+        };
+        let target: Arc<dyn ReplyTarget> = shared.clone();
+        let event_loop = EventLoop {
+            poll,
+            listener: Some(listener),
+            conns: HashMap::new(),
+            next_token: FIRST_CONN,
+            scratch: vec![0; READ_CHUNK],
+            services: self.services,
+            shared: shared.clone(),
+            target,
+            pool,
+            config: self.config,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("rpc-server-{}", local_addr.port()))
+            .spawn(move || event_loop.run())?;
+        Ok(Server {
+            local_addr,
+            shared,
+            thread: Some(thread),
+            workers,
+        })
+    }
+}
+
+/// A running server. Dropping it shuts down gracefully: stop accepting, give in-flight
+/// calls [`ServerConfig::shutdown_grace`] to finish, close every connection, join the
+/// event loop and pool threads (a handler still running delays the drop until it returns).
+pub struct Server {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+impl Server {
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Shuts down and waits for every thread (same as dropping).
+    pub fn shutdown(self) {}
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        if let Err(e) = self.shared.waker.wake() {
+            log::error!(
+                "rpc server {}: cannot wake event loop: {e}",
+                self.local_addr
+            );
+        }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            log::error!("rpc server {}: event loop panicked", self.local_addr);
+        }
+        // The loop dropped the pool's sender on exit; workers finish their queue and stop.
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// State shared between the event loop and whoever answers reply handles.
+struct Shared {
+    /// Distinguishes servers in one process for the inline fast path.
+    id: usize,
+    waker: Waker,
+    /// Encoded reply frames from other threads: (connection, frame bytes).
+    replies: Mutex<Vec<(u64, Vec<u8>)>>,
+    /// Set when a wake is already on its way, so a burst of replies costs one wake.
+    wake_pending: AtomicBool,
+    shutdown: AtomicBool,
+}
+
+/// While the event loop runs inline handlers of one connection, that connection's write
+/// buffer lives here, so a reply made on the loop thread is appended without a lock or a
+/// wake.
+struct InlineCtx {
+    server: usize,
+    conn: u64,
+    out: Vec<u8>,
+    answered: usize,
+}
+
+thread_local! {
+    static INLINE: RefCell<Option<InlineCtx>> = const { RefCell::new(None) };
+}
+
+fn encode_outcome(out: &mut Vec<u8>, id: u64, outcome: Outcome<'_>) {
+    match outcome {
+        Outcome::Ok(body) => frame::encode_response(out, id, body),
+        Outcome::Err(status, text) => frame::encode_error(out, id, status, text),
+    }
+}
+
+impl ReplyTarget for Shared {
+    fn deliver(&self, conn: u64, request_id: u64, outcome: Outcome<'_>) {
+        let done_inline = INLINE.with(|c| {
+            let Ok(mut slot) = c.try_borrow_mut() else {
+                return false;
+            };
+            match slot.as_mut() {
+                Some(ctx) if ctx.server == self.id && ctx.conn == conn => {
+                    encode_outcome(&mut ctx.out, request_id, outcome);
+                    ctx.answered += 1;
+                    true
+                }
+                _ => false,
+            }
+        });
+        if done_inline {
+            return;
+        }
+        let mut buf = Vec::new();
+        encode_outcome(&mut buf, request_id, outcome);
+        self.replies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((conn, buf));
+        if !self.wake_pending.swap(true, Ordering::AcqRel)
+            && let Err(e) = self.waker.wake()
+        {
+            log::error!("rpc server: cannot wake event loop for a reply: {e}");
+        }
+    }
+}
+
+/// A call handed to the pool.
+struct Job {
+    service: Arc<dyn Service>,
+    method: usize,
+    body: Bytes,
+    reply: RawReply,
+}
+
+fn worker(rx: Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        let Job {
+            service,
+            method,
+            body,
+            reply,
+        } = job;
+        run_handler(&*service, method, body, reply);
+    }
+}
+
+/// Runs a handler, turning a panic into an error reply (the reply handle's drop during
+/// unwinding answers `HANDLER_PANIC`).
+fn run_handler(service: &dyn Service, method: usize, body: Bytes, reply: RawReply) {
+    let r = catch_unwind(AssertUnwindSafe(|| service.call(method, body, reply)));
+    if r.is_err() {
+        log::error!(
+            "rpc handler {}/{} panicked; answered HANDLER_PANIC",
+            service.name(),
+            service.methods().get(method).copied().unwrap_or("?")
+        );
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: Option<SocketAddr>,
+    /// Bytes of a frame not yet complete.
+    rbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Calls dispatched and not yet answered.
+    in_flight: usize,
+    last_active: Instant,
+    /// The peer closed its side, or we stopped reading after a framing error: close as
+    /// soon as the in-flight calls are answered and written.
+    read_closed: bool,
+    /// `Some(valid bytes)` while a large frame is read straight into `rbuf`, which then
+    /// has the frame's full length.
+    large_fill: Option<usize>,
+}
+
+impl Conn {
+    /// Keeps the bytes of an incomplete frame for the next read. A large frame (its
+    /// header already announced a valid length) gets a buffer of its full size, so the
+    /// rest is read in place and its body handed on without another copy.
+    fn keep_tail(&mut self, tail: &[u8], max_frame: usize) {
+        self.large_fill = None;
+        match frame::announced_len(tail) {
+            Some(total) if total >= LARGE && total <= max_frame && total > tail.len() => {
+                let mut buf = vec![0u8; total];
+                buf[..tail.len()].copy_from_slice(tail);
+                self.rbuf = buf;
+                self.large_fill = Some(tail.len());
+            }
+            _ => {
+                self.rbuf.clear();
+                if self.rbuf.capacity() > KEEP_BUF {
+                    self.rbuf = Vec::new();
+                }
+                self.rbuf.extend_from_slice(tail);
+            }
+        }
+    }
+}
+
+struct EventLoop {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: HashMap<Token, Conn>,
+    next_token: usize,
+    scratch: Vec<u8>,
+    services: HashMap<&'static str, Entry>,
+    shared: Arc<Shared>,
+    target: Arc<dyn ReplyTarget>,
+    pool: Option<Sender<Job>>,
+    config: ServerConfig,
+}
+
+enum ReadOutcome {
+    Open,
+    Close,
+}
+
+impl EventLoop {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut draining_until: Option<Instant> = None;
+        let mut next_sweep = self.config.idle_timeout.map(|t| Instant::now() + t);
+        loop {
+            let now = Instant::now();
+            let mut timeout = next_sweep.map(|t| t.saturating_duration_since(now));
+            if let Some(d) = draining_until {
+                let left = d.saturating_duration_since(now);
+                timeout = Some(
+                    timeout
+                        .map_or(left, |t| t.min(left))
+                        .min(Duration::from_millis(10)),
+                );
+            }
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("rpc server: poll failed, stopping: {e}");
+                break;
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    token => self.conn_event(token, ev.is_readable()),
+                }
+            }
+            // Replies from other threads (cheap to check; the waker may have fired).
+            self.drain_replies();
+
+            if draining_until.is_none() && self.shared.shutdown.load(Ordering::SeqCst) {
+                if let Some(mut l) = self.listener.take() {
+                    let _ = self.poll.registry().deregister(&mut l);
+                }
+                draining_until = Some(Instant::now() + self.config.shutdown_grace);
+                // Connections with nothing in flight can go now.
+                let idle: Vec<Token> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.in_flight == 0 && c.out_pos == c.out.len())
+                    .map(|(t, _)| *t)
+                    .collect();
+                for t in idle {
+                    self.close(t);
+                }
+            }
+            if let Some(d) = draining_until {
+                let done: Vec<Token> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.in_flight == 0 && c.out_pos == c.out.len())
+                    .map(|(t, _)| *t)
+                    .collect();
+                for t in done {
+                    self.close(t);
+                }
+                if self.conns.is_empty() || Instant::now() >= d {
+                    break;
+                }
+            }
+            if let (Some(idle), Some(at)) = (self.config.idle_timeout, next_sweep)
+                && Instant::now() >= at
+            {
+                self.sweep_idle(idle);
+                next_sweep = Some(Instant::now() + (idle / 4).max(Duration::from_millis(10)));
+            }
+        }
+        let n = self.conns.len();
+        if n > 0 {
+            log::warn!("rpc server: closing {n} connections with calls still in flight");
+        }
+        self.conns.clear();
+        // Dropping `self.pool` lets the workers exit once the queue is empty.
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    if self.conns.len() >= self.config.max_connections {
+                        log::warn!(
+                            "rpc server: connection limit {} reached, closing {peer}",
+                            self.config.max_connections
+                        );
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        log::error!("rpc server: cannot register {peer}: {e}");
+                        continue;
+                    }
+                    self.conns.insert(
+                        token,
+                        Conn {
+                            stream,
+                            peer: Some(peer),
+                            rbuf: Vec::new(),
+                            out: Vec::new(),
+                            out_pos: 0,
+                            in_flight: 0,
+                            last_active: Instant::now(),
+                            read_closed: false,
+                            large_fill: None,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // E.g. EMFILE: leave the rest in the backlog; retried on the next event.
+                    log::error!("rpc server: accept failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn conn_event(&mut self, token: Token, readable: bool) {
+        if readable {
+            match self.read(token) {
+                ReadOutcome::Open => {}
+                ReadOutcome::Close => {
+                    self.close(token);
+                    return;
+                }
+            }
+        }
+        self.flush(token);
+    }
+
+    /// Reads until `WouldBlock`, dispatching every complete frame.
+    fn read(&mut self, token: Token) -> ReadOutcome {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let outcome = self.read_with(token, &mut scratch);
+        self.scratch = scratch;
+        outcome
+    }
+
+    fn read_with(&mut self, token: Token, scratch: &mut [u8]) -> ReadOutcome {
+        let conn_id = token.0 as u64;
+        loop {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return ReadOutcome::Close;
+            };
+            if conn.read_closed {
+                return ReadOutcome::Open;
+            }
+            // A large frame in progress is read straight into its own buffer.
+            let (buf, want): (&mut [u8], usize) = match conn.large_fill {
+                Some(filled) => {
+                    let w = conn.rbuf.len() - filled;
+                    (&mut conn.rbuf[filled..], w)
+                }
+                None => {
+                    let w = scratch.len();
+                    (&mut *scratch, w)
+                }
+            };
+            let n = match conn.stream.read(buf) {
+                Ok(0) => {
+                    conn.read_closed = true;
+                    return if conn.in_flight == 0 {
+                        ReadOutcome::Close
+                    } else {
+                        ReadOutcome::Open
+                    };
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Open,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("rpc server: read from {:?} failed: {e}", conn.peer);
+                    return ReadOutcome::Close;
+                }
+            };
+            conn.last_active = Instant::now();
+            let mut out = std::mem::take(&mut conn.out);
+            let result = if let Some(filled) = conn.large_fill {
+                let filled = filled + n;
+                if filled < conn.rbuf.len() {
+                    conn.large_fill = Some(filled);
+                    conn.out = out;
+                    if n < want {
+                        return ReadOutcome::Open; // drained; the next edge brings more
+                    }
+                    continue;
+                }
+                conn.large_fill = None;
+                let whole = Bytes::from(std::mem::take(&mut conn.rbuf));
+                self.dispatch_all(conn_id, &whole, Some(&whole), &mut out)
+                    .map(|(_, delta)| delta)
+            } else if conn.rbuf.is_empty() {
+                let r = self.dispatch_all(conn_id, &scratch[..n], None, &mut out);
+                r.map(|(used, delta)| {
+                    let conn = self.conns.get_mut(&token).expect("connection is open");
+                    conn.keep_tail(&scratch[used..n], self.config.max_frame);
+                    delta
+                })
+            } else {
+                let mut rbuf = std::mem::take(&mut conn.rbuf);
+                rbuf.extend_from_slice(&scratch[..n]);
+                let r = self.dispatch_all(conn_id, &rbuf, None, &mut out);
+                r.map(|(used, delta)| {
+                    let conn = self.conns.get_mut(&token).expect("connection is open");
+                    if used == 0 && frame::announced_len(&rbuf).is_none_or(|t| t < LARGE) {
+                        conn.rbuf = rbuf;
+                    } else {
+                        conn.keep_tail(&rbuf[used..], self.config.max_frame);
+                    }
+                    delta
+                })
+            };
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return ReadOutcome::Close;
+            };
+            conn.out = out;
+            match result {
+                Ok(delta) => conn.in_flight = conn.in_flight.wrapping_add_signed(delta),
+                Err((e, delta)) => {
+                    conn.in_flight = conn.in_flight.wrapping_add_signed(delta);
+                    log::error!("rpc server: closing connection from {:?}: {e}", conn.peer);
+                    return ReadOutcome::Close;
+                }
+            }
+            // Flush what inline handlers answered before reading more.
+            self.flush(token);
+            if n < want {
+                // A short read drained the socket: with edge-triggered readiness the next
+                // bytes bring a new event, so skip the read that would say WouldBlock.
+                return ReadOutcome::Open;
+            }
+        }
+    }
+
+    /// Dispatches every complete frame in `data`. Returns the bytes consumed and the change
+    /// in calls in flight; or the framing error (the connection must close).
+    #[allow(clippy::type_complexity)]
+    fn dispatch_all(
+        &self,
+        conn_id: u64,
+        data: &[u8],
+        owned: Option<&Bytes>,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, isize), (frame::FrameError, isize)> {
+        INLINE.with(|c| {
+            *c.borrow_mut() = Some(InlineCtx {
+                server: self.shared.id,
+                conn: conn_id,
+                out: std::mem::take(out),
+                answered: 0,
+            })
+        });
+        let mut pos = 0;
+        let mut dispatched = 0isize;
+        let mut err = None;
+        while pos < data.len() {
+            match frame::decode(&data[pos..], self.config.max_frame) {
+                Ok(Some((f, n))) => {
+                    pos += n;
+                    if f.kind != FrameKind::Request {
+                        err = Some(frame::FrameError::BadKind(f.kind as u8));
+                        break;
+                    }
+                    if self.dispatch(conn_id, f.request_id, f.envelope, f.body, owned) {
+                        dispatched += 1;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        let ctx = INLINE.with(|c| c.borrow_mut().take());
+        let answered = match ctx {
+            Some(ctx) => {
+                *out = ctx.out;
+                ctx.answered as isize
+            }
+            None => 0,
+        };
+        let delta = dispatched - answered;
+        match err {
+            None => Ok((pos, delta)),
+            Some(e) => Err((e, delta)),
+        }
+    }
+
+    /// Handles one request; true if a handler now owns its reply.
+    fn dispatch(
+        &self,
+        conn_id: u64,
+        id: u64,
+        envelope: &[u8],
+        body: &[u8],
+        owned: Option<&Bytes>,
+    ) -> bool {
+        let fail = |status: Status, text: &str| {
+            INLINE.with(|c| {
+                if let Some(ctx) = c.borrow_mut().as_mut() {
+                    frame::encode_error(&mut ctx.out, id, status, text);
+                }
+            })
+        };
+        let Some((service, method)) = frame::parse_request_header(envelope) else {
+            fail(Status::Decode, "request header does not decode");
+            return false;
+        };
+        let Some(entry) = self.services.get(service) else {
+            fail(
+                Status::UnknownService,
+                &format!("unknown service {service:?}"),
+            );
+            return false;
+        };
+        let Some(m) = entry.methods.iter().position(|x| *x == method) else {
+            fail(
+                Status::UnknownMethod,
+                &format!("service {service} has no method {method:?}"),
+            );
+            return false;
+        };
+        if self.shared.shutdown.load(Ordering::Relaxed) {
+            fail(Status::Unavailable, "server shutting down");
+            return false;
+        }
+        let body = match owned {
+            Some(b) => b.slice_ref(body),
+            None => Bytes::copy_from_slice(body),
+        };
+        let reply = RawReply::new(self.target.clone(), conn_id, id);
+        if entry.inline {
+            run_handler(&*entry.service, m, body, reply);
+            return true;
+        }
+        let Some(pool) = self.pool.as_ref() else {
+            reply.fail(Status::Internal, "no worker pool");
+            return true;
+        };
+        match pool.try_send(Job {
+            service: entry.service.clone(),
+            method: m,
+            body,
+            reply,
+        }) {
+            Ok(()) => true,
+            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
+                job.reply
+                    .fail(Status::ResourceExhausted, "handler queue full, retry later");
+                true
+            }
+        }
+    }
+
+    fn drain_replies(&mut self) {
+        self.shared.wake_pending.store(false, Ordering::Release);
+        let replies = std::mem::take(
+            &mut *self
+                .shared
+                .replies
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if replies.is_empty() {
+            return;
+        }
+        let mut touched = Vec::new();
+        for (conn, bytes) in replies {
+            let token = Token(conn as usize);
+            if let Some(c) = self.conns.get_mut(&token) {
+                if c.out.is_empty() && c.out_pos == 0 {
+                    c.out = bytes;
+                } else {
+                    c.out.extend_from_slice(&bytes);
+                }
+                c.in_flight = c.in_flight.saturating_sub(1);
+                c.last_active = Instant::now();
+                touched.push(token);
+            }
+        }
+        touched.dedup();
+        for t in touched {
+            self.flush(t);
+        }
+    }
+
+    /// Writes as much of the queue as the socket takes; the rest waits for `WRITABLE`.
+    fn flush(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        while conn.out_pos < conn.out.len() {
+            match conn.stream.write(&conn.out[conn.out_pos..]) {
+                Ok(0) => {
+                    self.close(token);
+                    return;
+                }
+                Ok(n) => conn.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("rpc server: write to {:?} failed: {e}", conn.peer);
+                    self.close(token);
+                    return;
+                }
+            }
+        }
+        conn.out_pos = 0;
+        if conn.out.capacity() > KEEP_BUF {
+            conn.out = Vec::new();
+        } else {
+            conn.out.clear();
+        }
+        if conn.read_closed && conn.in_flight == 0 {
+            self.close(token);
+        }
+    }
+
+    fn sweep_idle(&mut self, idle: Duration) {
+        let now = Instant::now();
+        let stale: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.in_flight == 0
+                    && c.out_pos == c.out.len()
+                    && now.duration_since(c.last_active) >= idle
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in stale {
+            log::debug!("rpc server: closing idle connection");
+            self.close(t);
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        if let Some(mut c) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! End-to-end tests over real sockets on 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message;
+use proto::echo::{EchoReply, EchoRequest, EchoService, EchoServiceClient, EchoServiceServer};
+use proto::rpc::ErrorHeader;
+use rpc::frame::{self, FrameKind};
+use rpc::{CallError, Caller, ClientConfig, ClientRuntime, Reply, Server, ServerBuilder, Status};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Echoes, except for a few magic payloads that misbehave on purpose.
+struct TestEcho;
+
+impl EchoService for TestEcho {
+    fn echo(&self, req: EchoRequest, reply: Reply<EchoReply>) {
+        match &req.payload[..] {
+            b"panic" => panic!("test handler panics on purpose"),
+            b"stall" => {
+                std::thread::sleep(Duration::from_millis(400));
+                reply.send(EchoReply {
+                    payload: req.payload,
+                })
+            }
+            b"drop" => drop(reply),
+            b"later" => {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    reply.send(EchoReply {
+                        payload: Bytes::from_static(b"answered later"),
+                    })
+                });
+            }
+            _ => reply.send(EchoReply {
+                payload: req.payload,
+            }),
+        }
+    }
+}
+
+fn server(inline: bool) -> Server {
+    let b = ServerBuilder::new();
+    let b = if inline {
+        b.register_inline(EchoServiceServer::new(TestEcho))
+    } else {
+        b.register(EchoServiceServer::new(TestEcho))
+    };
+    b.bind("127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+fn runtime() -> ClientRuntime {
+    ClientRuntime::new(ClientConfig::default()).unwrap()
+}
+
+fn req(p: &[u8]) -> EchoRequest {
+    EchoRequest {
+        payload: Bytes::copy_from_slice(p),
+    }
+}
+
+#[test]
+fn echo_round_trip_inline_and_pool() {
+    let rt = runtime();
+    for inline in [true, false] {
+        let s = server(inline);
+        let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+        let r = c.echo(&req(b"hello"), T).unwrap();
+        assert_eq!(&r.payload[..], b"hello");
+        // Empty message: a zero-length body.
+        assert_eq!(c.echo(&req(b""), T).unwrap().payload.len(), 0);
+    }
+}
+
+#[test]
+fn ten_thousand_calls_from_sixteen_threads_match_their_replies() {
+    let rt = runtime();
+    let s = server(false);
+    let ch = rt.channel(s.local_addr());
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let c = EchoServiceClient::new(ch.clone());
+            std::thread::spawn(move || {
+                for i in 0..625 {
+                    let p = format!("thread {t} call {i}");
+                    let r = c.echo(&req(p.as_bytes()), T).unwrap();
+                    assert_eq!(r.payload, p.as_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn async_calls_complete_once_each() {
+    let rt = runtime();
+    let s = server(true);
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for i in 0..1000u32 {
+        let tx = tx.clone();
+        c.echo_async(&req(&i.to_be_bytes()), T, move |r| {
+            tx.send((i, r)).unwrap();
+        });
+    }
+    let mut seen = vec![false; 1000];
+    for _ in 0..1000 {
+        let (i, r) = rx.recv_timeout(T).unwrap();
+        assert_eq!(&r.unwrap().payload[..], &i.to_be_bytes());
+        assert!(!seen[i as usize]);
+        seen[i as usize] = true;
+    }
+}
+
+/// Encodes one echo request frame.
+fn echo_frame(id: u64, p: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame::encode_request(
+        &mut out,
+        id,
+        EchoServiceServer::<TestEcho>::NAME,
+        "Echo",
+        &req(p),
+    );
+    out
+}
+
+/// Reads frames from a raw socket until `n` arrived.
+fn read_frames(s: &mut TcpStream, n: usize) -> Vec<(FrameKind, u64, Vec<u8>, Vec<u8>)> {
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while got.len() < n {
+        let k = s.read(&mut chunk).unwrap();
+        assert!(k > 0, "server closed the connection");
+        buf.extend_from_slice(&chunk[..k]);
+        while let Some((f, used)) = frame::decode(&buf, 1 << 30).unwrap() {
+            got.push((f.kind, f.request_id, f.envelope.to_vec(), f.body.to_vec()));
+            buf.drain(..used);
+        }
+    }
+    got
+}
+
+#[test]
+fn frames_split_byte_by_byte_and_coalesced() {
+    let s = server(true);
+    let mut sock = TcpStream::connect(s.local_addr()).unwrap();
+    sock.set_nodelay(true).unwrap();
+    // One byte per write.
+    for b in echo_frame(1, b"split") {
+        sock.write_all(&[b]).unwrap();
+    }
+    let r = read_frames(&mut sock, 1);
+    assert_eq!((r[0].0, r[0].1), (FrameKind::Response, 1));
+    assert_eq!(
+        EchoReply::decode(&r[0].3[..]).unwrap().payload,
+        &b"split"[..]
+    );
+    // 500 frames in one write, the last one split across two writes.
+    let mut all = Vec::new();
+    for i in 0..500u64 {
+        all.extend_from_slice(&echo_frame(100 + i, &i.to_be_bytes()));
+    }
+    let cut = all.len() - 7;
+    sock.write_all(&all[..cut]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    sock.write_all(&all[cut..]).unwrap();
+    let r = read_frames(&mut sock, 500);
+    for (i, f) in r.iter().enumerate() {
+        assert_eq!(f.1, 100 + i as u64);
+        assert_eq!(
+            EchoReply::decode(&f.3[..]).unwrap().payload,
+            &(i as u64).to_be_bytes()[..]
+        );
+    }
+}
+
+#[test]
+fn sixteen_mib_message() {
+    let rt = runtime();
+    let s = server(false);
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    let big: Vec<u8> = (0..16 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let r = c.echo(&req(&big), T).unwrap();
+    assert!(r.payload == big);
+    // And the connection still works for small calls.
+    assert_eq!(&c.echo(&req(b"x"), T).unwrap().payload[..], b"x");
+}
+
+#[test]
+fn client_reconnects_after_server_restart() {
+    let rt = runtime();
+    let s = server(true);
+    let addr = s.local_addr();
+    let c = EchoServiceClient::new(rt.channel(addr));
+    c.echo(&req(b"one"), T).unwrap();
+    drop(s);
+    // With the server gone, calls fail fast and never hang.
+    let t0 = Instant::now();
+    for _ in 0..5 {
+        match c.echo(&req(b"down"), T) {
+            Err(CallError::Unavailable { .. }) => {}
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let s2 = ServerBuilder::new()
+        .register_inline(EchoServiceServer::new(TestEcho))
+        .bind(addr)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match c.echo(&req(b"two"), T) {
+            Ok(r) => {
+                assert_eq!(&r.payload[..], b"two");
+                break;
+            }
+            Err(CallError::Unavailable { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("no reconnect: {e}"),
+        }
+    }
+    for _ in 0..10 {
+        c.echo(&req(b"three"), T).unwrap();
+    }
+    drop(s2);
+}
+
+#[test]
+fn stalled_handler_times_out_at_the_deadline() {
+    let rt = runtime();
+    let s = server(false);
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    let t0 = Instant::now();
+    let r = c.echo(&req(b"stall"), Duration::from_millis(100));
+    let took = t0.elapsed();
+    assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(300),
+        "{took:?}"
+    );
+    // Non-blocking call: the I/O thread times it out.
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let t0 = Instant::now();
+    c.echo_async(&req(b"stall"), Duration::from_millis(100), move |r| {
+        tx.send((r, t0.elapsed())).unwrap();
+    });
+    let (r, took) = rx.recv_timeout(T).unwrap();
+    assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(300),
+        "{took:?}"
+    );
+    // Other calls go on meanwhile (the pool has more workers).
+    assert_eq!(&c.echo(&req(b"ok"), T).unwrap().payload[..], b"ok");
+}
+
+#[test]
+fn unknown_service_and_method_are_named_in_the_error() {
+    let rt = runtime();
+    let s = server(true);
+    let ch = rt.channel(s.local_addr());
+    match ch.call("raftkv.echo.EchoService", "Nope", &req(b""), T) {
+        Err(CallError::Remote { status, message }) => {
+            assert_eq!(status, Status::UnknownMethod);
+            assert!(message.contains("Nope"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match ch.call("no.Such", "Echo", &req(b""), T) {
+        Err(CallError::Remote { status, message }) => {
+            assert_eq!(status, Status::UnknownService);
+            assert!(message.contains("no.Such"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // An undecodable body (valid frame) gets a Decode error; the connection stays usable.
+    let bad = RawBody(vec![0x0A, 0x7F]);
+    match ch.call("raftkv.echo.EchoService", "Echo", &bad, T) {
+        Err(CallError::Remote { status, .. }) => assert_eq!(status, Status::Decode),
+        other => panic!("{other:?}"),
+    }
+    EchoServiceClient::new(ch)
+        .echo(&req(b"still fine"), T)
+        .unwrap();
+}
+
+/// A body of raw bytes, to send what no message would encode to.
+struct RawBody(Vec<u8>);
+
+impl proto::service::Body for RawBody {
+    fn body_len(&self) -> usize {
+        self.0.len()
+    }
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+}
+
+#[test]
+fn handler_panic_and_dropped_reply_answer_with_errors() {
+    let rt = runtime();
+    for inline in [true, false] {
+        let s = server(inline);
+        let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+        match c.echo(&req(b"panic"), T) {
+            Err(CallError::Remote { status, .. }) => assert_eq!(status, Status::HandlerPanic),
+            other => panic!("{other:?}"),
+        }
+        match c.echo(&req(b"drop"), T) {
+            Err(CallError::Remote { status, .. }) => assert_eq!(status, Status::Unavailable),
+            other => panic!("{other:?}"),
+        }
+        // A handle answered later from another thread.
+        assert_eq!(
+            &c.echo(&req(b"later"), T).unwrap().payload[..],
+            b"answered later"
+        );
+        assert_eq!(&c.echo(&req(b"after"), T).unwrap().payload[..], b"after");
+    }
+}
+
+/// Runs `bad` while a well-behaved client calls in a loop; the good client must keep
+/// being served throughout.
+fn while_served(s: &Server, bad: impl FnOnce(SocketAddr)) {
+    let rt = runtime();
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    c.echo(&req(b"warm"), T).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let good = {
+        let (stop, served) = (stop.clone(), served.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let r = c
+                    .echo(&req(b"good"), T)
+                    .expect("good client must be served");
+                assert_eq!(&r.payload[..], b"good");
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let before = served.load(Ordering::Relaxed);
+    bad(s.local_addr());
+    // And still afterwards.
+    let after = served.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    while served.load(Ordering::Relaxed) < after + 10 {
+        assert!(t0.elapsed() < T, "good client stalled");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Ordering::Relaxed);
+    good.join().unwrap();
+    assert!(served.load(Ordering::Relaxed) > before);
+}
+
+/// Asserts the server closes `sock` (after answering nothing more).
+fn expect_closed(sock: &mut TcpStream) {
+    sock.set_read_timeout(Some(T)).unwrap();
+    let mut b = [0u8; 1024];
+    loop {
+        match sock.read(&mut b) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("expected close, got {e}"),
+        }
+    }
+}
+
+#[test]
+fn garbage_bytes_close_only_that_connection() {
+    let s = server(true);
+    while_served(&s, |addr| {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        let mut x: u64 = 0x243F_6A88_85A3_08D3;
+        let garbage: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let _ = sock.write_all(&garbage);
+        expect_closed(&mut sock);
+    });
+}
+
+#[test]
+fn four_gib_length_prefix_closes_before_allocating() {
+    let s = server(true);
+    while_served(&s, |addr| {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        sock.write_all(&[0xFF, 0xFF, 0xFF, 0xFF, b'R', b'K', 1, 1])
+            .unwrap();
+        expect_closed(&mut sock);
+    });
+}
+
+#[test]
+fn truncated_frame_then_close() {
+    let s = server(true);
+    while_served(&s, |addr| {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        let f = echo_frame(1, &[7; 1000]);
+        sock.write_all(&f[..f.len() / 2]).unwrap();
+        drop(sock);
+    });
+}
+
+#[test]
+fn wrong_magic_closes_the_connection() {
+    let s = server(true);
+    while_served(&s, |addr| {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        let mut f = echo_frame(1, b"x");
+        f[4] = b'X';
+        sock.write_all(&f).unwrap();
+        expect_closed(&mut sock);
+    });
+}
+
+#[test]
+fn undecodable_body_gets_an_error_reply() {
+    let s = server(true);
+    while_served(&s, |addr| {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        let mut f = Vec::new();
+        frame::encode_request(
+            &mut f,
+            5,
+            "raftkv.echo.EchoService",
+            "Echo",
+            &RawBody(vec![0xFF; 9]),
+        );
+        // And a header envelope that is not a RequestHeader.
+        let mut g = echo_frame(6, b"x");
+        g[20] = 0xFF; // first envelope byte: a bad key
+        f.extend_from_slice(&g);
+        sock.write_all(&f).unwrap();
+        let r = read_frames(&mut sock, 2);
+        for (want_id, got) in [5, 6].iter().zip(&r) {
+            assert_eq!((got.0, got.1), (FrameKind::Error, *want_id));
+            let h = ErrorHeader::decode(&got.2[..]).unwrap();
+            assert_eq!(h.status, Status::Decode as i32);
+        }
+    });
+}
+
+#[test]
+fn a_thousand_connections_opened_and_dropped() {
+    let s = server(true);
+    while_served(&s, |addr| {
+        for i in 0..1000 {
+            let mut sock = TcpStream::connect(addr).unwrap();
+            if i % 2 == 0 {
+                let _ = sock.write_all(&echo_frame(1, b"and gone"));
+            }
+            if i % 100 == 99 {
+                // Stay under the listen backlog (128), or dropped SYNs retransmit after 1 s.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+}
+
+#[test]
+fn graceful_shutdown_fails_new_calls_fast() {
+    let rt = runtime();
+    let s = server(false);
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    // A call in flight during shutdown finishes (grace of 1 s > 400 ms stall).
+    let c2 = c.clone();
+    let h = std::thread::spawn(move || c2.echo(&req(b"stall"), T));
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    drop(s);
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(&h.join().unwrap().unwrap().payload[..], b"stall");
+    assert!(matches!(
+        c.echo(&req(b"x"), T),
+        Err(CallError::Unavailable { .. })
+    ));
+}
+
+#[test]
+fn server_idle_timeout_and_connection_limit() {
+    let s = ServerBuilder::new()
+        .config(rpc::ServerConfig {
+            idle_timeout: Some(Duration::from_millis(100)),
+            max_connections: 2,
+            ..Default::default()
+        })
+        .register_inline(EchoServiceServer::new(TestEcho))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let mut a = TcpStream::connect(s.local_addr()).unwrap();
+    let mut b = TcpStream::connect(s.local_addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let mut c = TcpStream::connect(s.local_addr()).unwrap();
+    expect_closed(&mut c); // over the limit
+    // a and b are closed once idle.
+    let t0 = Instant::now();
+    expect_closed(&mut a);
+    expect_closed(&mut b);
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn blocking_call_from_a_completion_fails_instead_of_deadlocking() {
+    let rt = runtime();
+    let s = server(true);
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let c2 = c.clone();
+    c.echo_async(&req(b"outer"), T, move |r| {
+        r.unwrap();
+        tx.send(c2.echo(&req(b"inner"), T)).unwrap();
+    });
+    match rx.recv_timeout(T).unwrap() {
+        Err(CallError::Unavailable { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn calls_to_a_dead_address_fail_fast_and_back_off() {
+    let rt = runtime();
+    // Bind and drop to get a port nobody listens on.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let c = EchoServiceClient::new(rt.channel(addr));
+    let t0 = Instant::now();
+    for _ in 0..50 {
+        assert!(matches!(
+            c.echo(&req(b"x"), T),
+            Err(CallError::Unavailable { .. })
+        ));
+    }
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    c.echo_async(&req(b"x"), T, move |r| tx.send(r).unwrap());
+    assert!(matches!(
+        rx.recv_timeout(T).unwrap(),
+        Err(CallError::Unavailable { .. })
+    ));
+}
+
+#[test]
+fn in_flight_bound_gives_overloaded() {
+    let rt = ClientRuntime::new(ClientConfig {
+        max_in_flight: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let s = server(false);
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    c.echo(&req(b"connect"), T).unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for _ in 0..3 {
+        let tx = tx.clone();
+        c.echo_async(&req(b"stall"), T, move |r| tx.send(r.is_ok()).unwrap());
+    }
+    // The third fails at once; the first two finish.
+    let mut ok = 0;
+    let mut overloaded = 0;
+    for _ in 0..3 {
+        if rx.recv_timeout(T).unwrap() {
+            ok += 1;
+        } else {
+            overloaded += 1;
+        }
+    }
+    assert_eq!((ok, overloaded), (2, 1));
+}
