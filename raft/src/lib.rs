@@ -5,6 +5,7 @@
 mod core;
 mod log;
 mod node;
+pub mod rpc_transport;
 mod storage;
 pub mod transport;
 
