@@ -588,7 +588,7 @@ impl RawNode {
     /// docs, then call [`RawNode::advance`] before the next `ready`.
     pub fn ready(&mut self) -> Ready {
         let hs = self.hard_state();
-        let hard_state = (hs != self.prev_hs).then(|| hs.clone());
+        let hard_state = (hs != self.prev_hs).then_some(hs);
         self.prev_hs = hs;
         let snapshot = self.log.pending_snapshot.take();
         let entries = if self.log.unstable_from <= self.log.last_index() {
@@ -654,7 +654,8 @@ impl RawNode {
     }
 
     fn quorum(&self) -> usize {
-        (self.peers.len() + 1) / 2 + 1
+        let voters = self.peers.len() + 1;
+        voters / 2 + 1
     }
 
     fn in_lease(&self) -> bool {
@@ -739,7 +740,7 @@ impl RawNode {
             pre_vote,
         };
         for p in self.peers.clone() {
-            self.send(p, Body::RequestVote(req.clone()), true);
+            self.send(p, Body::RequestVote(req), true);
         }
     }
 

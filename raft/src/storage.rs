@@ -158,7 +158,7 @@ impl Storage for MemStorage {
             st.entries.extend_from_slice(entries);
         }
         if let Some(hs) = hard_state {
-            st.hard_state = hs.clone();
+            st.hard_state = *hs;
         }
         Ok(())
     }

@@ -77,7 +77,7 @@ fn votes_wait_for_the_persist() {
     };
     n.step(grant);
     let rd = n.ready();
-    let hs = rd.hard_state.clone().expect("term and vote changed");
+    let hs = rd.hard_state.expect("term and vote changed");
     assert_eq!((hs.term, hs.vote), (1, 1));
     assert!(rd.messages.is_empty());
     assert_eq!(rd.persisted_messages.len(), 2);
@@ -137,10 +137,10 @@ fn fuzz_peer_input_never_panics() {
         let mut n =
             RawNode::new(Config::new(1, vec![1, 2, 3]), InitialState::default()).expect("n");
         for step in 0..300 {
-            if rng.next() % 4 == 0 {
+            if rng.next().is_multiple_of(4) {
                 n.tick();
             }
-            if rng.next() % 16 == 0 {
+            if rng.next().is_multiple_of(16) {
                 let _ = n.propose(Bytes::from_static(b"p"));
             }
             let term = n.term();
@@ -151,12 +151,12 @@ fn fuzz_peer_input_never_panics() {
                     candidate_id: rng.val(2),
                     last_log_index: rng.val(last),
                     last_log_term: rng.val(term),
-                    pre_vote: rng.next() % 2 == 0,
+                    pre_vote: rng.next().is_multiple_of(2),
                 }),
                 1 => Body::RequestVoteReply(RequestVoteReply {
                     term: rng.val(term),
-                    vote_granted: rng.next() % 2 == 0,
-                    pre_vote: rng.next() % 2 == 0,
+                    vote_granted: rng.next().is_multiple_of(2),
+                    pre_vote: rng.next().is_multiple_of(2),
                 }),
                 2 => {
                     let prev = rng.val(last);
@@ -164,7 +164,7 @@ fn fuzz_peer_input_never_panics() {
                     let entries = (0..k)
                         .map(|i| Entry {
                             term: rng.val(term),
-                            index: if rng.next() % 4 == 0 {
+                            index: if rng.next().is_multiple_of(4) {
                                 rng.val(last)
                             } else {
                                 prev.wrapping_add(1 + i)
@@ -181,18 +181,18 @@ fn fuzz_peer_input_never_panics() {
                         entries,
                         leader_commit: rng.val(last),
                         read_ctx: rng.val(1),
-                        heartbeat: rng.next() % 3 == 0,
+                        heartbeat: rng.next().is_multiple_of(3),
                     })
                 }
                 3 => Body::AppendEntriesReply(AppendEntriesReply {
                     term: rng.val(term),
-                    success: rng.next() % 2 == 0,
+                    success: rng.next().is_multiple_of(2),
                     match_index: rng.val(last),
                     conflict_term: rng.val(term),
                     conflict_index: rng.val(last),
                     last_log_index: rng.val(last),
                     read_ctx: rng.val(1),
-                    heartbeat: rng.next() % 3 == 0,
+                    heartbeat: rng.next().is_multiple_of(3),
                     reject_index: rng.val(last),
                 }),
                 4 => Body::InstallSnapshot(InstallSnapshotRequest {
@@ -202,18 +202,18 @@ fn fuzz_peer_input_never_panics() {
                     last_included_term: rng.val(term),
                     offset: rng.val(0),
                     data: Bytes::from_static(b"snap"),
-                    done: rng.next() % 2 == 0,
+                    done: rng.next().is_multiple_of(2),
                 }),
                 _ => Body::InstallSnapshotReply(InstallSnapshotReply {
                     term: rng.val(term),
                     last_included_index: rng.val(last),
                     next_offset: rng.val(0),
-                    done: rng.next() % 2 == 0,
+                    done: rng.next().is_multiple_of(2),
                 }),
             };
             let from = [2, 3, 2, 3, 1, 9][(rng.next() % 6) as usize];
             n.step(RaftMessage {
-                cluster_id: if rng.next() % 20 == 0 { 5 } else { 0 },
+                cluster_id: if rng.next().is_multiple_of(20) { 5 } else { 0 },
                 from,
                 to: 1,
                 body: Some(body),
@@ -225,7 +225,7 @@ fn fuzz_peer_input_never_panics() {
                     .expect("mem storage");
                 if let Some(e) = rd.committed_entries.last() {
                     let idx = e.index;
-                    if rng.next() % 3 == 0 {
+                    if rng.next().is_multiple_of(3) {
                         let _ = n.snapshot(idx, Bytes::from_static(b"s"));
                     }
                 }

@@ -360,7 +360,7 @@ fn count_3b() {
     let leader = s.check_one_leader();
     let total = s.rpcs;
     eprintln!("election used {total} RPCs (limit 30), leader n{leader}");
-    if total > 30 || total < 1 {
+    if !(1..=30).contains(&total) {
         s.fail(&format!(
             "too many or few RPCs ({total}) to elect initial leader"
         ));
