@@ -314,3 +314,107 @@ fn vote_is_durable_before_it_is_sent() {
         s.run_for(5_000);
     }
 }
+
+/// Runs 1 ms at a time until `cond` holds; fails after `limit_ms`.
+fn step_until(s: &mut Sim, limit_ms: u64, what: &str, mut cond: impl FnMut(&Sim) -> bool) {
+    let t0 = s.now;
+    while !cond(s) {
+        if s.now - t0 > limit_ms {
+            s.fail(&format!("scenario did not unfold: {what}"));
+        }
+        s.run_for(1);
+    }
+}
+
+/// The paper's Figure 8, staged exactly: an entry of an old term that a new leader has
+/// copied to a majority must not count as committed, because a node holding a newer-term
+/// entry at that index can still be elected and overwrite it. One entry per message and
+/// fixed 2 ms delays let the test stop the leader between the old entry's acks and its
+/// own no-op's delivery. With the commit rule broken (counting old-term entries) the
+/// simulator reports a lost committed entry.
+#[test]
+fn figure8_staged_old_term_entry_not_committed_by_counting() {
+    use testkit::sim::default_config;
+    let mut s = Sim::with_config(5, seed_from_env(700), |id, peers| {
+        let mut c = default_config(id, peers);
+        c.pre_vote = false;
+        c.check_quorum = false;
+        c.max_msg_bytes = 1;
+        c
+    });
+    s.net.delay = (2, 2);
+    let c = rand_cmd(&mut s);
+    let base = s.one(c, 5, false);
+    let l1 = s.check_one_leader();
+    let others: Vec<u64> = (1..=5).filter(|&i| i != l1).collect();
+    let f = others[0];
+    let abc = [others[1], others[2], others[3]];
+
+    // (a) L1 replicates entry base+1 (its term t1) to F only.
+    s.partition(&[&[l1, f], &abc]);
+    let c = rand_cmd(&mut s);
+    let Some((x, t1)) = s.start(l1, c) else {
+        s.fail("L1 is not leader");
+    };
+    assert_eq!(x, base + 1);
+    s.run_for(10);
+    assert_eq!(s.raw(f).and_then(|r| r.log_term(x)), Some(t1));
+
+    // (b) L1 crashes; one of A, B, C is elected (term t2) and crashes before its no-op at
+    // base+1 reaches anyone.
+    s.crash(l1);
+    s.partition(&[&[f], &abc]);
+    step_until(&mut s, 10_000, "a leader among A, B, C", |s| {
+        abc.iter().any(|&i| s.raw(i).is_some_and(|r| r.is_leader()))
+    });
+    let Some(&l2) = abc.iter().find(|&&i| s.raw(i).is_some_and(|r| r.is_leader())) else {
+        s.fail("no leader");
+    };
+    let t2 = s.raw(l2).map_or(0, |r| r.term());
+    assert_eq!(s.raw(l2).and_then(|r| r.log_term(x)), Some(t2));
+    s.crash(l2);
+    let pq: Vec<u64> = abc.iter().copied().filter(|&i| i != l2).collect();
+    for &i in &pq {
+        assert_eq!(s.raw(i).and_then(|r| r.log_term(x)), None, "L2's no-op escaped");
+    }
+
+    // (c) L1 restarts and wins with P and Q (its log is the most up to date there); it
+    // copies its old entry base+1 (term t1) to both: now on a majority (L1, F, P, Q hold
+    // it... F is cut off, but L1, P, Q are three of five). L1 is stopped before its own
+    // no-op reaches them.
+    s.partition(&[&[l1, pq[0], pq[1]], &[f], &[l2]]);
+    s.restart(l1);
+    step_until(&mut s, 20_000, "P and Q hold L1's old entry", |s| {
+        pq.iter()
+            .all(|&i| s.raw(i).and_then(|r| r.log_term(x)) == Some(t1))
+    });
+    s.run_for(3);
+    for &i in &pq {
+        assert_eq!(
+            s.raw(i).and_then(|r| r.log_term(x + 1)),
+            None,
+            "L1's no-op reached P or Q: the stage is wrong"
+        );
+    }
+    s.disconnect(l1);
+    s.crash(l1);
+
+    // (d) L2 restarts; its entry at base+1 has the newer term t2, so P and Q vote for it
+    // and it overwrites base+1 on both. Correct: base+1 was never committed.
+    s.partition(&[&[l2, pq[0], pq[1]], &[f], &[l1]]);
+    s.restart(l2);
+    step_until(&mut s, 20_000, "L2 elected again", |s| {
+        s.raw(l2).is_some_and(|r| r.is_leader())
+    });
+    s.run_for(1_000);
+    for &i in &pq {
+        assert_eq!(s.raw(i).and_then(|r| r.log_term(x)), Some(t2));
+    }
+
+    // Heal: everyone converges on L2's history.
+    s.unblock_all();
+    s.restart(l1);
+    s.connect(l1);
+    let c = rand_cmd(&mut s);
+    s.one(c, 5, true);
+}
