@@ -108,6 +108,7 @@ impl NetConfig {
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum EventKind {
     Tick { id: u64, incarnation: u64 },
+    Disk { id: u64, incarnation: u64 },
     Deliver { seq: u64 },
 }
 
@@ -130,6 +131,8 @@ struct SimNode {
     /// Commit index already checked against the committed history.
     checked_commit: u64,
     was_leader_in: Option<u64>,
+    /// A Ready being persisted by a slow disk (see [`Sim::disk_latency`]).
+    disk: Option<Ready>,
 }
 
 /// Builds each node's configuration.
@@ -154,6 +157,11 @@ pub struct Sim {
     pub net: NetConfig,
     /// Snapshot after every this many applied indexes (`None`: never).
     pub snapshot_every: Option<u64>,
+    /// `None`: each Ready is persisted at once. `Some((lo, hi))`: persisting takes lo-hi
+    /// ms, during which the node goes on stepping and ticking (a pipelined driver).
+    pub disk_latency: Option<(u64, u64)>,
+    /// Per-node override of `disk_latency`.
+    pub slow_disk: BTreeMap<u64, (u64, u64)>,
     n: usize,
     make_config: MakeConfig,
     nodes: Vec<Option<SimNode>>,
@@ -246,6 +254,8 @@ impl Sim {
             now: 0,
             net: NetConfig::reliable(),
             snapshot_every: None,
+            disk_latency: None,
+            slow_disk: BTreeMap::new(),
             n,
             make_config,
             nodes: (0..n).map(|_| None).collect(),
@@ -320,6 +330,7 @@ impl Sim {
             last_applied: 0,
             checked_commit: 0,
             was_leader_in: None,
+            disk: None,
         });
         let phase = self.rng.range(1, TICK_MS + 1);
         self.push_event(self.now + phase, EventKind::Tick { id, incarnation });
@@ -453,6 +464,7 @@ impl Sim {
                     self.push_event(at + TICK_MS, EventKind::Tick { id, incarnation });
                     self.process(id);
                 }
+                EventKind::Disk { id, incarnation } => self.disk_done(id, incarnation),
                 EventKind::Deliver { seq } => {
                     let Some(m) = self.in_flight.remove(&seq) else {
                         continue;
@@ -560,49 +572,89 @@ impl Sim {
         let Some(mut node) = self.nodes[i].take() else {
             return;
         };
-        while node.raw.has_ready() {
+        while node.disk.is_none() && node.raw.has_ready() {
             let rd = node.raw.ready();
             self.check_ready(id, &node, &rd);
-            let crash = match self.crash_point {
-                Some((c, p)) if c == id => {
-                    self.crash_point = None;
-                    Some(p)
-                }
-                _ => None,
-            };
+            // Leader traffic may go before (and while) the Ready is persisted.
             for m in &rd.messages {
                 self.send(m.clone());
             }
-            if crash == Some(CrashPoint::BeforePersist) {
-                return; // the node is gone; nothing persisted
+            if let Some(&(lo, hi)) = self.slow_disk.get(&id).or(self.disk_latency.as_ref()) {
+                // A slow disk: the node keeps stepping and ticking while this Ready is
+                // being persisted; the next Ready waits for it.
+                let at = self.now + self.rng.range(lo, hi + 1);
+                let incarnation = node.incarnation;
+                node.disk = Some(rd);
+                self.push_event(at, EventKind::Disk { id, incarnation });
+                break;
             }
-            self.storages[i]
-                .persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)
-                .unwrap_or_else(|e| self.fail(&format!("persist: {e}")));
-            if crash == Some(CrashPoint::AfterPersist) {
-                return;
+            if !self.finish_ready(id, &mut node, rd) {
+                return; // crashed
             }
-            for m in &rd.persisted_messages {
-                self.send(m.clone());
-            }
-            self.apply(id, &mut node, &rd);
-            for r in &rd.read_states {
-                // Linearizable reads: the read point covers everything committed anywhere
-                // before the request.
-                if let Some(req) = self.read_required.remove(&(id, r.ctx))
-                    && r.index < req
-                {
-                    self.fail(&format!(
-                        "n{id} read {} at index {} but {req} was committed before",
-                        r.ctx, r.index
-                    ));
-                }
-                self.reads.push((id, r.ctx, r.index));
-            }
-            node.raw.advance(&rd);
         }
         self.check_node(id, &mut node);
         self.nodes[i] = Some(node);
+    }
+
+    /// Persists `rd`, sends what waited for it, applies, advances. False if the node
+    /// crashed on the way (it is then gone).
+    fn finish_ready(&mut self, id: u64, node: &mut SimNode, rd: Ready) -> bool {
+        let i = Self::idx(id);
+        let crash = match self.crash_point {
+            Some((c, p)) if c == id => {
+                self.crash_point = None;
+                Some(p)
+            }
+            _ => None,
+        };
+        if crash == Some(CrashPoint::BeforePersist) {
+            return false; // nothing of this Ready persisted
+        }
+        self.storages[i]
+            .persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)
+            .unwrap_or_else(|e| self.fail(&format!("persist: {e}")));
+        if crash == Some(CrashPoint::AfterPersist) {
+            return false;
+        }
+        for m in &rd.persisted_messages {
+            self.send(m.clone());
+        }
+        self.apply(id, node, &rd);
+        for r in &rd.read_states {
+            // Linearizable reads: the read point covers everything committed anywhere
+            // before the request.
+            if let Some(req) = self.read_required.remove(&(id, r.ctx))
+                && r.index < req
+            {
+                self.fail(&format!(
+                    "n{id} read {} at index {} but {req} was committed before",
+                    r.ctx, r.index
+                ));
+            }
+            self.reads.push((id, r.ctx, r.index));
+        }
+        node.raw.advance(&rd);
+        true
+    }
+
+    fn disk_done(&mut self, id: u64, incarnation: u64) {
+        let i = Self::idx(id);
+        let Some(mut node) = self.nodes[i].take() else {
+            return;
+        };
+        if node.incarnation != incarnation {
+            self.nodes[i] = Some(node);
+            return;
+        }
+        let Some(rd) = node.disk.take() else {
+            self.nodes[i] = Some(node);
+            return;
+        };
+        if !self.finish_ready(id, &mut node, rd) {
+            return; // crashed
+        }
+        self.nodes[i] = Some(node);
+        self.process(id);
     }
 
     fn apply(&mut self, id: u64, node: &mut SimNode, rd: &Ready) {

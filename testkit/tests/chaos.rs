@@ -4,7 +4,7 @@
 //! proposals and reads. The simulator checks safety after every event; at the end the
 //! faults heal and the cluster must commit a new command on every node (liveness).
 //!
-//! `CHAOS_SEEDS=n` runs n seeds (default 2000), `CHAOS_BASE=b` starts at seed b, and
+//! `CHAOS_SEEDS=n` runs n seeds (default 5000), `CHAOS_BASE=b` starts at seed b, and
 //! `SEED=s` replays exactly one seed.
 
 use std::time::Instant;
@@ -42,6 +42,9 @@ fn run_seed(seed: u64) -> u64 {
         long_delay: (200, 2200),
     };
     s.net = net;
+    if pick.chance(0.33) {
+        s.disk_latency = Some((1, pick.range(2, 30)));
+    }
     let nn = n as u64;
     let mut ctx = 0u64;
     let fault_rate = pick.range(5, 40) as f64 / 100.0;
@@ -154,7 +157,7 @@ fn chaos() {
         Some(s) => vec![s],
         None => {
             let base = env("CHAOS_BASE").unwrap_or(1);
-            (base..base + env("CHAOS_SEEDS").unwrap_or(2000)).collect()
+            (base..base + env("CHAOS_SEEDS").unwrap_or(5000)).collect()
         }
     };
     let t0 = Instant::now();
