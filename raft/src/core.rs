@@ -114,6 +114,10 @@ pub struct Status {
     pub last_index: u64,
     /// Index of the latest snapshot.
     pub snapshot_index: u64,
+    /// Entries in the log after the snapshot.
+    pub log_entries: u64,
+    /// Approximate in-memory size of those entries: payload bytes plus 16 per entry.
+    pub log_bytes: u64,
 }
 
 /// Counters of what the core dropped or did; for monitoring and tests.
@@ -373,6 +377,13 @@ impl RawNode {
             first_index: self.log.first_index(),
             last_index: self.log.last_index(),
             snapshot_index: self.log.snap.index,
+            log_entries: self.log.entries.len() as u64,
+            log_bytes: self
+                .log
+                .entries
+                .iter()
+                .map(|e| e.data.len() as u64 + 16)
+                .sum(),
         }
     }
 

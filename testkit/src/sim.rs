@@ -220,6 +220,9 @@ fn decode_snapshot(data: &Bytes) -> Option<(u64, BTreeMap<u64, Bytes>)> {
     while p < data.len() {
         let i = u64::from_le_bytes(data.get(p..p + 8)?.try_into().ok()?);
         let l = u32::from_le_bytes(data.get(p + 8..p + 12)?.try_into().ok()?) as usize;
+        if p + 12 + l > data.len() {
+            return None;
+        }
         let d = data.slice(p + 12..p + 12 + l);
         m.insert(i, d);
         p += 12 + l;
