@@ -5,6 +5,9 @@
 //! replays a run exactly. Each node's `Ready` is handled atomically in the contract order
 //! (persist, send, apply, advance) unless the test asks for a crash in the middle of one.
 //!
+//! `SIM_TRACE=1` prints one line per event (send drops, deliveries, crashes, restarts,
+//! role changes), e.g. `   1013 deliver n2 → n1 Append@1 prev=0@0 [1@1] commit=0`.
+//!
 //! After every event the simulator checks the Raft safety properties:
 //! - at most one leader per term (Election Safety);
 //! - Log Matching: two entries with the same index and term hold the same data and follow
@@ -23,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use bytes::{Bytes, BytesMut};
 use proto::Message;
 use proto::raft::raft_message::Body;
-use raft::{Config, EntryType, MemStorage, RaftMessage, RawNode, Ready, Storage};
+use raft::{Config, EntryType, MemStorage, RaftMessage, RawNode, Ready, Role, Storage};
 
 /// Simulated milliseconds per Raft tick (the driver's default too).
 pub const TICK_MS: u64 = 50;
@@ -133,6 +136,8 @@ struct SimNode {
     was_leader_in: Option<u64>,
     /// A Ready being persisted by a slow disk (see [`Sim::disk_latency`]).
     disk: Option<Ready>,
+    /// Role and term at the last check (for traces).
+    role: (Role, u64),
 }
 
 /// Builds each node's configuration.
@@ -191,6 +196,89 @@ pub struct Sim {
     pub steps: u64,
     /// InstallSnapshot chunks sent.
     pub snapshot_chunks: u64,
+    /// Print one line per event (`SIM_TRACE=1`).
+    pub trace: bool,
+}
+
+/// One line for a message, for `SIM_TRACE=1` output: `n1@3 → n2 Append prev=4@2 [5@3]`.
+pub fn describe(m: &RaftMessage) -> String {
+    let body = match &m.body {
+        None => "(no body)".to_string(),
+        Some(Body::RequestVote(r)) => format!(
+            "{}@{} last={}@{}",
+            if r.pre_vote { "PreVote" } else { "Vote" },
+            r.term,
+            r.last_log_index,
+            r.last_log_term
+        ),
+        Some(Body::RequestVoteReply(r)) => format!(
+            "{}Reply@{} {}",
+            if r.pre_vote { "PreVote" } else { "Vote" },
+            r.term,
+            if r.vote_granted {
+                "granted"
+            } else {
+                "rejected"
+            }
+        ),
+        Some(Body::AppendEntries(a)) if a.heartbeat => {
+            format!(
+                "Heartbeat@{} commit={} read={}",
+                a.term, a.leader_commit, a.read_ctx
+            )
+        }
+        Some(Body::AppendEntries(a)) => {
+            let es = match (a.entries.first(), a.entries.last()) {
+                (Some(f), Some(l)) if a.entries.len() > 2 => {
+                    format!(
+                        "{}@{} .. {}@{} ({})",
+                        f.index,
+                        f.term,
+                        l.index,
+                        l.term,
+                        a.entries.len()
+                    )
+                }
+                _ => a
+                    .entries
+                    .iter()
+                    .map(|e| format!("{}@{}", e.index, e.term))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+            format!(
+                "Append@{} prev={}@{} [{es}] commit={}",
+                a.term, a.prev_log_index, a.prev_log_term, a.leader_commit
+            )
+        }
+        Some(Body::AppendEntriesReply(r)) if r.heartbeat => {
+            format!("HeartbeatReply@{} read={}", r.term, r.read_ctx)
+        }
+        Some(Body::AppendEntriesReply(r)) if r.success => {
+            format!("AppendOk@{} match={}", r.term, r.match_index)
+        }
+        Some(Body::AppendEntriesReply(r)) => format!(
+            "AppendReject@{} at={} hint={}@{} last={}",
+            r.term, r.reject_index, r.conflict_index, r.conflict_term, r.last_log_index
+        ),
+        Some(Body::InstallSnapshot(x)) => format!(
+            "Snapshot@{} {}@{} off={} len={}{}",
+            x.term,
+            x.last_included_index,
+            x.last_included_term,
+            x.offset,
+            x.data.len(),
+            if x.done { " done" } else { "" }
+        ),
+        Some(Body::InstallSnapshotReply(r)) => format!(
+            "SnapshotReply@{} {} next={}{}",
+            r.term,
+            r.last_included_index,
+            r.next_offset,
+            if r.done { " done" } else { "" }
+        ),
+    };
+    format!("n{} → n{} {body}", m.from, m.to)
 }
 
 /// A stable 64-bit hash for Log Matching checks (FNV-1a).
@@ -281,6 +369,7 @@ impl Sim {
             bytes: 0,
             steps: 0,
             snapshot_chunks: 0,
+            trace: std::env::var_os("SIM_TRACE").is_some(),
         };
         for id in 1..=n as u64 {
             sim.start_node(id);
@@ -326,6 +415,9 @@ impl Sim {
         let raw = RawNode::new(cfg, state).unwrap_or_else(|e| self.fail(&format!("new: {e}")));
         self.incarnations += 1;
         let incarnation = self.incarnations;
+        if self.trace {
+            eprintln!("{:>7} start   n{id}", self.now);
+        }
         self.nodes[Self::idx(id)] = Some(SimNode {
             raw,
             incarnation,
@@ -334,6 +426,7 @@ impl Sim {
             checked_commit: 0,
             was_leader_in: None,
             disk: None,
+            role: (Role::Follower, 0),
         });
         let phase = self.rng.range(1, TICK_MS + 1);
         self.push_event(self.now + phase, EventKind::Tick { id, incarnation });
@@ -381,6 +474,9 @@ impl Sim {
     }
     /// Crashes a node: it loses everything it had not persisted.
     pub fn crash(&mut self, id: u64) {
+        if self.trace && self.nodes[Self::idx(id)].is_some() {
+            eprintln!("{:>7} crash   n{id}", self.now);
+        }
         self.nodes[Self::idx(id)] = None;
     }
     /// Crashes the node inside its next Ready, at `point`.
@@ -476,6 +572,9 @@ impl Sim {
                         continue;
                     }
                     let to = m.to;
+                    if self.trace {
+                        eprintln!("{:>7} deliver {}", self.now, describe(&m));
+                    }
                     let Some(node) = self.nodes[Self::idx(to)].as_mut() else {
                         continue;
                     };
@@ -523,6 +622,9 @@ impl Sim {
             self.snapshot_chunks += 1;
         }
         if !self.link_ok(m.from, m.to) || self.rng.chance(self.net.drop) {
+            if self.trace {
+                eprintln!("{:>7} drop    {}", self.now, describe(&m));
+            }
             return;
         }
         let copies = if self.rng.chance(self.net.duplicate) {
@@ -764,6 +866,10 @@ impl Sim {
 
     fn check_node(&mut self, id: u64, node: &mut SimNode) {
         let st = node.raw.status();
+        if self.trace && node.role != (st.role, st.term) {
+            eprintln!("{:>7} role    n{id} {:?}@{}", self.now, st.role, st.term);
+        }
+        node.role = (st.role, st.term);
         if node.raw.is_leader() {
             match self.leaders.get(&st.term) {
                 Some(&l) if l != id => {

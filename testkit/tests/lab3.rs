@@ -418,6 +418,10 @@ fn count_3b() {
     if idle > 3 * 20 {
         s.fail(&format!("too many RPCs ({idle}) for 1 second of idleness"));
     }
+    // The handout's limit: at most 10 heartbeats per second per peer.
+    if idle > 10 * (n as u64 - 1) {
+        s.fail(&format!("{idle} heartbeats in 1 s to {} peers", n - 1));
+    }
 }
 
 // ------------------------------------------------------------------------------- 3C
