@@ -291,16 +291,21 @@ impl<S: Storage, T: Transport> Driver<S, T> {
     /// The order contract: persist, send, apply, advance.
     fn process_ready(&mut self) -> Result<()> {
         while self.raw.has_ready() {
-            let rd = self.raw.ready();
-            // Leader traffic promises nothing about our disk: send it first.
-            if !rd.messages.is_empty() {
-                self.transport.send(rd.messages.clone());
+            let mut rd = self.raw.ready();
+            // 1. Leader traffic promises nothing about our disk: send it first.
+            let early = std::mem::take(&mut rd.messages);
+            if !early.is_empty() {
+                self.transport.send(early);
             }
+            // 2. Persist.
             self.storage
                 .persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)?;
-            if !rd.persisted_messages.is_empty() {
-                self.transport.send(rd.persisted_messages.clone());
+            // 3. Send what promised durability.
+            let late = std::mem::take(&mut rd.persisted_messages);
+            if !late.is_empty() {
+                self.transport.send(late);
             }
+            // 4. Apply, answer reads; 5. advance.
             if let Some(s) = &rd.apply_snapshot {
                 let _ = self.apply.send(ApplyMsg::Snapshot {
                     index: s.index,
