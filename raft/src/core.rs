@@ -1066,12 +1066,11 @@ impl RawNode {
                         rd.acks.insert(from);
                     }
                 }
-                while l
-                    .reads
-                    .front()
-                    .is_some_and(|rd| rd.acks.len() + 1 >= quorum)
-                {
-                    let rd = l.reads.pop_front().unwrap_or_else(|| unreachable!());
+                while let Some(rd) = l.reads.pop_front() {
+                    if rd.acks.len() + 1 < quorum {
+                        l.reads.push_front(rd);
+                        break;
+                    }
                     self.read_states.push(ReadState {
                         ctx: rd.ctx,
                         index: rd.index,
