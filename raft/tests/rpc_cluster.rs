@@ -62,41 +62,52 @@ fn start_node(p: &mut Peer, rt: &ClientRuntime, addrs: &BTreeMap<u64, SocketAddr
     let applied: Shared = Arc::new((Mutex::new(Applied::default()), Condvar::new()));
     p.applied = applied.clone();
     p.applier = Some(std::thread::spawn(move || {
-        for m in apply.iter() {
+        // Drain whatever is ready, apply it under one lock, wake the waiters once.
+        while let Ok(first) = apply.recv() {
+            let mut batch = vec![first];
+            batch.extend(apply.try_iter());
             let (lock, cv) = &*applied;
-            let mut a = lock.lock().expect("applied lock");
-            match m {
-                ApplyMsg::Snapshot { index, data, .. } => {
-                    assert!(index > a.last, "snapshot {index} after {}", a.last);
-                    let w = |i: usize| u64::from_le_bytes(data[i..i + 8].try_into().expect("8"));
-                    a.count = w(0);
-                    a.hash = w(8);
-                    a.last = index;
-                    a.snapshots.push(index);
-                }
-                ApplyMsg::Command { index, data, .. } => {
-                    assert!(index > a.last, "index {index} after {}", a.last);
-                    a.last = index;
-                    a.count += 1;
-                    a.hash = fnv(fnv(a.hash, &index.to_le_bytes()), &data);
-                    if index % 100 == 0 {
-                        let h = a.hash;
-                        a.checkpoints.insert(index, h);
-                    }
-                    if index % SNAPSHOT_EVERY == 0 {
-                        let mut snap = a.count.to_le_bytes().to_vec();
-                        snap.extend_from_slice(&a.hash.to_le_bytes());
-                        drop(a);
-                        if let Some(n) = weak.upgrade() {
-                            let _ = n.snapshot(index, Bytes::from(snap));
+            let mut snapshot_at = None;
+            {
+                let mut a = lock.lock().expect("applied lock");
+                for m in batch {
+                    match m {
+                        ApplyMsg::Snapshot { index, data, .. } => {
+                            assert!(index > a.last, "snapshot {index} after {}", a.last);
+                            let w = |i: usize| {
+                                u64::from_le_bytes(data[i..i + 8].try_into().expect("8 bytes"))
+                            };
+                            a.count = w(0);
+                            a.hash = w(8);
+                            a.last = index;
+                            a.snapshots.push(index);
                         }
-                        cv.notify_all();
-                        continue;
+                        ApplyMsg::Command { index, data, .. } => {
+                            assert!(index > a.last, "index {index} after {}", a.last);
+                            a.last = index;
+                            a.count += 1;
+                            a.hash = fnv(fnv(a.hash, &index.to_le_bytes()), &data);
+                            if index % 100 == 0 {
+                                let h = a.hash;
+                                a.checkpoints.insert(index, h);
+                            }
+                            if index % SNAPSHOT_EVERY == 0 {
+                                let mut snap = a.count.to_le_bytes().to_vec();
+                                snap.extend_from_slice(&a.hash.to_le_bytes());
+                                snapshot_at = Some((index, snap));
+                            }
+                        }
                     }
                 }
             }
-            drop(a);
             cv.notify_all();
+            // The state machine's state after the batch covers `index` and more; the
+            // snapshot must describe exactly `index`, so it was captured above.
+            if let Some((index, snap)) = snapshot_at
+                && let Some(n) = weak.upgrade()
+            {
+                let _ = n.snapshot(index, Bytes::from(snap));
+            }
         }
     }));
     p.node = Some(node);
