@@ -39,7 +39,7 @@ pub struct Config {
     /// A leader steps down when it has not heard from a majority for `election_tick`
     /// ticks, and followers that have a live leader ignore vote requests.
     pub check_quorum: bool,
-    /// Seed of the RNG that draws election timeouts.
+    /// Seed of the RNG that draws election timeouts (mixed with `id`; default: `id`).
     pub seed: u64,
 }
 
@@ -323,7 +323,9 @@ impl RawNode {
             }
         }
         let log = RaftLog::new(snapshot, entries, hard_state.commit);
-        let mut rng = Rng(cfg.seed ^ 0x5EED_0000_0000_0000 ^ cfg.id);
+        // Mix the id in so that nodes given the same seed still draw different timeouts
+        // (identical timeouts would split every vote).
+        let mut rng = Rng(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ cfg.id);
         let randomized_timeout = cfg.election_tick + (rng.next() % cfg.election_tick as u64) as u32;
         let prev_hs = HardState {
             commit: log.commit,

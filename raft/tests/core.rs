@@ -234,3 +234,30 @@ fn fuzz_peer_input_never_panics() {
         }
     }
 }
+
+/// Nodes with default configs (or one shared seed) draw different election timeouts;
+/// identical ones would split every vote.
+#[test]
+fn default_configs_draw_different_timeouts() {
+    for shared_seed in [None, Some(42)] {
+        let ticks: Vec<u32> = (1..=3)
+            .map(|id| {
+                let mut cfg = Config::new(id, vec![1, 2, 3]);
+                if let Some(s) = shared_seed {
+                    cfg.seed = s;
+                }
+                let mut n = RawNode::new(cfg, InitialState::default()).expect("node");
+                let mut t = 0;
+                while !n.has_ready() {
+                    n.tick();
+                    t += 1;
+                }
+                t
+            })
+            .collect();
+        assert!(
+            ticks.iter().any(|&t| t != ticks[0]),
+            "all nodes time out together: {ticks:?}"
+        );
+    }
+}
