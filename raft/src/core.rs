@@ -1371,9 +1371,17 @@ impl RawNode {
         let Some(pr) = l.progress.get_mut(&to) else {
             return;
         };
-        match pr.state {
+        match &mut pr.state {
             ProgressState::Snapshot { .. } => self.send_snapshot_chunk(to),
-            _ => {
+            // The probe (or its answer) was lost: send the same probe again. Going back
+            // to `matched + 1` would resend a whole log to a follower the leader has not
+            // heard from yet in its term (its `matched` is still 0).
+            ProgressState::Probe { paused } => {
+                *paused = false;
+                self.send_append(to);
+            }
+            // The pipeline stalled: restart from what is known to match.
+            ProgressState::Replicate { .. } => {
                 pr.next = pr.matched + 1;
                 pr.state = ProgressState::Probe { paused: false };
                 self.send_append(to);

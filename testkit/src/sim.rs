@@ -198,6 +198,8 @@ pub struct Sim {
     pub snapshot_chunks: u64,
     /// Print one line per event (`SIM_TRACE=1`).
     pub trace: bool,
+    /// When `Some`, every trace line is also recorded here (golden tests).
+    pub trace_log: Option<Vec<String>>,
 }
 
 /// One line for a message, for `SIM_TRACE=1` output: `n1@3 → n2 Append prev=4@2 [5@3]`.
@@ -370,11 +372,25 @@ impl Sim {
             steps: 0,
             snapshot_chunks: 0,
             trace: std::env::var_os("SIM_TRACE").is_some(),
+            trace_log: None,
         };
         for id in 1..=n as u64 {
             sim.start_node(id);
         }
         sim
+    }
+
+    fn emit(&mut self, line: impl FnOnce() -> String) {
+        if !self.trace && self.trace_log.is_none() {
+            return;
+        }
+        let line = format!("{:>6} {}", self.now, line());
+        if self.trace {
+            eprintln!("{line}");
+        }
+        if let Some(log) = &mut self.trace_log {
+            log.push(line);
+        }
     }
 
     /// Number of nodes.
@@ -415,9 +431,7 @@ impl Sim {
         let raw = RawNode::new(cfg, state).unwrap_or_else(|e| self.fail(&format!("new: {e}")));
         self.incarnations += 1;
         let incarnation = self.incarnations;
-        if self.trace {
-            eprintln!("{:>7} start   n{id}", self.now);
-        }
+        self.emit(|| format!("start   n{id}"));
         self.nodes[Self::idx(id)] = Some(SimNode {
             raw,
             incarnation,
@@ -474,8 +488,8 @@ impl Sim {
     }
     /// Crashes a node: it loses everything it had not persisted.
     pub fn crash(&mut self, id: u64) {
-        if self.trace && self.nodes[Self::idx(id)].is_some() {
-            eprintln!("{:>7} crash   n{id}", self.now);
+        if self.nodes[Self::idx(id)].is_some() {
+            self.emit(|| format!("crash   n{id}"));
         }
         self.nodes[Self::idx(id)] = None;
     }
@@ -572,9 +586,7 @@ impl Sim {
                         continue;
                     }
                     let to = m.to;
-                    if self.trace {
-                        eprintln!("{:>7} deliver {}", self.now, describe(&m));
-                    }
+                    self.emit(|| format!("deliver {}", describe(&m)));
                     let Some(node) = self.nodes[Self::idx(to)].as_mut() else {
                         continue;
                     };
@@ -622,9 +634,7 @@ impl Sim {
             self.snapshot_chunks += 1;
         }
         if !self.link_ok(m.from, m.to) || self.rng.chance(self.net.drop) {
-            if self.trace {
-                eprintln!("{:>7} drop    {}", self.now, describe(&m));
-            }
+            self.emit(|| format!("drop    {}", describe(&m)));
             return;
         }
         let copies = if self.rng.chance(self.net.duplicate) {
@@ -866,8 +876,8 @@ impl Sim {
 
     fn check_node(&mut self, id: u64, node: &mut SimNode) {
         let st = node.raw.status();
-        if self.trace && node.role != (st.role, st.term) {
-            eprintln!("{:>7} role    n{id} {:?}@{}", self.now, st.role, st.term);
+        if node.role != (st.role, st.term) {
+            self.emit(|| format!("role    n{id} {:?}@{}", st.role, st.term));
         }
         node.role = (st.role, st.term);
         if node.raw.is_leader() {
