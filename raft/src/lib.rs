@@ -55,8 +55,8 @@
 //! accepts truncates a conflicting suffix (only from the first conflicting entry, never a
 //! committed one) and appends (§5.3). A rejection echoes the rejected `prev_log_index`,
 //! so a late rejection of a superseded message is recognized and ignored. If nothing is
-//! acknowledged for two heartbeat intervals the leader falls back to probing from the
-//! last known match (lost messages are simply resent).
+//! acknowledged for two heartbeat intervals the leader resends: the same probe in probe
+//! mode, and in replicate mode it falls back to probing from the last known match.
 //!
 //! The leader **commits** the highest index stored on a majority (its own copy counts only
 //! once persisted) *if that entry is of the current term* (§5.4.2, Figure 8). Followers

@@ -15,8 +15,8 @@
 //!   induction gives identical prefixes);
 //! - a committed entry never changes or disappears: every node's committed prefix agrees
 //!   with the first committed term recorded for each index, no node rewrites a committed
-//!   index with another term, and every new leader holds every committed entry (Leader
-//!   Completeness);
+//!   index with another term, and the leader of every term holds every entry committed
+//!   in an earlier term (Leader Completeness);
 //! - no two nodes apply different commands at one index (State Machine Safety);
 //! - each node applies a gap-free prefix, snapshots included.
 
@@ -182,6 +182,8 @@ pub struct Sim {
     leaders: BTreeMap<u64, u64>,
     pairs: HashMap<(u64, u64), (u64, u64)>,
     committed: Vec<u64>,
+    /// Per index: the term in which it was first seen committed.
+    commit_terms: Vec<u64>,
     applied_global: BTreeMap<u64, Bytes>,
     reads: Vec<(u64, u64, u64)>,
     read_required: HashMap<(u64, u64), u64>,
@@ -363,6 +365,7 @@ impl Sim {
             leaders: BTreeMap::new(),
             pairs: HashMap::new(),
             committed: vec![0],
+            commit_terms: vec![u64::MAX],
             applied_global: BTreeMap::new(),
             reads: Vec::new(),
             read_required: HashMap::new(),
@@ -892,9 +895,12 @@ impl Sim {
             }
             if node.was_leader_in != Some(st.term) {
                 node.was_leader_in = Some(st.term);
-                // Leader Completeness: the new leader holds every committed entry.
+                // Leader Completeness (§5.4.3): the leader of term T holds every entry
+                // committed in a term before T. (A stale election in a lower term can
+                // complete after a later commit; that leader need not hold it.)
                 for i in st.snapshot_index + 1..self.committed.len() as u64 {
                     if let Some(t) = self.committed_term(i)
+                        && self.commit_terms[i as usize] < st.term
                         && node.raw.log_term(i) != Some(t)
                     {
                         self.fail(&format!(
@@ -913,7 +919,12 @@ impl Sim {
             };
             if (self.committed.len() as u64) <= i {
                 self.committed.resize(i as usize + 1, 0);
+                self.commit_terms.resize(i as usize + 1, u64::MAX);
             }
+            // The term in which the entry became committed: the lowest term of any node
+            // seen knowing it committed (the committing leader is the first, in its term).
+            let ct = &mut self.commit_terms[i as usize];
+            *ct = (*ct).min(st.term);
             match self.committed[i as usize] {
                 0 => self.committed[i as usize] = t,
                 c if c != t => self.fail(&format!(
