@@ -190,6 +190,8 @@ pub struct Sim {
     // counters
     /// Request messages sent (RequestVote, AppendEntries, InstallSnapshot): the lab's RPCs.
     pub rpcs: u64,
+    /// Request messages sent per (from, to) link.
+    pub rpcs_by_link: BTreeMap<(u64, u64), u64>,
     /// All messages sent, replies included.
     pub msgs: u64,
     /// Encoded bytes of all messages sent.
@@ -370,6 +372,7 @@ impl Sim {
             reads: Vec::new(),
             read_required: HashMap::new(),
             rpcs: 0,
+            rpcs_by_link: BTreeMap::new(),
             msgs: 0,
             bytes: 0,
             steps: 0,
@@ -632,6 +635,7 @@ impl Sim {
         );
         if request {
             self.rpcs += 1;
+            *self.rpcs_by_link.entry((m.from, m.to)).or_default() += 1;
         }
         if matches!(m.body, Some(Body::InstallSnapshot(_))) {
             self.snapshot_chunks += 1;

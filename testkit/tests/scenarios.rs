@@ -467,3 +467,54 @@ fn leader_counts_own_entries_only_once_persisted() {
     let c = rand_cmd(&mut s);
     s.one(c, 3, true);
 }
+
+/// Fast backtracking, counted: a follower 300 entries behind, and an old leader with 100
+/// conflicting entries of its own term, each catch up with a handful of AppendEntries
+/// from the new leader (one entry per round trip would need hundreds).
+#[test]
+fn fast_backtracking_needs_few_round_trips() {
+    let n = 3;
+    let mut s = sim(n, 900);
+    let c = rand_cmd(&mut s);
+    s.one(c, n, false);
+    let l1 = s.check_one_leader();
+    let f = followers(&s, l1);
+    let (lag, m) = (f[0], f[1]);
+    // `lag` misses 300 committed entries.
+    s.disconnect(lag);
+    for _ in 0..300 {
+        let c = rand_cmd(&mut s);
+        s.start(l1, c);
+    }
+    s.run_for(500);
+    // l1 gets 100 entries nobody else will ever have.
+    s.disconnect(l1);
+    for _ in 0..100 {
+        let c = rand_cmd(&mut s);
+        s.start(l1, c);
+    }
+    s.connect(lag);
+    let l2 = s.check_one_leader();
+    assert_eq!(l2, m, "only m has every committed entry");
+    let before = s.rpcs_by_link.clone();
+    let appends = |s: &Sim, to: u64| {
+        s.rpcs_by_link.get(&(l2, to)).copied().unwrap_or(0)
+            - before.get(&(l2, to)).copied().unwrap_or(0)
+    };
+    let c = rand_cmd(&mut s);
+    let idx = s.one(c, 2, false);
+    assert!(s.raw(lag).is_some_and(|r| r.status().commit >= idx));
+    eprintln!("lagging follower: {} requests", appends(&s, lag));
+    s.connect(l1);
+    let c = rand_cmd(&mut s);
+    s.one(c, 3, false);
+    let to_lag = appends(&s, lag);
+    let to_l1 = appends(&s, l1);
+    eprintln!("old leader with a conflicting suffix: {to_l1} requests (lagging: {to_lag})");
+    // Heartbeats are counted too; catching up itself takes two or three AppendEntries.
+    assert!(
+        to_lag <= 10,
+        "{to_lag} requests to catch up a lagging follower"
+    );
+    assert!(to_l1 <= 10, "{to_l1} requests to fix a conflicting suffix");
+}
