@@ -1,6 +1,207 @@
 //! The Raft consensus algorithm for raftkv.
 //!
-//! This crate will own a deterministic core (no threads, clock, sockets or files), a thin
-//! node driver wiring it to a transport, durable storage and the apply channel.
+//! Raft (Ongaro and Ousterhout, "In Search of an Understandable Consensus Algorithm",
+//! 2014; section numbers below refer to it, "thesis" to Ongaro's 2014 dissertation) keeps
+//! a replicated log identical on a majority of nodes and hands each node's state machine
+//! the committed entries in the same order. This crate has three layers:
 //!
-//! Not built yet.
+//! - [`RawNode`], the **deterministic core**: no threads, clock, sockets or files. Time is
+//!   an abstract [`RawNode::tick`]; input is [`RawNode::step`] (a peer message),
+//!   [`RawNode::propose`], [`RawNode::snapshot`] and [`RawNode::read_index`]; all output
+//!   comes out of [`RawNode::ready`] as a [`Ready`]. The same inputs give the same
+//!   outputs, so the simulator in `testkit` can replay any schedule from a seed.
+//! - [`Node`], the **driver**: one thread per node that owns a `RawNode`, a [`Storage`]
+//!   and a [`Transport`], ticks on a timer, and delivers [`ApplyMsg`]s on a channel.
+//! - Transports: [`transport::LocalNetwork`] (in-process channels, for tests) and
+//!   [`rpc_transport`] (the `rpc` crate's `RaftService.Step`, one-way batches).
+//!
+//! # Roles and terms
+//!
+//! A node is a follower, a candidate or a leader, and the state of each role lives in that
+//! role's struct (a leader's per-follower progress cannot be touched by a follower).
+//! [`RawNode::step`] first applies the rules shared by every role (§5.1): a message from a
+//! newer term makes us a follower of that term; a message from an older term is dropped,
+//! except that a stale leader or candidate is told the newer term so it steps down. Then
+//! the role's own step function runs. Transitions are `become_follower`,
+//! `become_candidate` and `become_leader`.
+//!
+//! # Election
+//!
+//! A follower that hears nothing for its election timeout (drawn from a seeded RNG in
+//! `[election_tick, 2 * election_tick)` ticks, redrawn each time) first runs a **PreVote**
+//! round (thesis §9.6): it asks whether the others *would* vote for it in the next term,
+//! without changing anyone's term or vote. Only with a majority of yes does it start a
+//! real election: term + 1, vote for itself, RequestVote to all (§5.2). A vote is granted
+//! at most once per term and only to a candidate whose log is at least as up to date
+//! (last term, then last index; §5.4.1). So a node that was partitioned away cannot
+//! inflate the term and depose a healthy leader when it returns.
+//!
+//! **CheckQuorum** (thesis §6.2): a leader that has not heard from a majority within an
+//! election timeout steps down, so a leader cut off from the majority stops accepting
+//! commands it could never commit. In return followers that heard from a leader within
+//! the minimum election timeout ignore vote requests (the leader lease, thesis §4.2.3), so
+//! a node that can reach some peers but not the leader cannot disrupt it either.
+//!
+//! # Replication
+//!
+//! A new leader appends a **no-op entry** of its term (§8): entries of earlier terms are
+//! committed only through it. The leader keeps a `Progress` per follower: in *probe*
+//! mode it sends one AppendEntries at a time until it finds where the logs match; then in
+//! *replicate* mode it pipelines up to `max_inflight` messages, each carrying as many
+//! entries as fit in `max_msg_bytes` (at least one). A follower rejects an append whose
+//! `prev_log_index` / `prev_log_term` it lacks, with a hint for **fast backtracking**: the
+//! term of its conflicting entry and the first index of that term, or its log length if
+//! the log is too short; the leader skips a whole term per round trip. A follower that
+//! accepts truncates a conflicting suffix (only from the first conflicting entry, never a
+//! committed one) and appends (§5.3). A rejection echoes the rejected `prev_log_index`,
+//! so a late rejection of a superseded message is recognized and ignored. If nothing is
+//! acknowledged for two heartbeat intervals the leader resends: the same probe in probe
+//! mode, and in replicate mode it falls back to probing from the last known match.
+//!
+//! The leader **commits** the highest index stored on a majority (its own copy counts only
+//! once persisted) *if that entry is of the current term* (§5.4.2, Figure 8). Followers
+//! learn the commit index from appends and heartbeats, capped by what they are known to
+//! hold. Heartbeats go every `heartbeat_tick`; a commit advance reaches followers at the
+//! next tick.
+//!
+//! # Snapshots
+//!
+//! The service calls [`RawNode::snapshot`] (or [`Node::snapshot`]) after applying through
+//! an index; the log through it is dropped and the snapshot persisted. A follower whose
+//! next entry was dropped receives **InstallSnapshot in chunks** of `snapshot_chunk_bytes`:
+//! one chunk in flight, each acknowledged with the next offset wanted, resent when lost.
+//! The follower assembles the chunks (a chunk that does not continue where it is gets the
+//! current offset back; a new snapshot restarts the assembly), and on the last one
+//! replaces its log and state machine atomically: the snapshot goes to the driver to
+//! persist and to apply *before* any later entry, in the same `Ready`. A snapshot at or
+//! below the follower's commit index, or one whose last entry the follower already has,
+//! is acknowledged and ignored.
+//!
+//! # Linearizable reads
+//!
+//! [`RawNode::read_index`] (thesis §6.4): the leader records its commit index, then
+//! confirms it is still leader with a heartbeat round carrying a read sequence number;
+//! when a majority has answered that round (or a later one) the read comes out as a
+//! [`ReadState`]. The service serves the read once it has applied through that index. A
+//! leader that has not yet committed an entry of its term waits for its no-op first.
+//!
+//! # The driver contract
+//!
+//! After any batch of `tick` / `step` / `propose` / `snapshot` / `read_index` calls, while
+//! [`RawNode::has_ready`]:
+//!
+//! 1. Take a [`Ready`] with [`RawNode::ready`]. Its `messages` (leader appends,
+//!    heartbeats, snapshot chunks) may be sent right away, even while persisting.
+//! 2. **Persist** `snapshot`, then `entries`, then `hard_state`, atomically with respect
+//!    to crashes ([`Storage::persist`]).
+//! 3. **Send** `persisted_messages` (votes, replies, vote requests): they promise that
+//!    step 2 is durable.
+//! 4. **Apply** `apply_snapshot`, then `committed_entries`, in order; answer
+//!    `read_states` once the state machine has reached their index.
+//! 5. Call [`RawNode::advance`] with the same `Ready`. Only then take the next one
+//!    (`step` and `tick` may be called in between; their effects come in the next Ready).
+//!
+//! [`Node`] does exactly this on its thread. It waits on its input channel with a timeout
+//! that ends at the next tick (no busy loop), handles a burst of inputs (up to 256) per
+//! Ready so that one persist covers many proposals, and a proposal goes out to followers
+//! in the Ready right after it (not at the next heartbeat).
+//!
+//! # Timing defaults
+//!
+//! One tick is [`DEFAULT_TICK`] = 50 ms. Election timeout 10-20 ticks (0.5-1 s), heartbeat
+//! every 3 ticks (150 ms, about 6.7 heartbeats per second per peer), CheckQuorum window 10
+//! ticks. A fresh 3-node cluster on loopback elects in 0.5-1 s (the first timeout plus two
+//! round trips); after a leader fails a new one is up within about 1.5 s.
+//!
+//! # Bad input
+//!
+//! Messages with another cluster id, from node ids outside the configuration, addressed
+//! to another node, without a body, with entries that do not continue `prev_log_index`,
+//! with absurd terms (more than 2^32 ahead) or indexes, or claiming matches past the
+//! leader's log are dropped and counted in [`Stats`]. No index a peer sends is used to
+//! index the log without a bounds check; a peer cannot make a node panic (a fuzz test
+//! feeds random messages with extreme numbers to the core in debug builds).
+//!
+//! # Not implemented
+//!
+//! - **Membership changes** (joint consensus or single-server changes): the voter set is
+//!   fixed at start. Adding or replacing a node means a restart of the cluster with a new
+//!   configuration.
+//! - Learners / non-voting members, leadership transfer, and lease-based reads (reads use
+//!   ReadIndex, which costs one heartbeat round per read batch).
+//! - Flow control by bytes in flight (only by message count) and snapshot streaming from
+//!   disk: the leader keeps the latest snapshot in memory and sends it from there.
+//! - Durable storage: [`MemStorage`] is in memory (a clone survives a simulated crash);
+//!   the on-disk implementation of [`Storage`] belongs to the `persist` crate.
+//! - Asynchronous persistence inside [`Node`]: the driver persists on its own thread, so a
+//!   slow disk slows the whole node (the core's contract allows a pipelined driver).
+
+mod core;
+mod log;
+mod node;
+pub mod rpc_transport;
+mod storage;
+pub mod transport;
+
+pub use crate::core::{Config, RawNode, ReadState, Ready, Role, Stats, Status};
+pub use crate::node::{ApplyMsg, DEFAULT_TICK, Mailbox, Node, Transport};
+pub use crate::storage::{InitialState, MemStorage, Snapshot, Storage, StorageError};
+pub use proto::raft::{Entry, EntryType, HardState, RaftMessage};
+
+/// Errors a caller of this crate branches on.
+#[derive(Debug)]
+pub enum Error {
+    /// This node does not lead; `leader_hint` is the leader it knows of, if any.
+    NotLeader {
+        /// The leader of the current term as far as this node knows.
+        leader_hint: Option<u64>,
+    },
+    /// `snapshot(index, ..)` for an index not yet handed out to apply.
+    SnapshotNotApplied {
+        /// The index asked for.
+        index: u64,
+        /// The highest index handed out to apply.
+        applied: u64,
+    },
+    /// The configuration (or the stored state) is unusable.
+    InvalidConfig(String),
+    /// Storage failed; the node stops.
+    Storage(StorageError),
+    /// No answer in time (a ReadIndex round that got no majority).
+    Timeout,
+    /// The node has shut down.
+    Shutdown,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::NotLeader { leader_hint } => write!(f, "not the leader (hint: {leader_hint:?})"),
+            Error::SnapshotNotApplied { index, applied } => {
+                write!(f, "snapshot at {index} but only {applied} applied")
+            }
+            Error::InvalidConfig(s) => write!(f, "invalid raft config: {s}"),
+            Error::Storage(e) => write!(f, "{e}"),
+            Error::Timeout => write!(f, "raft request timed out"),
+            Error::Shutdown => write!(f, "raft node shut down"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Storage(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        Error::Storage(e)
+    }
+}
+
+/// This crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;

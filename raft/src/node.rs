@@ -1,0 +1,342 @@
+//! The node driver: one thread that owns a [`RawNode`], its [`Storage`] and a
+//! [`Transport`], ticks it on a timer, and delivers committed commands on an apply channel.
+
+use std::collections::BTreeMap;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use proto::raft::{EntryType, RaftMessage};
+
+use crate::core::{Config, RawNode, Role, Status};
+use crate::storage::Storage;
+use crate::{Error, Result};
+
+/// Real time per tick by default. With the default `Config` (election timeout 10-20
+/// ticks, heartbeat every 3 ticks) a leader sends about 6.7 heartbeats per second per
+/// peer and a fresh 3-node cluster elects within 0.5-1 s.
+pub const DEFAULT_TICK: Duration = Duration::from_millis(50);
+
+/// Sends Raft messages to peers. Best effort: a message may be lost, duplicated or
+/// reordered (Raft tolerates all three), but `send` must not block for long, because the
+/// driver thread calls it.
+pub trait Transport: Send + 'static {
+    /// Sends each message to `m.to`.
+    fn send(&self, msgs: Vec<RaftMessage>);
+}
+
+/// What the apply channel delivers, strictly in log order, each index at most once per
+/// node incarnation (no-op entries are skipped, so indexes may have gaps).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyMsg {
+    /// A committed command.
+    Command {
+        /// Its log index.
+        index: u64,
+        /// The term it was proposed in.
+        term: u64,
+        /// The command as given to [`Node::start`].
+        data: Bytes,
+    },
+    /// Replace the state machine with this snapshot (covers everything through `index`).
+    Snapshot {
+        /// The last index the snapshot covers.
+        index: u64,
+        /// The term of that entry.
+        term: u64,
+        /// The service's serialized state.
+        data: Bytes,
+    },
+}
+
+enum Input {
+    Step(RaftMessage),
+    Propose(Bytes, Sender<Result<(u64, u64)>>),
+    ReadIndex(Sender<Result<u64>>),
+    Snapshot(u64, Bytes, Sender<Result<()>>),
+    Status(Sender<Status>),
+    Shutdown,
+}
+
+/// Hands incoming messages to a running node; cheap to clone. The transport's receiving
+/// side (an RPC handler, a channel) calls [`Mailbox::step`].
+#[derive(Clone, Debug)]
+pub struct Mailbox {
+    tx: Sender<Input>,
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Input::Step(_) => "Step",
+            Input::Propose(..) => "Propose",
+            Input::ReadIndex(_) => "ReadIndex",
+            Input::Snapshot(..) => "Snapshot",
+            Input::Status(_) => "Status",
+            Input::Shutdown => "Shutdown",
+        })
+    }
+}
+
+impl Mailbox {
+    /// Queues a message for the node. Returns false if the node has stopped.
+    pub fn step(&self, m: RaftMessage) -> bool {
+        self.tx.send(Input::Step(m)).is_ok()
+    }
+}
+
+/// A running Raft node: a driver thread around a [`RawNode`].
+#[derive(Debug)]
+pub struct Node {
+    tx: Sender<Input>,
+    thread: Option<JoinHandle<()>>,
+    /// How long `read_index` waits for a heartbeat round.
+    read_timeout: Duration,
+}
+
+impl Node {
+    /// Starts a node: loads `storage`, spawns the driver thread, and returns the node and
+    /// its apply channel. `tick` is the real time of one tick ([`DEFAULT_TICK`]).
+    pub fn spawn<S: Storage + 'static, T: Transport>(
+        cfg: Config,
+        storage: S,
+        transport: T,
+        tick: Duration,
+    ) -> Result<(Node, Receiver<ApplyMsg>)> {
+        let state = storage.load()?;
+        let read_timeout = tick * cfg.election_tick * 2;
+        let id = cfg.id;
+        let raw = RawNode::new(cfg, state)?;
+        let (tx, rx) = unbounded();
+        let (apply_tx, apply_rx) = unbounded();
+        let driver = Driver {
+            raw,
+            storage,
+            transport,
+            apply: apply_tx,
+            rx,
+            tick,
+            reads: BTreeMap::new(),
+            next_ctx: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-{id}"))
+            .spawn(move || driver.run())
+            .map_err(|e| Error::InvalidConfig(format!("cannot spawn driver thread: {e}")))?;
+        Ok((
+            Node {
+                tx,
+                thread: Some(thread),
+                read_timeout,
+            },
+            apply_rx,
+        ))
+    }
+
+    /// Where the transport delivers incoming messages.
+    pub fn mailbox(&self) -> Mailbox {
+        Mailbox {
+            tx: self.tx.clone(),
+        }
+    }
+
+    fn call<R>(&self, make: impl FnOnce(Sender<R>) -> Input) -> Result<R> {
+        let (tx, rx) = bounded(1);
+        self.tx.send(make(tx)).map_err(|_| Error::Shutdown)?;
+        rx.recv().map_err(|_| Error::Shutdown)
+    }
+
+    /// Proposes a command; replication starts at once. Returns the (index, term) it will
+    /// commit at if this node stays leader, or `NotLeader` with a hint.
+    pub fn start(&self, command: Bytes) -> Result<(u64, u64)> {
+        self.call(|tx| Input::Propose(command, tx))?
+    }
+
+    /// Term, role, leader, commit and applied index, log bounds.
+    pub fn status(&self) -> Result<Status> {
+        self.call(Input::Status)
+    }
+
+    /// The service applied through `index` and serialized its state as `data`.
+    pub fn snapshot(&self, index: u64, data: Bytes) -> Result<()> {
+        self.call(|tx| Input::Snapshot(index, data, tx))?
+    }
+
+    /// A linearizable read point: once the state machine has applied through the returned
+    /// index, a read sees every write committed before this call. Fails with `NotLeader`
+    /// on a follower or if leadership is lost, and `Timeout` if no majority answers.
+    pub fn read_index(&self) -> Result<u64> {
+        let (tx, rx) = bounded(1);
+        self.tx
+            .send(Input::ReadIndex(tx))
+            .map_err(|_| Error::Shutdown)?;
+        match rx.recv_timeout(self.read_timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Shutdown),
+        }
+    }
+
+    /// Stops the driver and joins its thread. Everything persisted stays persisted.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.tx.send(Input::Shutdown);
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            log::error!("raft driver thread panicked");
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Driver<S, T> {
+    raw: RawNode,
+    storage: S,
+    transport: T,
+    apply: Sender<ApplyMsg>,
+    rx: Receiver<Input>,
+    tick: Duration,
+    /// ReadIndex requests waiting for their heartbeat round, by context.
+    reads: BTreeMap<u64, Sender<Result<u64>>>,
+    next_ctx: u64,
+}
+
+/// Inputs handled per Ready: enough to batch a burst of proposals into one persist.
+const MAX_BATCH: usize = 256;
+
+impl<S: Storage, T: Transport> Driver<S, T> {
+    fn run(mut self) {
+        let mut next_tick = Instant::now() + self.tick;
+        'run: loop {
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick += self.tick;
+                if next_tick < now {
+                    next_tick = now + self.tick; // fell behind: do not tick in a burst
+                }
+            } else {
+                match self.rx.recv_timeout(next_tick - now) {
+                    Ok(input) => {
+                        if !self.handle(input) {
+                            break 'run;
+                        }
+                        for _ in 0..MAX_BATCH {
+                            match self.rx.try_recv() {
+                                Ok(input) => {
+                                    if !self.handle(input) {
+                                        break 'run;
+                                    }
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break 'run,
+                }
+            }
+            if let Err(e) = self.process_ready() {
+                log::error!("raft node {} stops: {e}", self.raw.id());
+                break 'run;
+            }
+            if !self.reads.is_empty() && !self.raw.is_leader() {
+                let hint = self.raw.leader();
+                for (_, tx) in std::mem::take(&mut self.reads) {
+                    let _ = tx.send(Err(Error::NotLeader { leader_hint: hint }));
+                }
+            }
+        }
+    }
+
+    /// Returns false on shutdown.
+    fn handle(&mut self, input: Input) -> bool {
+        match input {
+            Input::Step(m) => self.raw.step(m),
+            Input::Propose(data, tx) => {
+                let _ = tx.send(self.raw.propose(data));
+            }
+            Input::ReadIndex(tx) => {
+                self.next_ctx += 1;
+                match self.raw.read_index(self.next_ctx) {
+                    Ok(()) => {
+                        self.reads.insert(self.next_ctx, tx);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            }
+            Input::Snapshot(index, data, tx) => {
+                let _ = tx.send(self.raw.snapshot(index, data));
+            }
+            Input::Status(tx) => {
+                let _ = tx.send(self.raw.status());
+            }
+            Input::Shutdown => return false,
+        }
+        true
+    }
+
+    /// The order contract: persist, send, apply, advance.
+    fn process_ready(&mut self) -> Result<()> {
+        while self.raw.has_ready() {
+            let mut rd = self.raw.ready();
+            // 1. Leader traffic promises nothing about our disk: send it first.
+            let early = std::mem::take(&mut rd.messages);
+            if !early.is_empty() {
+                self.transport.send(early);
+            }
+            // 2. Persist.
+            self.storage
+                .persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)?;
+            // 3. Send what promised durability.
+            let late = std::mem::take(&mut rd.persisted_messages);
+            if !late.is_empty() {
+                self.transport.send(late);
+            }
+            // 4. Apply, answer reads; 5. advance.
+            if let Some(s) = &rd.apply_snapshot {
+                let _ = self.apply.send(ApplyMsg::Snapshot {
+                    index: s.index,
+                    term: s.term,
+                    data: s.data.clone(),
+                });
+            }
+            for e in &rd.committed_entries {
+                if e.entry_type == EntryType::EntryNoop as i32 {
+                    continue;
+                }
+                let _ = self.apply.send(ApplyMsg::Command {
+                    index: e.index,
+                    term: e.term,
+                    data: e.data.clone(),
+                });
+            }
+            for r in &rd.read_states {
+                if let Some(tx) = self.reads.remove(&r.ctx) {
+                    let _ = tx.send(Ok(r.index));
+                }
+            }
+            self.raw.advance(&rd);
+        }
+        Ok(())
+    }
+}
+
+impl Status {
+    /// True if this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+}

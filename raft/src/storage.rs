@@ -1,0 +1,165 @@
+//! Where Raft's durable state lives: the [`Storage`] trait and the in-memory
+//! [`MemStorage`] that tests can "crash".
+//!
+//! The core never calls storage itself: the driver loads an [`InitialState`] once at start
+//! and then hands every [`Ready`](crate::Ready) to [`Storage::persist`] before sending the
+//! messages that depend on it.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use proto::Message;
+use proto::raft::{Entry, HardState};
+
+/// A state-machine snapshot: everything applied through `index` (whose entry had `term`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last log index the snapshot covers.
+    pub index: u64,
+    /// The term of the entry at `index`.
+    pub term: u64,
+    /// The service's opaque state-machine image.
+    pub data: Bytes,
+}
+
+/// What a node restarts from.
+#[derive(Clone, Debug, Default)]
+pub struct InitialState {
+    /// The last persisted term, vote and commit index.
+    pub hard_state: HardState,
+    /// The last persisted snapshot (index 0 means none).
+    pub snapshot: Snapshot,
+    /// The log after the snapshot: `entries[i].index == snapshot.index + 1 + i`.
+    pub entries: Vec<Entry>,
+}
+
+/// An error from storage. The driver stops the node on it: a node that cannot persist
+/// must not send anything that promises it did.
+#[derive(Debug)]
+pub struct StorageError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "raft storage: {}", self.0)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Durable Raft state. One `persist` call is one atomic write (a crash keeps all of it or
+/// none of it), applied in this order:
+///
+/// 1. `snapshot`, if any: store it, then drop every log entry with index `<=
+///    snapshot.index` — and every later entry too, unless the stored entry at
+///    `snapshot.index` has `snapshot.term` (then the log after it is kept);
+/// 2. `entries`, if any: drop every stored entry with index `>= entries[0].index`, then
+///    append `entries` (they are contiguous and follow the log or the snapshot);
+/// 3. `hard_state`, if any: replace the stored one.
+pub trait Storage: Send {
+    /// Reads everything persisted so far.
+    fn load(&self) -> Result<InitialState, StorageError>;
+    /// Persists one [`Ready`](crate::Ready)'s worth of state (see the trait docs).
+    fn persist(
+        &mut self,
+        hard_state: Option<&HardState>,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError>;
+}
+
+#[derive(Debug, Default)]
+struct MemInner {
+    state: InitialState,
+}
+
+/// Storage in memory. Clones share the same state, so a test can drop a node (a crash: all
+/// it had not persisted is gone) and restart a new one from the clone it kept.
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    inner: Arc<Mutex<MemInner>>,
+}
+
+impl MemStorage {
+    /// Empty storage: a node that never ran.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes of persisted Raft state: the encoded hard state and log entries, not the
+    /// snapshot (the lab's "Raft state size").
+    pub fn raft_state_size(&self) -> usize {
+        let g = self.lock();
+        g.state.hard_state.encoded_len()
+            + g.state
+                .entries
+                .iter()
+                .map(|e| e.encoded_len())
+                .sum::<usize>()
+    }
+
+    /// Bytes of the persisted snapshot.
+    pub fn snapshot_size(&self) -> usize {
+        self.lock().state.snapshot.data.len()
+    }
+
+    /// A copy of everything persisted.
+    pub fn state(&self) -> InitialState {
+        self.lock().state.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemInner> {
+        // A panic while holding the lock leaves consistent data (every write is a whole
+        // assignment), so poisoning is ignored.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Storage for MemStorage {
+    fn load(&self) -> Result<InitialState, StorageError> {
+        Ok(self.state())
+    }
+
+    fn persist(
+        &mut self,
+        hard_state: Option<&HardState>,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError> {
+        let mut g = self.lock();
+        let st = &mut g.state;
+        if let Some(snap) = snapshot {
+            let base = st.snapshot.index;
+            let keep = snap.index > base
+                && st
+                    .entries
+                    .get((snap.index - base - 1) as usize)
+                    .is_some_and(|e| e.term == snap.term);
+            if keep {
+                st.entries.drain(..(snap.index - base) as usize);
+            } else {
+                st.entries.clear();
+            }
+            st.snapshot = snap.clone();
+        }
+        if let Some(first) = entries.first() {
+            let base = st.snapshot.index;
+            assert!(
+                first.index > base && first.index <= base + st.entries.len() as u64 + 1,
+                "persisted entries must follow the log: first {} base {} len {}",
+                first.index,
+                base,
+                st.entries.len()
+            );
+            st.entries.truncate((first.index - base - 1) as usize);
+            st.entries.extend_from_slice(entries);
+        }
+        if let Some(hs) = hard_state {
+            st.hard_state = *hs;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,232 @@
+//! The node driver over the in-process channel transport: three driver threads elect,
+//! replicate, survive the leader's shutdown, and a restarted node catches up by
+//! InstallSnapshot; the apply channel delivers each index once, in order.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+use raft::transport::LocalNetwork;
+use raft::{ApplyMsg, Config, Error, MemStorage, Node};
+
+const TICK: Duration = Duration::from_millis(10);
+
+struct Member {
+    node: Option<Node>,
+    apply: Receiver<ApplyMsg>,
+    storage: MemStorage,
+    /// What this incarnation's state machine applied: (index, data).
+    applied: Vec<(u64, Bytes)>,
+    last: u64,
+}
+
+fn spawn(net: &LocalNetwork, id: u64, storage: MemStorage) -> (Node, Receiver<ApplyMsg>) {
+    let mut cfg = Config::new(id, vec![1, 2, 3]);
+    cfg.snapshot_chunk_bytes = 1024;
+    let (node, apply) = Node::spawn(cfg, storage, net.transport(id), TICK).expect("spawn node");
+    net.register(id, node.mailbox());
+    (node, apply)
+}
+
+impl Member {
+    /// Drains the apply channel, checking order, and snapshots every 50 indexes.
+    fn pump(&mut self) {
+        while let Ok(m) = self.apply.try_recv() {
+            match m {
+                ApplyMsg::Snapshot { index, data, .. } => {
+                    assert!(index > self.last, "snapshot {index} after {}", self.last);
+                    self.applied = decode(&data);
+                    self.last = index;
+                }
+                ApplyMsg::Command { index, data, .. } => {
+                    assert!(index > self.last, "index {index} after {}", self.last);
+                    self.last = index;
+                    self.applied.push((index, data));
+                    if index % 50 == 0
+                        && let Some(n) = &self.node
+                    {
+                        n.snapshot(index, encode(&self.applied)).expect("snapshot");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn encode(a: &[(u64, Bytes)]) -> Bytes {
+    let mut v = Vec::new();
+    for (i, d) in a {
+        v.extend_from_slice(&i.to_le_bytes());
+        v.extend_from_slice(&(d.len() as u32).to_le_bytes());
+        v.extend_from_slice(d);
+    }
+    Bytes::from(v)
+}
+
+fn decode(b: &Bytes) -> Vec<(u64, Bytes)> {
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p + 12 <= b.len() {
+        let i = u64::from_le_bytes(b[p..p + 8].try_into().expect("8 bytes"));
+        let l = u32::from_le_bytes(b[p + 8..p + 12].try_into().expect("4 bytes")) as usize;
+        out.push((i, b.slice(p + 12..p + 12 + l)));
+        p += 12 + l;
+    }
+    out
+}
+
+fn wait_until(ms: &mut [Member], what: &str, mut f: impl FnMut(&mut [Member]) -> bool) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        for m in ms.iter_mut() {
+            m.pump();
+        }
+        if f(ms) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn leader(ms: &mut [Member]) -> usize {
+    let mut found = None;
+    wait_until(ms, "a leader", |ms| {
+        found = ms.iter().position(|m| {
+            m.node
+                .as_ref()
+                .and_then(|n| n.status().ok())
+                .is_some_and(|s| s.is_leader())
+        });
+        found.is_some()
+    });
+    found.unwrap_or_default()
+}
+
+fn propose(ms: &mut [Member], data: Bytes) -> u64 {
+    let t0 = Instant::now();
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no leader accepted the command"
+        );
+        let l = leader(ms);
+        match ms[l].node.as_ref().map(|n| n.start(data.clone())) {
+            Some(Ok((index, _))) => return index,
+            Some(Err(Error::NotLeader { .. })) | None => continue,
+            Some(Err(e)) => panic!("start: {e}"),
+        }
+    }
+}
+
+#[test]
+fn three_nodes_over_channels() {
+    let net = LocalNetwork::new();
+    let mut ms: Vec<Member> = (1..=3)
+        .map(|id| {
+            let storage = MemStorage::new();
+            let (node, apply) = spawn(&net, id, storage.clone());
+            Member {
+                node: Some(node),
+                apply,
+                storage,
+                applied: Vec::new(),
+                last: 0,
+            }
+        })
+        .collect();
+    let t0 = Instant::now();
+    let l = leader(&mut ms);
+    eprintln!("elected n{} in {:?}", l + 1, t0.elapsed());
+
+    // A follower refuses commands and names the leader.
+    let f = (l + 1) % 3;
+    wait_until(&mut ms, "follower knows the leader", |ms| {
+        ms[f]
+            .node
+            .as_ref()
+            .and_then(|n| n.status().ok())
+            .and_then(|s| s.leader)
+            == Some(l as u64 + 1)
+    });
+    match ms[f]
+        .node
+        .as_ref()
+        .map(|n| n.start(Bytes::from_static(b"x")))
+    {
+        Some(Err(Error::NotLeader { leader_hint })) => assert_eq!(leader_hint, Some(l as u64 + 1)),
+        other => panic!("follower accepted a command: {other:?}"),
+    }
+
+    let mut last = 0;
+    for i in 0..200u32 {
+        last = propose(&mut ms, Bytes::copy_from_slice(&i.to_le_bytes()));
+    }
+    wait_until(&mut ms, "all apply 200 commands", |ms| {
+        ms.iter().all(|m| m.last >= last)
+    });
+    let read = ms[l].node.as_ref().map(|n| n.read_index());
+    assert!(
+        matches!(read, Some(Ok(i)) if i >= last),
+        "read_index: {read:?}"
+    );
+
+    // The leader shuts down; the others elect a new one and go on.
+    if let Some(n) = ms[l].node.take() {
+        n.shutdown();
+    }
+    net.unregister(l as u64 + 1);
+    for i in 200..400u32 {
+        last = propose(&mut ms, Bytes::copy_from_slice(&i.to_le_bytes()));
+    }
+    wait_until(&mut ms, "survivors apply", |ms| {
+        ms.iter()
+            .filter(|m| m.node.is_some())
+            .all(|m| m.last >= last)
+    });
+
+    // The old leader restarts from its storage; the log was compacted meanwhile, so it
+    // catches up by InstallSnapshot.
+    let st = ms[l].storage.clone();
+    let (node, apply) = spawn(&net, l as u64 + 1, st);
+    ms[l].node = Some(node);
+    ms[l].apply = apply;
+    ms[l].applied.clear();
+    ms[l].last = 0;
+    wait_until(&mut ms, "restarted node catches up", |ms| {
+        ms[l].last >= last
+    });
+    let first = ms[(l + 1) % 3]
+        .node
+        .as_ref()
+        .and_then(|n| n.status().ok())
+        .map(|s| s.first_index);
+    assert!(
+        first.is_some_and(|f| f > 200),
+        "log was not compacted: first index {first:?}"
+    );
+
+    // Every node's state machine holds the same commands at the same indexes.
+    let reference = ms[(l + 1) % 3].applied.clone();
+    for m in &ms {
+        let upto: Vec<_> = m
+            .applied
+            .iter()
+            .filter(|(i, _)| *i <= last)
+            .cloned()
+            .collect();
+        let want: Vec<_> = reference
+            .iter()
+            .filter(|(i, _)| *i <= last)
+            .cloned()
+            .collect();
+        assert_eq!(upto, want);
+    }
+    assert_eq!(reference.iter().filter(|(i, _)| *i <= last).count(), 400);
+
+    for m in &mut ms {
+        if let Some(n) = m.node.take() {
+            n.shutdown();
+        }
+    }
+}

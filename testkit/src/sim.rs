@@ -1,0 +1,1082 @@
+//! A deterministic simulator for `raft::RawNode` clusters.
+//!
+//! Everything runs on one thread in simulated milliseconds; every random choice (message
+//! delay, drop, duplication, tick phase, workload) comes from one seeded RNG, so a seed
+//! replays a run exactly. Each node's `Ready` is handled atomically in the contract order
+//! (persist, send, apply, advance) unless the test asks for a crash in the middle of one.
+//!
+//! `SIM_TRACE=1` prints one line per event (send drops, deliveries, crashes, restarts,
+//! role changes), e.g. `   1013 deliver n2 → n1 Append@1 prev=0@0 [1@1] commit=0`.
+//!
+//! After every event the simulator checks the Raft safety properties:
+//! - at most one leader per term (Election Safety);
+//! - Log Matching: two entries with the same index and term hold the same data and follow
+//!   entries of the same term (checked on every entry any node appends, which by
+//!   induction gives identical prefixes);
+//! - a committed entry never changes or disappears: every node's committed prefix agrees
+//!   with the first committed term recorded for each index, no node rewrites a committed
+//!   index with another term, and the leader of every term holds every entry committed
+//!   in an earlier term (Leader Completeness);
+//! - no two nodes apply different commands at one index (State Machine Safety);
+//! - each node applies a gap-free prefix, snapshots included.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+
+use bytes::{Bytes, BytesMut};
+use proto::Message;
+use proto::raft::raft_message::Body;
+use raft::{Config, EntryType, MemStorage, RaftMessage, RawNode, Ready, Role, Storage};
+
+/// Simulated milliseconds per Raft tick (the driver's default too).
+pub const TICK_MS: u64 = 50;
+
+/// SplitMix64: small, seedable, deterministic.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// An RNG from a seed.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `[lo, hi)` (`lo` if empty).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            lo
+        } else {
+            lo + self.next_u64() % (hi - lo)
+        }
+    }
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+    }
+}
+
+/// The seed for a test: `SEED` from the environment if set, else `default`.
+pub fn seed_from_env(default: u64) -> u64 {
+    std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Network behaviour.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Drop each message with this probability (the lab's unreliable net: 0.1).
+    pub drop: f64,
+    /// Deliver a message twice with this probability.
+    pub duplicate: f64,
+    /// Per-message delay in ms, uniform in `[min, max]`.
+    pub delay: (u64, u64),
+    /// With this probability a reply is instead delayed by `long_delay` (the lab's long
+    /// reordering: 2/3 of replies by 200-2200 ms).
+    pub long_reorder: f64,
+    /// Range of the long delay in ms.
+    pub long_delay: (u64, u64),
+}
+
+impl NetConfig {
+    /// A reliable network with small delays.
+    pub fn reliable() -> Self {
+        NetConfig {
+            drop: 0.0,
+            duplicate: 0.0,
+            delay: (1, 3),
+            long_reorder: 0.0,
+            long_delay: (200, 2200),
+        }
+    }
+    /// The lab's unreliable network: 10% loss, 0-26 ms delay.
+    pub fn unreliable() -> Self {
+        NetConfig {
+            drop: 0.1,
+            duplicate: 0.0,
+            delay: (1, 27),
+            ..NetConfig::reliable()
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum EventKind {
+    Tick { id: u64, incarnation: u64 },
+    Disk { id: u64, incarnation: u64 },
+    Deliver { seq: u64 },
+}
+
+/// Where to crash inside the next Ready of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After sending the leader messages that may precede the persist, before persisting.
+    BeforePersist,
+    /// After persisting, before sending the messages that waited for it and applying.
+    AfterPersist,
+}
+
+#[derive(Debug)]
+struct SimNode {
+    raw: RawNode,
+    incarnation: u64,
+    /// The service's state machine: index -> command data (no-ops are not commands).
+    applied: BTreeMap<u64, Bytes>,
+    last_applied: u64,
+    /// Commit index already checked against the committed history.
+    checked_commit: u64,
+    was_leader_in: Option<u64>,
+    /// A Ready being persisted by a slow disk (see [`Sim::disk_latency`]).
+    disk: Option<Ready>,
+    /// Role and term at the last check (for traces).
+    role: (Role, u64),
+}
+
+/// Builds each node's configuration.
+struct MakeConfig(Box<dyn Fn(u64, Vec<u64>) -> Config>);
+
+impl std::fmt::Debug for MakeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MakeConfig")
+    }
+}
+
+/// A simulated cluster.
+#[derive(Debug)]
+pub struct Sim {
+    /// The seed this run replays from.
+    pub seed: u64,
+    /// The one RNG (tests may draw workload from it too).
+    pub rng: Rng,
+    /// Simulated time in ms.
+    pub now: u64,
+    /// Network behaviour (changeable mid-run).
+    pub net: NetConfig,
+    /// Snapshot after every this many applied indexes (`None`: never).
+    pub snapshot_every: Option<u64>,
+    /// `None`: each Ready is persisted at once. `Some((lo, hi))`: persisting takes lo-hi
+    /// ms, during which the node goes on stepping and ticking (a pipelined driver).
+    pub disk_latency: Option<(u64, u64)>,
+    /// Per-node override of `disk_latency`.
+    pub slow_disk: BTreeMap<u64, (u64, u64)>,
+    n: usize,
+    make_config: MakeConfig,
+    nodes: Vec<Option<SimNode>>,
+    storages: Vec<MemStorage>,
+    connected: Vec<bool>,
+    blocked: BTreeSet<(u64, u64)>,
+    events: BinaryHeap<Reverse<(u64, u64, EventKind)>>,
+    in_flight: HashMap<u64, RaftMessage>,
+    next_seq: u64,
+    incarnations: u64,
+    crash_point: Option<(u64, CrashPoint)>,
+    // checker state
+    leaders: BTreeMap<u64, u64>,
+    pairs: HashMap<(u64, u64), (u64, u64)>,
+    committed: Vec<u64>,
+    /// Per index: the term in which it was first seen committed.
+    commit_terms: Vec<u64>,
+    applied_global: BTreeMap<u64, Bytes>,
+    reads: Vec<(u64, u64, u64)>,
+    read_required: HashMap<(u64, u64), u64>,
+    // counters
+    /// Request messages sent (RequestVote, AppendEntries, InstallSnapshot): the lab's RPCs.
+    pub rpcs: u64,
+    /// Request messages sent per (from, to) link.
+    pub rpcs_by_link: BTreeMap<(u64, u64), u64>,
+    /// All messages sent, replies included.
+    pub msgs: u64,
+    /// Encoded bytes of all messages sent.
+    pub bytes: u64,
+    /// Events processed.
+    pub steps: u64,
+    /// InstallSnapshot chunks sent.
+    pub snapshot_chunks: u64,
+    /// Print one line per event (`SIM_TRACE=1`).
+    pub trace: bool,
+    /// When `Some`, every trace line is also recorded here (golden tests).
+    pub trace_log: Option<Vec<String>>,
+}
+
+/// One line for a message, for `SIM_TRACE=1` output: `n1@3 → n2 Append prev=4@2 [5@3]`.
+pub fn describe(m: &RaftMessage) -> String {
+    let body = match &m.body {
+        None => "(no body)".to_string(),
+        Some(Body::RequestVote(r)) => format!(
+            "{}@{} last={}@{}",
+            if r.pre_vote { "PreVote" } else { "Vote" },
+            r.term,
+            r.last_log_index,
+            r.last_log_term
+        ),
+        Some(Body::RequestVoteReply(r)) => format!(
+            "{}Reply@{} {}",
+            if r.pre_vote { "PreVote" } else { "Vote" },
+            r.term,
+            if r.vote_granted {
+                "granted"
+            } else {
+                "rejected"
+            }
+        ),
+        Some(Body::AppendEntries(a)) if a.heartbeat => {
+            format!(
+                "Heartbeat@{} commit={} read={}",
+                a.term, a.leader_commit, a.read_ctx
+            )
+        }
+        Some(Body::AppendEntries(a)) => {
+            let es = match (a.entries.first(), a.entries.last()) {
+                (Some(f), Some(l)) if a.entries.len() > 2 => {
+                    format!(
+                        "{}@{} .. {}@{} ({})",
+                        f.index,
+                        f.term,
+                        l.index,
+                        l.term,
+                        a.entries.len()
+                    )
+                }
+                _ => a
+                    .entries
+                    .iter()
+                    .map(|e| format!("{}@{}", e.index, e.term))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+            format!(
+                "Append@{} prev={}@{} [{es}] commit={}",
+                a.term, a.prev_log_index, a.prev_log_term, a.leader_commit
+            )
+        }
+        Some(Body::AppendEntriesReply(r)) if r.heartbeat => {
+            format!("HeartbeatReply@{} read={}", r.term, r.read_ctx)
+        }
+        Some(Body::AppendEntriesReply(r)) if r.success => {
+            format!("AppendOk@{} match={}", r.term, r.match_index)
+        }
+        Some(Body::AppendEntriesReply(r)) => format!(
+            "AppendReject@{} at={} hint={}@{} last={}",
+            r.term, r.reject_index, r.conflict_index, r.conflict_term, r.last_log_index
+        ),
+        Some(Body::InstallSnapshot(x)) => format!(
+            "Snapshot@{} {}@{} off={} len={}{}",
+            x.term,
+            x.last_included_index,
+            x.last_included_term,
+            x.offset,
+            x.data.len(),
+            if x.done { " done" } else { "" }
+        ),
+        Some(Body::InstallSnapshotReply(r)) => format!(
+            "SnapshotReply@{} {} next={}{}",
+            r.term,
+            r.last_included_index,
+            r.next_offset,
+            if r.done { " done" } else { "" }
+        ),
+    };
+    format!("n{} → n{} {body}", m.from, m.to)
+}
+
+/// A stable 64-bit hash for Log Matching checks (FNV-1a).
+fn hash(data: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in data {
+        h = (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+fn encode_snapshot(applied: &BTreeMap<u64, Bytes>, last: u64) -> Bytes {
+    let mut b = BytesMut::new();
+    b.extend_from_slice(&last.to_le_bytes());
+    for (i, d) in applied {
+        b.extend_from_slice(&i.to_le_bytes());
+        b.extend_from_slice(&(d.len() as u32).to_le_bytes());
+        b.extend_from_slice(d);
+    }
+    b.freeze()
+}
+
+fn decode_snapshot(data: &Bytes) -> Option<(u64, BTreeMap<u64, Bytes>)> {
+    let mut m = BTreeMap::new();
+    let last = u64::from_le_bytes(data.get(..8)?.try_into().ok()?);
+    let mut p = 8;
+    while p < data.len() {
+        let i = u64::from_le_bytes(data.get(p..p + 8)?.try_into().ok()?);
+        let l = u32::from_le_bytes(data.get(p + 8..p + 12)?.try_into().ok()?) as usize;
+        if p + 12 + l > data.len() {
+            return None;
+        }
+        let d = data.slice(p + 12..p + 12 + l);
+        m.insert(i, d);
+        p += 12 + l;
+    }
+    Some((last, m))
+}
+
+/// The simulator's default node configuration: the crate defaults with small snapshot
+/// chunks (so InstallSnapshot really is chunked) and a seed per node.
+pub fn default_config(id: u64, peers: Vec<u64>) -> Config {
+    let mut c = Config::new(id, peers);
+    c.snapshot_chunk_bytes = 512;
+    c
+}
+
+impl Sim {
+    /// `n` nodes (ids 1..=n), all up and connected, reliable network.
+    pub fn new(n: usize, seed: u64) -> Self {
+        Self::with_config(n, seed, default_config)
+    }
+
+    /// Like [`Sim::new`] with a custom per-node configuration.
+    pub fn with_config(
+        n: usize,
+        seed: u64,
+        make_config: impl Fn(u64, Vec<u64>) -> Config + 'static,
+    ) -> Self {
+        let make_config = MakeConfig(Box::new(make_config));
+        let mut sim = Sim {
+            seed,
+            rng: Rng::new(seed),
+            now: 0,
+            net: NetConfig::reliable(),
+            snapshot_every: None,
+            disk_latency: None,
+            slow_disk: BTreeMap::new(),
+            n,
+            make_config,
+            nodes: (0..n).map(|_| None).collect(),
+            storages: (0..n).map(|_| MemStorage::new()).collect(),
+            connected: vec![true; n],
+            blocked: BTreeSet::new(),
+            events: BinaryHeap::new(),
+            in_flight: HashMap::new(),
+            next_seq: 0,
+            incarnations: 0,
+            crash_point: None,
+            leaders: BTreeMap::new(),
+            pairs: HashMap::new(),
+            committed: vec![0],
+            commit_terms: vec![u64::MAX],
+            applied_global: BTreeMap::new(),
+            reads: Vec::new(),
+            read_required: HashMap::new(),
+            rpcs: 0,
+            rpcs_by_link: BTreeMap::new(),
+            msgs: 0,
+            bytes: 0,
+            steps: 0,
+            snapshot_chunks: 0,
+            trace: std::env::var_os("SIM_TRACE").is_some(),
+            trace_log: None,
+        };
+        for id in 1..=n as u64 {
+            sim.start_node(id);
+        }
+        sim
+    }
+
+    fn emit(&mut self, line: impl FnOnce() -> String) {
+        if !self.trace && self.trace_log.is_none() {
+            return;
+        }
+        let line = format!("{:>6} {}", self.now, line());
+        if self.trace {
+            eprintln!("{line}");
+        }
+        if let Some(log) = &mut self.trace_log {
+            log.push(line);
+        }
+    }
+
+    /// Number of nodes.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Panics with the seed, so the run can be replayed.
+    #[track_caller]
+    pub fn fail(&self, msg: &str) -> ! {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let id = i as u64 + 1;
+            match n {
+                Some(n) => eprintln!(
+                    "  n{id} connected={} applied={} {:?} {:?}",
+                    self.connected[i],
+                    n.last_applied,
+                    n.raw.status(),
+                    n.raw.stats()
+                ),
+                None => eprintln!("  n{id} down"),
+            }
+        }
+        panic!("{msg} (t={} ms; replay with SEED={})", self.now, self.seed);
+    }
+
+    fn idx(id: u64) -> usize {
+        (id - 1) as usize
+    }
+
+    fn start_node(&mut self, id: u64) {
+        let peers: Vec<u64> = (1..=self.n as u64).collect();
+        let mut cfg = (self.make_config.0)(id, peers);
+        cfg.seed = self.rng.next_u64();
+        let state = self.storages[Self::idx(id)]
+            .load()
+            .unwrap_or_else(|e| self.fail(&format!("load: {e}")));
+        let raw = RawNode::new(cfg, state).unwrap_or_else(|e| self.fail(&format!("new: {e}")));
+        self.incarnations += 1;
+        let incarnation = self.incarnations;
+        self.emit(|| format!("start   n{id}"));
+        self.nodes[Self::idx(id)] = Some(SimNode {
+            raw,
+            incarnation,
+            applied: BTreeMap::new(),
+            last_applied: 0,
+            checked_commit: 0,
+            was_leader_in: None,
+            disk: None,
+            role: (Role::Follower, 0),
+        });
+        let phase = self.rng.range(1, TICK_MS + 1);
+        self.push_event(self.now + phase, EventKind::Tick { id, incarnation });
+        self.process(id);
+    }
+
+    fn push_event(&mut self, at: u64, kind: EventKind) {
+        self.next_seq += 1;
+        self.events.push(Reverse((at, self.next_seq, kind)));
+    }
+
+    // ------------------------------------------------------------ faults
+
+    /// Cuts a node off from everyone (it keeps running).
+    pub fn disconnect(&mut self, id: u64) {
+        self.connected[Self::idx(id)] = false;
+    }
+    /// Reconnects a node.
+    pub fn connect(&mut self, id: u64) {
+        self.connected[Self::idx(id)] = true;
+    }
+    /// True if the node is connected.
+    pub fn is_connected(&self, id: u64) -> bool {
+        self.connected[Self::idx(id)]
+    }
+    /// Blocks the one-way link `from -> to`.
+    pub fn block(&mut self, from: u64, to: u64) {
+        self.blocked.insert((from, to));
+    }
+    /// Heals every one-way block.
+    pub fn unblock_all(&mut self) {
+        self.blocked.clear();
+    }
+    /// Only nodes in the same group can talk (all nodes stay "connected").
+    pub fn partition(&mut self, groups: &[&[u64]]) {
+        self.blocked.clear();
+        for a in 1..=self.n as u64 {
+            for b in 1..=self.n as u64 {
+                let same = groups.iter().any(|g| g.contains(&a) && g.contains(&b));
+                if a != b && !same {
+                    self.blocked.insert((a, b));
+                }
+            }
+        }
+    }
+    /// Crashes a node: it loses everything it had not persisted.
+    pub fn crash(&mut self, id: u64) {
+        if self.nodes[Self::idx(id)].is_some() {
+            self.emit(|| format!("crash   n{id}"));
+        }
+        self.nodes[Self::idx(id)] = None;
+    }
+    /// Crashes the node inside its next Ready, at `point`.
+    pub fn crash_during_next_ready(&mut self, id: u64, point: CrashPoint) {
+        self.crash_point = Some((id, point));
+    }
+    /// Cancels a pending [`Sim::crash_during_next_ready`].
+    pub fn cancel_crash_point(&mut self) {
+        self.crash_point = None;
+    }
+    /// Restarts a crashed node from its storage (crashing it first if it is up).
+    pub fn restart(&mut self, id: u64) {
+        self.crash(id);
+        self.start_node(id);
+    }
+    /// True if the node is running.
+    pub fn is_up(&self, id: u64) -> bool {
+        self.nodes[Self::idx(id)].is_some()
+    }
+
+    // ------------------------------------------------------------ inspection
+
+    /// The node's core, if it is up.
+    pub fn raw(&self, id: u64) -> Option<&RawNode> {
+        self.nodes[Self::idx(id)].as_ref().map(|n| &n.raw)
+    }
+    /// Largest persisted Raft state (hard state + log) over all nodes, in bytes.
+    pub fn max_raft_state(&self) -> usize {
+        self.storages
+            .iter()
+            .map(|s| s.raft_state_size())
+            .max()
+            .unwrap_or(0)
+    }
+    /// The node's storage.
+    pub fn storage(&self, id: u64) -> &MemStorage {
+        &self.storages[Self::idx(id)]
+    }
+    /// Index of the last entry the node's service applied.
+    pub fn last_applied(&self, id: u64) -> Option<u64> {
+        self.nodes[Self::idx(id)].as_ref().map(|n| n.last_applied)
+    }
+    /// How many running nodes applied a command at `index`, and the command.
+    pub fn n_committed(&self, index: u64) -> (usize, Option<Bytes>) {
+        let mut count = 0;
+        let mut cmd: Option<Bytes> = None;
+        for n in self.nodes.iter().flatten() {
+            if let Some(d) = n.applied.get(&index) {
+                if let Some(c) = &cmd
+                    && c != d
+                {
+                    self.fail(&format!("nodes applied different commands at {index}"));
+                }
+                count += 1;
+                cmd = Some(d.clone());
+            }
+        }
+        (count, cmd)
+    }
+
+    // ------------------------------------------------------------ running
+
+    /// Runs the cluster for `ms` simulated milliseconds.
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now + ms;
+        while let Some(Reverse((at, _, _))) = self.events.peek() {
+            if *at > until {
+                break;
+            }
+            let Some(Reverse((at, _, kind))) = self.events.pop() else {
+                break;
+            };
+            self.now = at;
+            self.steps += 1;
+            match kind {
+                EventKind::Tick { id, incarnation } => {
+                    let Some(node) = self.nodes[Self::idx(id)].as_mut() else {
+                        continue;
+                    };
+                    if node.incarnation != incarnation {
+                        continue;
+                    }
+                    node.raw.tick();
+                    self.push_event(at + TICK_MS, EventKind::Tick { id, incarnation });
+                    self.process(id);
+                }
+                EventKind::Disk { id, incarnation } => self.disk_done(id, incarnation),
+                EventKind::Deliver { seq } => {
+                    let Some(m) = self.in_flight.remove(&seq) else {
+                        continue;
+                    };
+                    if !self.link_ok(m.from, m.to) {
+                        continue;
+                    }
+                    let to = m.to;
+                    self.emit(|| format!("deliver {}", describe(&m)));
+                    let Some(node) = self.nodes[Self::idx(to)].as_mut() else {
+                        continue;
+                    };
+                    node.raw.step(m);
+                    self.process(to);
+                }
+            }
+        }
+        self.now = until;
+    }
+
+    fn link_ok(&self, from: u64, to: u64) -> bool {
+        from >= 1
+            && to >= 1
+            && from as usize <= self.n
+            && to as usize <= self.n
+            && self.connected[Self::idx(from)]
+            && self.connected[Self::idx(to)]
+            && !self.blocked.contains(&(from, to))
+    }
+
+    /// Injects a raw message (bad input tests); delivered after the usual delay.
+    pub fn inject(&mut self, m: RaftMessage) {
+        let to = m.to;
+        if to >= 1
+            && to as usize <= self.n
+            && let Some(node) = self.nodes[Self::idx(to)].as_mut()
+        {
+            node.raw.step(m);
+            self.process(to);
+        }
+    }
+
+    fn send(&mut self, m: RaftMessage) {
+        self.msgs += 1;
+        self.bytes += m.encoded_len() as u64;
+        let request = matches!(
+            m.body,
+            Some(Body::RequestVote(_) | Body::AppendEntries(_) | Body::InstallSnapshot(_))
+        );
+        if request {
+            self.rpcs += 1;
+            *self.rpcs_by_link.entry((m.from, m.to)).or_default() += 1;
+        }
+        if matches!(m.body, Some(Body::InstallSnapshot(_))) {
+            self.snapshot_chunks += 1;
+        }
+        if !self.link_ok(m.from, m.to) || self.rng.chance(self.net.drop) {
+            self.emit(|| format!("drop    {}", describe(&m)));
+            return;
+        }
+        let copies = if self.rng.chance(self.net.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if !request && self.rng.chance(self.net.long_reorder) {
+                self.rng
+                    .range(self.net.long_delay.0, self.net.long_delay.1 + 1)
+            } else {
+                self.rng.range(self.net.delay.0, self.net.delay.1 + 1)
+            };
+            self.next_seq += 1;
+            let seq = self.next_seq;
+            self.in_flight.insert(seq, m.clone());
+            self.push_event(self.now + delay, EventKind::Deliver { seq });
+        }
+    }
+
+    /// Proposes `cmd` on node `id`; returns (index, term) if it leads.
+    pub fn start(&mut self, id: u64, cmd: Bytes) -> Option<(u64, u64)> {
+        let node = self.nodes[Self::idx(id)].as_mut()?;
+        let r = node.raw.propose(cmd).ok();
+        self.process(id);
+        r
+    }
+
+    /// Asks node `id` for a read index with `ctx`; the answer comes in `read_states`.
+    pub fn read_index(&mut self, id: u64, ctx: u64) -> bool {
+        let Some(node) = self.nodes[Self::idx(id)].as_mut() else {
+            return false;
+        };
+        let ok = node.raw.read_index(ctx).is_ok();
+        let required = self.max_committed();
+        self.read_required.insert((id, ctx), required);
+        self.process(id);
+        ok
+    }
+
+    /// ReadIndex answers received so far, per node: (node, ctx, index).
+    pub fn read_states(&self) -> &[(u64, u64, u64)] {
+        &self.reads
+    }
+
+    /// Handles every Ready of node `id`, checking as it goes.
+    fn process(&mut self, id: u64) {
+        let i = Self::idx(id);
+        let Some(mut node) = self.nodes[i].take() else {
+            return;
+        };
+        while node.disk.is_none() && node.raw.has_ready() {
+            let rd = node.raw.ready();
+            self.check_ready(id, &node, &rd);
+            // Leader traffic may go before (and while) the Ready is persisted.
+            for m in &rd.messages {
+                self.send(m.clone());
+            }
+            if let Some(&(lo, hi)) = self.slow_disk.get(&id).or(self.disk_latency.as_ref()) {
+                // A slow disk: the node keeps stepping and ticking while this Ready is
+                // being persisted; the next Ready waits for it.
+                let at = self.now + self.rng.range(lo, hi + 1);
+                let incarnation = node.incarnation;
+                node.disk = Some(rd);
+                self.push_event(at, EventKind::Disk { id, incarnation });
+                break;
+            }
+            if !self.finish_ready(id, &mut node, rd) {
+                return; // crashed
+            }
+        }
+        self.check_node(id, &mut node);
+        self.nodes[i] = Some(node);
+    }
+
+    /// Persists `rd`, sends what waited for it, applies, advances. False if the node
+    /// crashed on the way (it is then gone).
+    fn finish_ready(&mut self, id: u64, node: &mut SimNode, rd: Ready) -> bool {
+        let i = Self::idx(id);
+        let crash = match self.crash_point {
+            Some((c, p)) if c == id => {
+                self.crash_point = None;
+                Some(p)
+            }
+            _ => None,
+        };
+        if crash == Some(CrashPoint::BeforePersist) {
+            return false; // nothing of this Ready persisted
+        }
+        self.storages[i]
+            .persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)
+            .unwrap_or_else(|e| self.fail(&format!("persist: {e}")));
+        if crash == Some(CrashPoint::AfterPersist) {
+            return false;
+        }
+        for m in &rd.persisted_messages {
+            self.send(m.clone());
+        }
+        self.apply(id, node, &rd);
+        for r in &rd.read_states {
+            // Linearizable reads: the read point covers everything committed anywhere
+            // before the request.
+            if let Some(req) = self.read_required.remove(&(id, r.ctx))
+                && r.index < req
+            {
+                self.fail(&format!(
+                    "n{id} read {} at index {} but {req} was committed before",
+                    r.ctx, r.index
+                ));
+            }
+            self.reads.push((id, r.ctx, r.index));
+        }
+        node.raw.advance(&rd);
+        true
+    }
+
+    fn disk_done(&mut self, id: u64, incarnation: u64) {
+        let i = Self::idx(id);
+        let Some(mut node) = self.nodes[i].take() else {
+            return;
+        };
+        if node.incarnation != incarnation {
+            self.nodes[i] = Some(node);
+            return;
+        }
+        let Some(rd) = node.disk.take() else {
+            self.nodes[i] = Some(node);
+            return;
+        };
+        if !self.finish_ready(id, &mut node, rd) {
+            return; // crashed
+        }
+        self.nodes[i] = Some(node);
+        self.process(id);
+    }
+
+    fn apply(&mut self, id: u64, node: &mut SimNode, rd: &Ready) {
+        if let Some(s) = &rd.apply_snapshot {
+            if s.index <= node.last_applied {
+                self.fail(&format!(
+                    "n{id} applies snapshot {} after applying {}",
+                    s.index, node.last_applied
+                ));
+            }
+            let Some((last, map)) = decode_snapshot(&s.data) else {
+                self.fail(&format!("n{id} got a corrupt snapshot at {}", s.index));
+            };
+            if last != s.index {
+                self.fail(&format!("snapshot data for {last} labelled {}", s.index));
+            }
+            for (i, d) in &map {
+                self.check_applied(id, *i, d);
+            }
+            node.applied = map;
+            node.last_applied = s.index;
+        }
+        for e in &rd.committed_entries {
+            if e.index != node.last_applied + 1 {
+                self.fail(&format!(
+                    "n{id} applies {} after {} (gap or repeat)",
+                    e.index, node.last_applied
+                ));
+            }
+            node.last_applied = e.index;
+            if e.entry_type == EntryType::EntryNoop as i32 {
+                self.check_applied(id, e.index, &Bytes::from_static(b"\0noop"));
+                continue;
+            }
+            self.check_applied(id, e.index, &e.data);
+            node.applied.insert(e.index, e.data.clone());
+            if let Some(every) = self.snapshot_every
+                && e.index % every == 0
+            {
+                let data = encode_snapshot(&node.applied, e.index);
+                if let Err(err) = node.raw.snapshot(e.index, data) {
+                    self.fail(&format!("n{id} snapshot at {}: {err}", e.index));
+                }
+            }
+        }
+    }
+
+    fn check_applied(&mut self, id: u64, index: u64, data: &Bytes) {
+        match self.applied_global.get(&index) {
+            Some(d) if d != data => {
+                self.fail(&format!("n{id} applied a different command at {index}"))
+            }
+            Some(_) => {}
+            None => {
+                self.applied_global.insert(index, data.clone());
+            }
+        }
+    }
+
+    fn committed_term(&self, index: u64) -> Option<u64> {
+        self.committed
+            .get(index as usize)
+            .copied()
+            .filter(|&t| t > 0)
+    }
+
+    fn check_ready(&mut self, id: u64, node: &SimNode, rd: &Ready) {
+        if let Some(s) = &rd.snapshot
+            && let Some(t) = self.committed_term(s.index)
+            && t != s.term
+        {
+            self.fail(&format!(
+                "n{id} snapshot at {} has term {} != committed {t}",
+                s.index, s.term
+            ));
+        }
+        for e in &rd.entries {
+            let prev_term = node.raw.log_term(e.index - 1).unwrap_or(0);
+            let key = (e.index, e.term);
+            let val = (hash(&e.data), prev_term);
+            match self.pairs.get(&key) {
+                Some(v) if *v != val => self.fail(&format!(
+                    "Log Matching violated at index {} term {} on n{id}",
+                    e.index, e.term
+                )),
+                Some(_) => {}
+                None => {
+                    self.pairs.insert(key, val);
+                }
+            }
+            // A lagging node may hold (and even receive) stale entries at indexes it does not
+            // yet know are committed; rewriting one it knew committed is a violation.
+            if e.index <= node.checked_commit
+                && let Some(t) = self.committed_term(e.index)
+                && t != e.term
+            {
+                self.fail(&format!(
+                    "n{id} overwrites committed index {} (term {t}) with term {}",
+                    e.index, e.term
+                ));
+            }
+        }
+    }
+
+    fn check_node(&mut self, id: u64, node: &mut SimNode) {
+        let st = node.raw.status();
+        if node.role != (st.role, st.term) {
+            self.emit(|| format!("role    n{id} {:?}@{}", st.role, st.term));
+        }
+        node.role = (st.role, st.term);
+        if node.raw.is_leader() {
+            match self.leaders.get(&st.term) {
+                Some(&l) if l != id => {
+                    self.fail(&format!("two leaders in term {}: n{l} and n{id}", st.term))
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders.insert(st.term, id);
+                }
+            }
+            if node.was_leader_in != Some(st.term) {
+                node.was_leader_in = Some(st.term);
+                // Leader Completeness (§5.4.3): the leader of term T holds every entry
+                // committed in a term before T. (A stale election in a lower term can
+                // complete after a later commit; that leader need not hold it.)
+                for i in st.snapshot_index + 1..self.committed.len() as u64 {
+                    if let Some(t) = self.committed_term(i)
+                        && self.commit_terms[i as usize] < st.term
+                        && node.raw.log_term(i) != Some(t)
+                    {
+                        self.fail(&format!(
+                            "new leader n{id} (term {}) lacks committed entry {i}",
+                            st.term
+                        ));
+                    }
+                }
+            }
+        }
+        // Every entry through the commit index agrees with the committed history.
+        let from = node.checked_commit.max(st.snapshot_index) + 1;
+        for i in from..=st.commit {
+            let Some(t) = node.raw.log_term(i) else {
+                self.fail(&format!("n{id} committed {i} but has no entry"));
+            };
+            if (self.committed.len() as u64) <= i {
+                self.committed.resize(i as usize + 1, 0);
+                self.commit_terms.resize(i as usize + 1, u64::MAX);
+            }
+            // The term in which the entry became committed: the lowest term of any node
+            // seen knowing it committed (the committing leader is the first, in its term).
+            let ct = &mut self.commit_terms[i as usize];
+            *ct = (*ct).min(st.term);
+            match self.committed[i as usize] {
+                0 => self.committed[i as usize] = t,
+                c if c != t => self.fail(&format!(
+                    "committed entry {i} changed: term {c} then {t} on n{id}"
+                )),
+                _ => {}
+            }
+        }
+        node.checked_commit = node.checked_commit.max(st.commit);
+    }
+
+    // ------------------------------------------------------------ lab helpers
+
+    /// The lab's checkOneLeader: polls up to 10 times, 450-550 ms apart, for a leader in
+    /// the latest term among connected nodes; fails on two leaders in a term.
+    pub fn check_one_leader(&mut self) -> u64 {
+        for _ in 0..10 {
+            let ms = self.rng.range(450, 551);
+            self.run_for(ms);
+            let mut by_term: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+            for id in 1..=self.n as u64 {
+                if let Some(r) = self.raw(id)
+                    && self.is_connected(id)
+                    && r.is_leader()
+                {
+                    by_term.entry(r.term()).or_default().push(id);
+                }
+            }
+            for (t, ls) in &by_term {
+                if ls.len() > 1 {
+                    self.fail(&format!("term {t} has {} leaders", ls.len()));
+                }
+            }
+            if let Some((_, ls)) = by_term.iter().next_back() {
+                return ls[0];
+            }
+        }
+        self.fail("expected one leader, got none");
+    }
+
+    /// The lab's checkTerms: all connected nodes agree on the term.
+    pub fn check_terms(&self) -> u64 {
+        let mut term = None;
+        for id in 1..=self.n as u64 {
+            if let Some(r) = self.raw(id)
+                && self.is_connected(id)
+            {
+                match term {
+                    None => term = Some(r.term()),
+                    Some(t) if t != r.term() => self.fail("servers disagree on term"),
+                    _ => {}
+                }
+            }
+        }
+        term.unwrap_or(0)
+    }
+
+    /// The lab's checkNoLeader: no connected node thinks it leads.
+    pub fn check_no_leader(&self) {
+        for id in 1..=self.n as u64 {
+            if let Some(r) = self.raw(id)
+                && self.is_connected(id)
+                && r.is_leader()
+            {
+                self.fail(&format!("n{id} leads but none expected"));
+            }
+        }
+    }
+
+    /// The lab's one(): submits `cmd` to a leader, retrying for up to 10 s, and waits until
+    /// `expected` nodes applied it. Returns its index.
+    pub fn one(&mut self, cmd: Bytes, expected: usize, retry: bool) -> u64 {
+        let t0 = self.now;
+        let mut starts = 0u64;
+        while self.now - t0 < 10_000 {
+            let mut index = None;
+            for _ in 0..self.n {
+                starts = starts % self.n as u64 + 1;
+                if self.is_up(starts)
+                    && self.is_connected(starts)
+                    && let Some((i, _)) = self.start(starts, cmd.clone())
+                {
+                    index = Some(i);
+                    break;
+                }
+            }
+            if let Some(index) = index {
+                let t1 = self.now;
+                while self.now - t1 < 2_000 {
+                    let (nd, c) = self.n_committed(index);
+                    if nd > 0 && nd >= expected && c.as_ref() == Some(&cmd) {
+                        return index;
+                    }
+                    self.run_for(20);
+                }
+                if !retry {
+                    self.fail(&format!("one({cmd:?}) failed to reach agreement"));
+                }
+            } else {
+                self.run_for(50);
+            }
+        }
+        self.fail(&format!("one({cmd:?}) failed to reach agreement in 10 s"));
+    }
+
+    /// The lab's wait(): waits for `n` nodes to apply `index`; `None` if a term passed
+    /// `start_term` meanwhile (the command may never commit).
+    pub fn wait(&mut self, index: u64, n: usize, start_term: Option<u64>) -> Option<Bytes> {
+        let mut to = 10;
+        for _ in 0..30 {
+            let (nd, c) = self.n_committed(index);
+            if nd >= n {
+                return c;
+            }
+            self.run_for(to);
+            if to < 1000 {
+                to *= 2;
+            }
+            if let Some(st) = start_term {
+                for id in 1..=self.n as u64 {
+                    if self.raw(id).is_some_and(|r| r.term() > st) {
+                        return None;
+                    }
+                }
+            }
+        }
+        let (nd, c) = self.n_committed(index);
+        if nd < n {
+            self.fail(&format!("only {nd} decided for index {index}; wanted {n}"));
+        }
+        c
+    }
+
+    /// The index of the last entry known committed by any node.
+    pub fn max_committed(&self) -> u64 {
+        self.committed.len() as u64 - 1
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("simulation failed; replay with SEED={}", self.seed);
+        }
+    }
+}
+
+/// A command of 8 random bytes from the simulation's RNG.
+pub fn rand_cmd(sim: &mut Sim) -> Bytes {
+    Bytes::copy_from_slice(&sim.rng.next_u64().to_le_bytes())
+}
