@@ -59,12 +59,12 @@ const PREFETCH_DEPTH: usize = 2;
 
 /// Target size of a node's key array, in bytes: the node capacity is this divided by the
 /// key size, clamped to `MIN_CAP..=MAX_CAP`.
-const KEY_ARRAY_BYTES: usize = 512;
+const KEY_ARRAY_BYTES: usize = 2048;
 /// Target size of a node's value array, in bytes (a second bound on the capacity, so that
 /// nodes of large values stay a few KiB).
 const VALUE_ARRAY_BYTES: usize = 4096;
 const MIN_CAP: usize = 8;
-const MAX_CAP: usize = 64;
+const MAX_CAP: usize = 256;
 
 /// A forward link: the next node at one level, or null.
 type Link = *mut Header;
@@ -245,6 +245,23 @@ fn prefetch_node<K, V>(n: *mut Header) {
     prefetch(n.cast::<u8>().wrapping_add(Shape::<K, V>::KEYS_AT + 63));
 }
 
+/// Prefetches every cache line of the initialised keys of node `n`, so that the binary
+/// search that follows finds them in flight together rather than missing one by one.
+///
+/// # Safety
+/// `n` must be a live node.
+#[inline(always)]
+unsafe fn prefetch_keys<K, V>(n: *mut Header) {
+    // SAFETY: `n` is live by the contract, so its header is readable.
+    let bytes = unsafe { node_len(n) } * mem::size_of::<K>();
+    let k = n.cast::<u8>().wrapping_add(Shape::<K, V>::KEYS_AT);
+    let mut off = 0;
+    while off < bytes {
+        prefetch(k.wrapping_add(off));
+        off += 64;
+    }
+}
+
 /// splitmix64 step, then a tower height of 1 + (trailing zero bits), so that each extra
 /// level has probability 1/2.
 #[inline]
@@ -393,7 +410,10 @@ impl<K, V> RawList<K, V> {
             return None;
         }
         // SAFETY: `n` was reached through links, so it is live (invariant 1).
-        let ks = unsafe { key_slice::<K, V>(n) };
+        let ks = unsafe {
+            prefetch_keys::<K, V>(n);
+            key_slice::<K, V>(n)
+        };
         ks.binary_search_by(|k| k.borrow().cmp(q))
             .ok()
             .map(|i| (n, i))
@@ -470,7 +490,10 @@ impl<K, V> RawList<K, V> {
             (first, 0)
         } else {
             // SAFETY: `found` was reached through links: it is live (invariant 1).
-            let ks = unsafe { key_slice::<K, V>(found) };
+            let ks = unsafe {
+                prefetch_keys::<K, V>(found);
+                key_slice::<K, V>(found)
+            };
             match ks.binary_search(&key) {
                 Ok(i) => {
                     // SAFETY: slot `i < len` is initialised; `&mut self` is exclusive.
@@ -711,6 +734,7 @@ impl<K, V> RawList<K, V> {
             if n.is_null() {
                 return (self.first_node(), 0);
             }
+            prefetch_keys::<K, V>(n);
             (n, key_slice::<K, V>(n).partition_point(before))
         }
     }
