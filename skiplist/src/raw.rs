@@ -262,6 +262,35 @@ unsafe fn prefetch_keys<K, V>(n: *mut Header) {
     }
 }
 
+/// Unlinks the live node `n` at every level of its tower. At level `k` its predecessor is
+/// expected at the slot `hint(k)`; where that slot does not name `n` (an inconsistent
+/// `Ord` misplaced something), the predecessor is found by identity, walking the level
+/// from the head.
+///
+/// # Safety
+/// `hb` must be the list's head base (writable), `n` a live node of that list, and
+/// `hint(k)` null or a link slot of the head or of a live node at level `k`.
+unsafe fn unlink<K, V>(hb: *mut Link, n: *mut Header, hint: impl Fn(usize) -> *mut Link) {
+    // SAFETY: `n` is live, so it is linked exactly once at each level below its height
+    // (invariant 2): the walk by identity ends on its predecessor before the end of the
+    // level, following only live nodes' links at level `k`. Rewriting that one slot
+    // removes `n` from the level and keeps the rest of the chain as it was.
+    unsafe {
+        let nl = links(n);
+        for k in 0..height(n) {
+            let mut p = hint(k);
+            if p.is_null() || *p != n {
+                p = hb.sub(k);
+                while *p != n {
+                    debug_assert!(!(*p).is_null(), "a live node is linked at all levels");
+                    p = links(*p).sub(k);
+                }
+            }
+            *p = *nl.sub(k);
+        }
+    }
+}
+
 /// splitmix64 step, then a tower height of 1 + (trailing zero bits), so that each extra
 /// level has probability 1/2.
 #[inline]
@@ -586,6 +615,7 @@ impl<K, V> RawList<K, V> {
             } else if before.is_null() {
                 return None;
             } else {
+                prefetch_keys::<K, V>(before);
                 match key_slice::<K, V>(before).binary_search_by(|k| k.borrow().cmp(q)) {
                     Ok(i) => (before, i),
                     Err(_) => return None,
@@ -594,11 +624,15 @@ impl<K, V> RawList<K, V> {
         };
         // SAFETY: `n` is live and `i < len(n)`. The entry is moved out and the slots above
         // shifted down, so slots `0..len-1` stay initialised, each entry owned once. A node
-        // left empty is unlinked at every level before it is freed: at level `k` its
-        // predecessor is `preds[k]` when that slot names it (a lawful `Ord`), otherwise it
-        // is found by identity, walking the level from the head (the node is linked there,
-        // invariant 2, so the walk ends on it before the end of the level).
+        // left empty is unlinked (see `unlink`) and freed. A node left under the low-water
+        // mark takes entries from its level-0 successor `m`: all of them (then `m`, empty,
+        // is unlinked and freed) or enough to even the two out; entries move bit for bit
+        // from `m`'s front to `n`'s end (so each stays owned once, and both arrays stay
+        // initialised exactly on `0..len`), and both stay within `CAP`: `n` had fewer
+        // than `CAP / 4` and takes at most `CAP / 2`. `m`'s predecessor at level `k` is
+        // `n` where `n` stands, else `preds[k]` (the last node of that level before `n`).
         let entry = unsafe {
+            let cap = Shape::<K, V>::CAP;
             let len = node_len(n);
             debug_assert!(i < len);
             let kp = keys::<K, V>(n).add(i);
@@ -606,21 +640,30 @@ impl<K, V> RawList<K, V> {
             let entry = (kp.read(), vp.read());
             ptr::copy(kp.add(1), kp, len - 1 - i);
             ptr::copy(vp.add(1), vp, len - 1 - i);
-            (*n).len = (len - 1) as u32;
-            if len == 1 {
-                let nl = links(n);
-                for (k, &p) in preds.iter().enumerate().take(height(n)) {
-                    let mut p = p;
-                    if p.is_null() || *p != n {
-                        p = hb.sub(k);
-                        while *p != n {
-                            debug_assert!(!(*p).is_null(), "a live node is linked at all levels");
-                            p = links(*p).sub(k);
-                        }
-                    }
-                    *p = *nl.sub(k);
-                }
+            let nl = len - 1;
+            (*n).len = nl as u32;
+            if nl == 0 {
+                unlink::<K, V>(hb, n, |k| preds[k]);
                 free_node::<K, V>(n);
+            } else if nl < cap / 4 && !(*links(n)).is_null() {
+                let m = *links(n);
+                let ml = node_len(m);
+                let take = if nl + ml <= cap - cap / 4 {
+                    ml
+                } else {
+                    (ml - nl.min(ml)) / 2
+                };
+                ptr::copy_nonoverlapping(keys::<K, V>(m), keys::<K, V>(n).add(nl), take);
+                ptr::copy_nonoverlapping(values::<K, V>(m), values::<K, V>(n).add(nl), take);
+                ptr::copy(keys::<K, V>(m).add(take), keys::<K, V>(m), ml - take);
+                ptr::copy(values::<K, V>(m).add(take), values::<K, V>(m), ml - take);
+                (*n).len = (nl + take) as u32;
+                (*m).len = (ml - take) as u32;
+                if take == ml {
+                    let nh = height(n);
+                    unlink::<K, V>(hb, m, |k| if k < nh { links(n).sub(k) } else { preds[k] });
+                    free_node::<K, V>(m);
+                }
             }
             entry
         };
