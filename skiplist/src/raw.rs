@@ -270,7 +270,7 @@ unsafe fn prefetch_keys<K, V>(n: *mut Header) {
 /// # Safety
 /// `hb` must be the list's head base (writable), `n` a live node of that list, and
 /// `hint(k)` null or a link slot of the head or of a live node at level `k`.
-unsafe fn unlink<K, V>(hb: *mut Link, n: *mut Header, hint: impl Fn(usize) -> *mut Link) {
+unsafe fn unlink(hb: *mut Link, n: *mut Header, hint: impl Fn(usize) -> *mut Link) {
     // SAFETY: `n` is live, so it is linked exactly once at each level below its height
     // (invariant 2): the walk by identity ends on its predecessor before the end of the
     // level, following only live nodes' links at level `k`. Rewriting that one slot
@@ -475,6 +475,7 @@ impl<K, V> RawList<K, V> {
     /// `n` must be a live node and `i < len(n)`.
     #[inline(always)]
     unsafe fn entry_ref(&self, n: *mut Header, i: usize) -> (&K, &V) {
+        // SAFETY: `n` is live by the contract, so its header is readable.
         debug_assert!(i < unsafe { node_len(n) });
         // SAFETY: by the contract slot `i` is initialised; it lives as long as `&self`.
         unsafe { (&*keys::<K, V>(n).add(i), &*values::<K, V>(n).add(i)) }
@@ -549,11 +550,7 @@ impl<K, V> RawList<K, V> {
                 let keep = if pos == len { len } else { len / 2 };
                 let moved = len - keep;
                 ptr::copy_nonoverlapping(keys::<K, V>(t).add(keep), keys::<K, V>(s), moved);
-                ptr::copy_nonoverlapping(
-                    values::<K, V>(t).add(keep),
-                    values::<K, V>(s),
-                    moved,
-                );
+                ptr::copy_nonoverlapping(values::<K, V>(t).add(keep), values::<K, V>(s), moved);
                 (*t).len = keep as u32;
                 (*s).len = moved as u32;
                 // Link `s` after `t`: at levels where `t` stands, `t` is the predecessor;
@@ -561,11 +558,11 @@ impl<K, V> RawList<K, V> {
                 // at levels above `self.level`).
                 let th = height(t);
                 let sl = links(s);
-                for k in 0..h {
+                for (k, &pk) in preds.iter().enumerate().take(h) {
                     let p = if k < th {
                         links(t).sub(k)
                     } else if k < self.level {
-                        preds[k]
+                        pk
                     } else {
                         hb.sub(k)
                     };
@@ -603,7 +600,12 @@ impl<K, V> RawList<K, V> {
         // SAFETY: the head base at the current level (invariant 3); strict: the walk
         // stops before a node whose first key equals `q`.
         let base = unsafe {
-            self.descend(hb, self.level, |k| k.borrow().cmp(q) == Ordering::Less, Some(&mut preds))
+            self.descend(
+                hb,
+                self.level,
+                |k| k.borrow().cmp(q) == Ordering::Less,
+                Some(&mut preds),
+            )
         };
         let before = self.owner(base);
         // SAFETY: `base` is the head's or a live node's level-0 link; the nodes read are
@@ -643,7 +645,7 @@ impl<K, V> RawList<K, V> {
             let nl = len - 1;
             (*n).len = nl as u32;
             if nl == 0 {
-                unlink::<K, V>(hb, n, |k| preds[k]);
+                unlink(hb, n, |k| preds[k]);
                 free_node::<K, V>(n);
             } else if nl < cap / 4 && !(*links(n)).is_null() {
                 let m = *links(n);
@@ -661,7 +663,7 @@ impl<K, V> RawList<K, V> {
                 (*m).len = (ml - take) as u32;
                 if take == ml {
                     let nh = height(n);
-                    unlink::<K, V>(hb, m, |k| if k < nh { links(n).sub(k) } else { preds[k] });
+                    unlink(hb, m, |k| if k < nh { links(n).sub(k) } else { preds[k] });
                     free_node::<K, V>(m);
                 }
             }

@@ -43,7 +43,11 @@ fn removing_most_entries_gives_memory_back() {
         m.insert(mix(i), i);
     }
     let full = LIVE.load(Ordering::Relaxed) - before;
-    assert!(full / (N as usize) < 40, "{} bytes/entry when full", full / N as usize);
+    assert!(
+        full / (N as usize) < 40,
+        "{} bytes/entry when full",
+        full / N as usize
+    );
     // Remove 98% of the keys, in an order unrelated to the key order.
     for i in 0..N {
         if i % 50 != 0 {
@@ -55,7 +59,11 @@ fn removing_most_entries_gives_memory_back() {
     let held = LIVE.load(Ordering::Relaxed) - before;
     // Nodes other than the last keep at least a quarter of their capacity: at most ~4x
     // the bytes of full nodes, so well under 100 bytes per u64 -> u64 entry.
-    assert!(held / left < 100, "{} bytes/entry after removals", held / left);
+    assert!(
+        held / left < 100,
+        "{} bytes/entry after removals",
+        held / left
+    );
     for i in (0..N).step_by(50) {
         assert_eq!(m.get(&mix(i)), Some(&i));
     }

@@ -130,10 +130,41 @@ fn ascending_descending_and_bulk_loaded() {
     for i in (0..3000).step_by(7) {
         c.insert(i * 2 + 1_000_000, Big::new(0));
         c.insert(i, Big::new(1));
-        assert_eq!(c.remove(&(i + 3)), (i + 3 < 3000).then(|| Big::new(u64::from(i + 3))));
+        assert_eq!(
+            c.remove(&(i + 3)),
+            (i + 3 < 3000).then(|| Big::new(u64::from(i + 3)))
+        );
     }
     let keys: Vec<u32> = c.iter().map(|(k, _)| *k).collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]));
     assert_eq!(keys.len(), c.len());
-    assert_eq!(c.range(10..20).count(), (10..20).filter(|k| keys.contains(k)).count());
+    assert_eq!(
+        c.range(10..20).count(),
+        (10..20).filter(|k| keys.contains(k)).count()
+    );
+}
+
+#[test]
+fn over_aligned_keys_and_values() {
+    #[repr(align(64))]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    struct A(u128);
+    let mut m: SkipMap<A, A> = SkipMap::with_seed(9);
+    for i in 0..5000u128 {
+        let k = (i * 7919) % 5000;
+        m.insert(A(k), A(k * 3));
+    }
+    for (k, v) in &m {
+        assert_eq!((k as *const A as usize) % 64, 0);
+        assert_eq!((v as *const A as usize) % 64, 0);
+        assert_eq!(v.0, k.0 * 3);
+    }
+    assert!(m.iter().map(|(k, _)| k.0).eq(0..5000));
+    for i in (0..5000u128).step_by(3) {
+        assert_eq!(m.remove(&A(i)), Some(A(i * 3)));
+    }
+    assert_eq!(m.len(), 5000 - 1667);
+    let mut u: SkipMap<u128, u8> = (0..1000u128).map(|i| (i << 64, i as u8)).collect();
+    assert_eq!(u.remove(&(7u128 << 64)), Some(7));
+    assert_eq!(u.range((5u128 << 64)..(9u128 << 64)).count(), 3);
 }
