@@ -533,6 +533,18 @@ impl<K, V> RawList<K, V> {
                 Err(i) => (found, i),
             }
         };
+        // The value slots from `pos` up are about to move: start loading them now, so
+        // that their misses overlap the shift of the keys.
+        let vbase = target
+            .cast::<u8>()
+            .wrapping_add(Shape::<K, V>::VALUES_AT + pos * mem::size_of::<V>());
+        // SAFETY: `target` is live (from a link), so its header is readable.
+        let vbytes = unsafe { node_len(target) }.saturating_sub(pos) * mem::size_of::<V>();
+        let mut off = 0;
+        while off < vbytes + 64 {
+            prefetch(vbase.wrapping_add(off));
+            off += 64;
+        }
         // SAFETY: `target` is live and `pos <= len(target)` (from a binary search over its
         // keys, or 0). When the node is full it is split first: the new node `s` gets
         // the upper entries (moved bit for bit, so each is still owned once), is linked
