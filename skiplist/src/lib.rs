@@ -129,22 +129,24 @@
 //!
 //! Measured by `skiplist-bench` (bench crate, `cargo run --release -p bench --bin
 //! skiplist-bench`) on a shared 2-core VM; ratios come from one run, where the three
-//! structures take turns op by op. On 1M random `u64 → u64` keys: inserts at about
-//! 0.7–0.9× `std::collections::BTreeMap`'s rate, lookups (hit or miss) 1.0–1.4×, removes
-//! 1.0–1.25×, 100-key range scans 4.5–5×, full iteration far faster (arrays read front to
-//! back, where a B-tree climbs between leaves), at 0.87× `BTreeMap`'s bytes per entry
-//! (23.5 against 27.1); against crossbeam-skiplist, 3–4× for inserts and 6× for lookups.
-//! (The one-entry-per-node skiplist this replaced ran at 0.3× `BTreeMap` for inserts
-//! and lookups and 0.2× for scans.)
-//! Inserts are the weak spot: each shifts half a node (about 2 KiB of keys and values) and
-//! a search still visits about 2·log₂ of the number of nodes, each node a separate page. With
-//! heap-allocated keys and values (16-byte `Vec<u8>` keys, 100-byte values) each
-//! comparison chases a pointer and the map is about 0.6–0.7× `BTreeMap` for inserts,
-//! lookups and removes (scans still 2× or more). So: for raw point-operation speed on heap
-//! keys, or for many tiny maps (each holds at least one whole node), choose `BTreeMap`;
-//! choose this map for fast scans and what it adds: a documented, checksummed dump format,
-//! O(n) loading in key order, deterministic structure from a seed, and code small enough to
-//! audit. For many concurrent writers, use crossbeam-skiplist.
+//! structures take turns op by op, and ranges below span three runs. On 1M random
+//! `u64 → u64` keys: inserts at 0.7–0.9× `std::collections::BTreeMap`'s rate, lookups
+//! (hit or miss) 1.0–1.4×, removes 0.9–1.25×, 100-key range scans 4.5–5×, full iteration
+//! far faster (arrays read front to back, where a B-tree climbs between leaves), at 0.87×
+//! `BTreeMap`'s bytes per entry (23.5 against 27.1); against crossbeam-skiplist, 3–4× for
+//! inserts and 5.5–6.5× for lookups. (The one-entry-per-node skiplist this replaced ran
+//! at 0.3× `BTreeMap` for inserts and lookups and 0.2× for scans.)
+//!
+//! Inserts are the weak spot: each shifts half a node (about 2 KiB of keys and values),
+//! and a search still visits about 2·log₂ of the number of nodes, each node on its own
+//! page. With heap-allocated keys and values (16-byte `Vec<u8>` keys, 100-byte values)
+//! each comparison chases a pointer, and the map runs at 0.55–0.7× `BTreeMap` for
+//! inserts, lookups and removes (100-key scans still 1.6–2×). So: for raw point-operation
+//! speed on heap keys, or for many tiny maps (each holds at least one whole node), choose
+//! `BTreeMap`; choose this map for fast scans and for what it adds: a documented,
+//! checksummed dump format, O(n) loading in key order, deterministic structure from a
+//! seed, and code small enough to audit. For many concurrent writers, use
+//! crossbeam-skiplist.
 
 mod codec;
 mod dump;
