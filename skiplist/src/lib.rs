@@ -4,57 +4,86 @@
 //!
 //! # Design
 //!
-//! [`SkipMap`] is a classic single-writer skiplist (Pugh, 1990): a sorted linked list at
-//! level 0, and above it sparser "express" lists, each node present at levels
-//! `0..height`. Heights are drawn from a seeded splitmix64 generator with p = 1/2 per extra
-//! level (measured a little faster than p = 1/4 here, for 3 more bytes per entry); the same
-//! seed and the same operations build the same list, which makes tests and benchmarks
-//! repeatable. There is no fixed size limit: towers go up to 32 levels, enough for
-//! logarithmic searches up to the 2^32 nodes that the `u32` index space allows.
+//! [`SkipMap`] is an *unrolled* single-writer skiplist (a "B-skiplist"): a skiplist
+//! (Pugh, 1990) whose nodes each hold up to `CAP` entries in sorted arrays, instead of
+//! one entry each. The bottom level links every node in key order; above it, sparser
+//! "express" levels link the taller nodes, each node present at levels `0..height`.
+//! The express levels index nodes by their **first key**: a search moves right while the
+//! next node's first key is not past the target, drops a level when it is, and at the
+//! bottom binary-searches the keys of the one node it stopped at. Heights are drawn from
+//! a seeded splitmix64 generator with p = 1/2 per extra level (p = 1/4 measured no faster);
+//! the same seed and the same operations build the same structure, which makes tests and
+//! benchmarks repeatable. Towers go up to 32 levels: searches stay logarithmic up to
+//! 2^32 nodes, more than memory can hold. There is no other size limit.
 //!
-//! The API follows `std::collections::BTreeMap`: `insert` returns the old value (and, like
-//! std, keeps the old key), lookups accept any borrowed form of the key (`&str` for a
-//! `String` key), and `range` accepts any `RangeBounds`. Iteration is ascending only: a
-//! backward link would cost every node 4 more bytes.
+//! Why unrolled: a one-entry-per-node skiplist visits about 2·log₂ n nodes per lookup,
+//! each a likely cache miss on a large map, and a scan takes a miss per entry. With
+//! hundreds of entries per node, the index covers n / ~180 nodes instead of n (about
+//! 5,600 nodes for a million `u64` entries, small enough to stay mostly in cache), a
+//! lookup ends in one binary search over one node's contiguous keys, and a scan reads
+//! arrays front to back. This is the B-tree's trick, kept inside a skiplist's simpler
+//! structure: no rebalancing beyond a node's neighbour, and a bulk load that just
+//! appends.
+//!
+//! - **Insert** finds the node, binary-searches it, and shifts the tail of its arrays up
+//!   by one. A full node splits: the upper half moves to a new node of random height,
+//!   linked right after it. An insert at the very end of a full node instead starts a
+//!   new node with that entry alone, so ascending inserts fill every node completely.
+//!   Like std, `insert` on a present key replaces the value and keeps the old key.
+//! - **Remove** shifts the tail down. A node left empty is unlinked and freed; a node
+//!   left under a quarter full takes entries from its successor (all of them, freeing
+//!   the successor, when they fit in three quarters of a node; otherwise enough to even
+//!   the two out). So removals never leave a run of sparse nodes behind (only the last
+//!   node can stay under a quarter full), and memory follows the map down when it
+//!   shrinks. (A node started by an insert at the end of a full node begins with one
+//!   entry and fills from there.)
+//! - **Iteration and ranges** walk the node arrays contiguously, prefetching the next
+//!   node on entering one. A range finds its start with one search from the head and its
+//!   end with a finger search forward from the start (O(log d) nodes for d entries).
+//!
+//! The API follows `std::collections::BTreeMap`: `insert` returns the old value, lookups
+//! accept any borrowed form of the key (`&str` for a `String` key), and `range` accepts
+//! any `RangeBounds`. Iteration is ascending only: a backward link would cost every node
+//! 8 more bytes and every split and merge more work.
 //!
 //! # Memory layout
 //!
-//! Nodes do not come one by one from the global allocator. They live in an arena of chunks
-//! (4 KiB at first, doubling up to 256 KiB) and point at each other with `u32` indices, not
-//! pointers. One node is one block:
+//! A node is one block from the global allocator, sized for its tower:
 //!
 //! ```text
-//!   [link h-1] .. [link 1] [link 0] [height: u32] [key] [value]
+//!   [link h-1] .. [link 1] [link 0] [len: u32, height: u32] [keys: K × CAP] [values: V × CAP]
 //! ```
 //!
-//! The links grow downwards from the key, so the key and the low links that every search
-//! touches share a cache line whatever the size of the value, and a node is exactly as big
-//! as its height needs: for `u64 → u64` a height-1 node is 24 bytes, height 2 or 3 is 32,
-//! with no per-allocation header (about 30 bytes per entry in all, against about 27 for
-//! `BTreeMap` and 40 for crossbeam-skiplist). Towers of height 1, 2, 3 and 4+ are carved from
-//! separate chunks: a search visits tall nodes far more often than short ones, so keeping
-//! them together makes the hot part of the list dense in the cache and the TLB instead of
-//! sharing each cache line with cold height-1 neighbours. Removed nodes go to a free list
-//! per height and are reused by the next node of that height; chunks are returned only by
-//! [`SkipMap::clear`] and drop.
+//! Links are pointers to the next node at each level. They grow downwards from the
+//! header, so the header, the low links and the first key (everything one search step
+//! reads) share a cache line. Keys and values are separate arrays: the binary search
+//! inside a node touches keys only (and prefetches all of a node's key lines at once, so
+//! their misses overlap), and a scan streams both. `CAP` is computed per type from
+//! `size_of::<K>()` and `size_of::<V>()`: the key array is about 2 KiB and the value
+//! array at most 4 KiB (unless `CAP` is at its floor), with `CAP` between 8 and 256 (256 for `u64 → u64`, 85 for
+//! `Vec<u8> → Vec<u8>`, 8 for values of 512 bytes or more). 256 was measured against
+//! 32, 64, 128 and 512 on 1M random `u64` keys: lookups got faster up to 512 (a smaller
+//! index), inserts slower past 256 (longer shifts).
 //!
-//! Searches compare each node once, even when it is the next node at several levels in a
-//! row; while comparing the node to the right they prefetch the nodes they would descend to
-//! on the next two levels, so those misses overlap; and they stop at the first level where
-//! the key is found. A range finds its start with one search from the head and its end
-//! with a finger search forward from the start (O(log d) for d entries in the range).
-//! Iteration sends a scout ahead along level 1 (two nodes per hop) to prefetch the nodes
-//! the walk will need, so a scan is not one serial cache miss per entry (about 1.4× faster
-//! scans at 1M entries than a plain walk). `Drop` and `clear` walk level 0 in a loop: no recursion,
-//! whatever the length.
+//! Nodes split in half, so under random inserts they are on average about 70 % full:
+//! about 24 bytes per `u64 → u64` entry, against about 27 for `BTreeMap` and 40 for
+//! crossbeam-skiplist. The cost of large nodes shows on *small* maps: a map with one
+//! entry already holds a whole node (about 4 KiB for `u64 → u64`), where a `BTreeMap`
+//! leaf is a few hundred bytes. Many tiny maps are `BTreeMap`'s ground.
+//!
+//! # Safety
 //!
 //! All `unsafe` code is in one private module (`raw`), whose invariants are listed at its
 //! top and cited by the `// SAFETY:` comment of every block. As with std's maps, a key type
 //! whose `Ord` is not a total order (or changes while the key is in the map) gets
-//! unspecified answers, never memory unsafety: removal unlinks a node by identity, not by
-//! trusting comparisons, and a test with a lying `Ord` checks that every entry is still
-//! dropped exactly once. A panicking `Ord` leaves the map unchanged; a panicking `Drop`
-//! during `clear` leaks the entries not yet dropped, never drops one twice.
+//! unspecified answers, never memory unsafety: positions inside a node come from searches
+//! over its initialised slots (so they are always in bounds), entries move between nodes
+//! by position, and an emptied node is unlinked by identity, not by trusting comparisons.
+//! A test with a lying `Ord` checks that every entry is still dropped exactly once. A
+//! panicking `Ord` leaves the map unchanged (every comparison happens before the first
+//! write); a panicking `Drop` during `clear` leaks the entries not yet dropped, never drops
+//! one twice. `Drop` and `clear` walk the bottom level in a loop: no recursion, whatever
+//! the length.
 //!
 //! # Dump format
 //!
@@ -73,8 +102,9 @@
 //! `String`, `bytes::Bytes` and the integers). The dump is self-delimiting: `load` reads
 //! exactly its bytes and nothing after them, so a dump can be followed by other data in
 //! the same stream (give `load` a buffered reader: it reads in small pieces). `load`
-//! rebuilds the list in one pass, appending in key order (O(n), no searches), and fails with
-//! a [`LoadError`] that names the problem and its byte offset on a truncated input, a bad
+//! rebuilds the list in one pass, appending in key order into nodes filled to 7/8 of
+//! their capacity (O(n), no searches, and room for a few inserts before a node splits),
+//! and fails with a [`LoadError`] that names the problem and its byte offset on a truncated input, a bad
 //! magic, an unknown version, a key or value its codec rejects, keys out of order, or a
 //! checksum mismatch. The partly built map is dropped: a refused input never yields a map.
 //!
@@ -83,31 +113,40 @@
 //! The map is single-writer by design: every mutation takes `&mut self`, every read takes
 //! `&self`, and nothing inside uses interior mutability (the height RNG advances only on
 //! insert). So the borrow rules are the whole synchronisation story, and the map is `Send`
-//! when `K` and `V` are (it owns its arena and entries outright) and `Sync` when `K` and `V`
-//! are (through `&SkipMap` a thread can only read `&K` and `&V`). These are the same bounds
-//! as `BTreeMap`'s. In raftkv the owner (the kvserver apply loop) keeps the map in an
+//! when `K` and `V` are (it owns its nodes and entries outright) and `Sync` when `K` and `V`
+//! are (through `&SkipMap` a thread can only read `&K` and `&V`). The nodes are reached
+//! through raw pointers, so these bounds are stated by two `unsafe impl`s in `raw` (with
+//! that reasoning), not derived; they are the same bounds as `BTreeMap`'s, and
+//! `compile_fail` doctests check that a non-`Send` or non-`Sync` key or value removes
+//! them. In raftkv the owner (the kvserver apply loop) keeps the map in an
 //! `RwLock`: the apply thread takes the write lock per command, readers take the read lock
 //! and may run in parallel with each other. A lock-free concurrent design (what
 //! crossbeam-skiplist does) pays for atomics, epochs and reference counts on every access;
 //! with a single writer by construction (Raft applies commands in order on one thread) that
 //! price buys nothing.
 //!
-//! # When not to use it
+//! # Performance, and when not to use it
 //!
-//! A search visits about 2·log₂ n nodes (one step right and one comparison that sends it
-//! down, per level), each in its own cache line; a B-tree visits log₁₁ n nodes and reads a
-//! dozen sorted keys from each. Only the top levels stay cached, so on a large map a lookup
-//! costs about three times as many cache misses as in `std::collections::BTreeMap`, and a
-//! scan costs one miss per entry (random insertion order scatters neighbours), where a
-//! B-tree reads contiguous leaves. Measured by `skiplist-bench` (bench crate) on 1M random
-//! `u64` keys on a 2-core VM: lookups and inserts at about 0.3× `BTreeMap`'s rate, 100-key
-//! scans at about 0.2×, while it beats crossbeam-skiplist at most operations and uses about
-//! 10 % more memory than `BTreeMap`. With heap-allocated keys and values (16-byte keys,
-//! 100-byte values) comparisons and allocation weigh more and the gap narrows (about
-//! 0.6–0.9× `BTreeMap` for inserts, lookups and removes). So choose `BTreeMap` for raw speed; choose this
-//! map for what it adds: a documented, checksummed dump format, O(n) loading in key order,
-//! deterministic structure from a seed, and code small enough to audit. For many
-//! concurrent writers, use crossbeam-skiplist.
+//! Measured by `skiplist-bench` (bench crate, `cargo run --release -p bench --bin
+//! skiplist-bench`) on a shared 2-core VM; ratios come from one run, where the three
+//! structures take turns op by op, and ranges below span three runs. On 1M random
+//! `u64 → u64` keys: inserts at 0.7–0.9× `std::collections::BTreeMap`'s rate, lookups
+//! (hit or miss) 1.0–1.4×, removes 0.9–1.25×, 100-key range scans 4.5–5×, full iteration
+//! far faster (arrays read front to back, where a B-tree climbs between leaves), at 0.87×
+//! `BTreeMap`'s bytes per entry (23.5 against 27.1); against crossbeam-skiplist, 3–4× for
+//! inserts and 5.5–6.5× for lookups. (The one-entry-per-node skiplist this replaced ran
+//! at 0.3× `BTreeMap` for inserts and lookups and 0.2× for scans.)
+//!
+//! Inserts are the weak spot: each shifts half a node (about 2 KiB of keys and values),
+//! and a search still visits about 2·log₂ of the number of nodes, each node on its own
+//! page. With heap-allocated keys and values (16-byte `Vec<u8>` keys, 100-byte values)
+//! each comparison chases a pointer, and the map runs at 0.55–0.7× `BTreeMap` for
+//! inserts, lookups and removes (100-key scans still 1.6–2×). So: for raw point-operation
+//! speed on heap keys, or for many tiny maps (each holds at least one whole node), choose
+//! `BTreeMap`; choose this map for fast scans and for what it adds: a documented,
+//! checksummed dump format, O(n) loading in key order, deterministic structure from a
+//! seed, and code small enough to audit. For many concurrent writers, use
+//! crossbeam-skiplist.
 
 mod codec;
 mod dump;

@@ -1,41 +1,46 @@
-//! The unsafe core: an arena of variable-height nodes addressed by `u32` indices, and the
-//! skiplist algorithms that walk it. Every `unsafe` block of the crate lives in this file;
+//! The unsafe core: an unrolled skiplist whose nodes each hold up to `CAP` sorted entries,
+//! and the algorithms that walk it. Every `unsafe` block of the crate lives in this file;
 //! everything outside it is safe code over the API below.
 //!
 //! # Layout
 //!
-//! A node is one block inside an arena chunk:
+//! A node is one heap block from the global allocator:
 //!
 //! ```text
-//!   [pad][link h-1]..[link 1][link 0][height: u32][Entry { key, value }]
-//!                                                 ^ the node's index points here
+//!   [pad][link h-1]..[link 1][link 0][Header { len, height }][keys: [K; CAP]][values: [V; CAP]]
+//!                                    ^ a node pointer points here
 //! ```
 //!
-//! Links grow *downwards* from the entry, so the key and the lowest links (the ones every
-//! search reads) share a cache line whatever the size of the value. A link is the `u32`
-//! index of the next node at that level, or [`NIL`]. An index counts `UNIT`-byte units:
-//! its high bits pick the chunk, its low `CHUNK_SHIFT` bits the unit inside the chunk.
+//! Links grow *downwards* from the header, so the header, the lowest links and the first
+//! keys (all that a search step reads) share a cache line or two, whatever the size of
+//! the values. A link is a pointer to the next node at that level, or null. Keys and
+//! values are separate arrays: the search inside a node reads keys only, and a scan reads
+//! both arrays front to back. Slots `0..len` of both arrays are initialised, the rest are
+//! not.
 //!
-//! The head is not a node: it is a `[u32; MAX_HEIGHT]` array inside [`RawList`], stored in
-//! reverse, so that "the link at level `k` of a predecessor" is always `base.sub(k)` where
-//! `base` points at the predecessor's level-0 link, head or node alike.
+//! The head is not a node: it is a `[Link; MAX_HEIGHT]` array inside [`RawList`], stored
+//! in reverse, so that "the link at level `k` of a predecessor" is always `base.sub(k)`
+//! where `base` points at the predecessor's level-0 link, head or node alike.
+//!
+//! The index (the links) orders nodes by their *first* key: a search moves right while
+//! the next node's first key is before the target, then searches inside the node it
+//! stopped at (binary search over its keys).
 //!
 //! # Invariants (every `// SAFETY:` comment below leans on these)
 //!
-//! 1. Chunks are allocated once and never move or shrink until the arena is dropped or
-//!    reset; a pointer into a chunk stays valid while the list is not dropped or cleared.
-//! 2. Every index stored in a link reachable from the head, at any level `k`, names a
-//!    *live* node: its block is allocated, its height is `> k`, and its entry is
-//!    initialised.
-//! 3. Reachable nodes at level 0 are exactly the live nodes; there are `len` of them; a
-//!    live node of height `h` is linked at every level `0..h`; no level has a cycle. Each
-//!    level is also sorted by key, strictly ascending, but that is a correctness property,
-//!    not a safety one: a key type with an inconsistent `Ord` can break it, and no
-//!    `// SAFETY:` comment relies on it.
-//! 4. Free blocks are reachable only from `Arena::free[h - 1]` (linked through link 0),
-//!    keep their height header, and hold no initialised entry.
-//! 5. `level` is at least the height of every live node, and at most `MAX_HEIGHT`; head
-//!    links at levels `>= level` are `NIL`.
+//! 1. Every pointer stored in a link reachable from the head, at any level `k`, names a
+//!    *live* node: a block allocated by `alloc_node` and not yet freed, whose height is
+//!    `> k`, with `1 <= len <= CAP` and slots `0..len` of its key and value arrays
+//!    initialised (and slots `len..CAP` not).
+//! 2. Reachable nodes at level 0 are exactly the live nodes; their `len`s sum to
+//!    `RawList::len`; a live node of height `h` is linked exactly once at every level
+//!    `0..h`; no level has a cycle.
+//! 3. `level` is at least the height of every live node, and at most `MAX_HEIGHT`; head
+//!    links at levels `>= level` are null.
+//! 4. (Correctness only.) Keys are strictly ascending along level 0, inside each node and
+//!    across nodes, and each level is sorted by first key. A key type with an inconsistent
+//!    `Ord` can break this, so no `// SAFETY:` comment relies on it: positions inside a
+//!    node are always clamped to `0..=len`, and nodes are unlinked by identity.
 
 use std::alloc::{self, Layout};
 use std::borrow::Borrow;
@@ -43,256 +48,180 @@ use std::cmp::Ordering;
 use std::marker::PhantomData;
 use std::mem;
 use std::ops::Bound;
-use std::ptr::{self, NonNull};
+use std::ptr;
 
 /// Highest tower. With p = 1/2 per extra level, 32 levels keep searches logarithmic up to
-/// 2^32 entries, as many as the `u32` index space can hold.
+/// 2^32 nodes (far more entries than any machine can hold in nodes of `CAP` entries).
 pub(crate) const MAX_HEIGHT: usize = 32;
 
-/// The "no node" link.
-const NIL: u32 = u32::MAX;
-
-/// Levels below the current one whose next node a search prefetches (measured: 2 beats 0
-/// and 1 at 1M entries; at 100k, where the list fits in cache, prefetch costs ~5%).
+/// Levels below the current one whose next node a search prefetches.
 const PREFETCH_DEPTH: usize = 2;
 
-/// Largest chunk, in bytes (unless a single node is bigger than this). Each size class
-/// wastes at most one chunk's tail, so this stays small next to big maps' footprint.
-const MAX_CHUNK_BYTES: usize = 1 << 18;
+/// Target size of a node's key array, in bytes: the node capacity is this divided by the
+/// key size, clamped to `MIN_CAP..=MAX_CAP`.
+const KEY_ARRAY_BYTES: usize = 2048;
+/// Target size of a node's value array, in bytes (a second bound on the capacity, so that
+/// nodes of large values stay a few KiB).
+const VALUE_ARRAY_BYTES: usize = 4096;
+const MIN_CAP: usize = 8;
+const MAX_CAP: usize = 256;
 
-/// Smallest (first) chunk, in bytes. Chunks double from here up to `MAX_CHUNK_BYTES`, so a
-/// small map stays small and a big one wastes at most one chunk's tail.
-const FIRST_CHUNK_BYTES: usize = 1 << 12;
+/// A forward link: the next node at one level, or null.
+type Link = *mut Header;
 
+/// The fixed part of a node; the links are below it, the arrays above it.
 #[repr(C)]
-struct Entry<K, V> {
-    key: K,
-    value: V,
+struct Header {
+    /// Initialised entries, `1..=CAP` for a live node.
+    len: u32,
+    /// Number of links below the header, `1..=MAX_HEIGHT`.
+    height: u32,
 }
 
 /// Per-type sizes, computed at compile time.
 struct Shape<K, V>(PhantomData<(K, V)>);
 
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
+
+const fn min(a: usize, b: usize) -> usize {
+    if a < b { a } else { b }
+}
+
+const fn round_up(x: usize, align: usize) -> usize {
+    x.div_ceil(align) * align
+}
+
 impl<K, V> Shape<K, V> {
-    /// Allocation unit: the entry's alignment, at least 4 so that links are aligned.
-    const UNIT: usize = if mem::align_of::<Entry<K, V>>() > 4 {
-        mem::align_of::<Entry<K, V>>()
-    } else {
-        4
-    };
-    /// Units taken by the entry; at least one, so that an entry index never points one
-    /// past the end of its chunk (which would decode as the next chunk).
-    const ENTRY_UNITS: usize = {
-        let u = mem::size_of::<Entry<K, V>>().div_ceil(Self::UNIT);
-        if u == 0 { 1 } else { u }
-    };
-    const MAX_BLOCK_BYTES: usize =
-        (Self::prefix_units(MAX_HEIGHT) + Self::ENTRY_UNITS) * Self::UNIT;
-    const CHUNK_BYTES_CAP: usize = if Self::MAX_BLOCK_BYTES > MAX_CHUNK_BYTES {
-        Self::MAX_BLOCK_BYTES.next_power_of_two()
-    } else {
-        MAX_CHUNK_BYTES
-    };
-    /// log2 of the units in the largest chunk: the split point of an index.
-    const CHUNK_SHIFT: u32 = (Self::CHUNK_BYTES_CAP / Self::UNIT).trailing_zeros();
-    const OFFSET_MASK: u32 = (1u32 << Self::CHUNK_SHIFT) - 1;
-    /// Chunks addressable without any index reaching `NIL`.
-    const MAX_CHUNKS: usize = (1usize << (32 - Self::CHUNK_SHIFT)) - 1;
-
-    /// Units before the entry in a block of height `h`: `h` links and the height word.
-    const fn prefix_units(h: usize) -> usize {
-        (4 * (h + 1)).div_ceil(Self::UNIT)
-    }
-}
-
-struct Chunk {
-    ptr: NonNull<u8>,
-    bytes: usize,
-}
-
-/// Size classes: towers of height 1, 2, 3, and 4 or more bump-allocate from separate
-/// chunks. A search touches the tall nodes far more often than the short ones, so packing
-/// them together keeps the hot part of the list dense in the cache and the TLB (for 1M
-/// `u64` entries: ~125k nodes of height >= 4 in ~5 MB, next to ~500k of height 1 in
-/// ~12 MB), instead of sharing every cache line with cold height-1 neighbours.
-const CLASSES: usize = 4;
-
-/// The bump region of one size class.
-#[derive(Clone, Copy)]
-struct Bump {
-    /// Index in `chunks` of the chunk being filled (meaningless while `cap == 0`).
-    chunk: usize,
-    /// Units used in that chunk.
-    used: usize,
-    /// Units in that chunk.
-    cap: usize,
-    /// Bytes of the next chunk to allocate for this class.
-    next_chunk_bytes: usize,
-}
-
-const EMPTY_BUMP: Bump = Bump {
-    chunk: 0,
-    used: 0,
-    cap: 0,
-    next_chunk_bytes: FIRST_CHUNK_BYTES,
-};
-
-/// A bump allocator of node blocks in chunks that never move, with one free list per height.
-struct Arena<K, V> {
-    chunks: Vec<Chunk>,
-    /// Where each size class allocates next.
-    bump: [Bump; CLASSES],
-    /// `free[h - 1]`: a freed block of height `h`, linked through link 0, or `NIL`.
-    free: [u32; MAX_HEIGHT],
-    _marker: PhantomData<(K, V)>,
-}
-
-// SAFETY: the arena exclusively owns its chunks (no other arena or thread holds their
-// pointers) and the keys and values in them, so sending it sends owned `K`s and `V`s.
-unsafe impl<K: Send, V: Send> Send for Arena<K, V> {}
-// SAFETY: nothing in the arena or the list above it mutates through `&self` (no interior
-// mutability: allocation, the RNG and every link change take `&mut self`), so sharing
-// `&Arena` (or a `&RawList`, or a `Cursor`) lets other threads read `&K` and `&V` only.
-unsafe impl<K: Sync, V: Sync> Sync for Arena<K, V> {}
-
-impl<K, V> Arena<K, V> {
-    const fn new() -> Self {
-        Arena {
-            chunks: Vec::new(),
-            bump: [EMPTY_BUMP; CLASSES],
-            free: [NIL; MAX_HEIGHT],
-            _marker: PhantomData,
-        }
-    }
-
-    /// Pointer to the entry of node `idx`.
-    ///
-    /// # Safety
-    /// `idx` must be an index returned by `alloc` on this arena since its last reset.
-    #[inline(always)]
-    unsafe fn entry(&self, idx: u32) -> *mut Entry<K, V> {
-        let c = (idx >> Shape::<K, V>::CHUNK_SHIFT) as usize;
-        let off = (idx & Shape::<K, V>::OFFSET_MASK) as usize * Shape::<K, V>::UNIT;
-        // SAFETY: by the contract, `idx` came from `alloc`, which only hands out indices
-        // whose chunk number is `< chunks.len()` and whose block lies inside that chunk.
-        unsafe { self.chunks.get_unchecked(c).ptr.as_ptr().add(off).cast() }
-    }
-
-    /// Allocates a block for a node of height `h` (1..=MAX_HEIGHT), writes its height
-    /// header, and returns the index of its (uninitialised) entry.
-    fn alloc(&mut self, h: usize) -> u32 {
-        debug_assert!((1..=MAX_HEIGHT).contains(&h));
-        let f = self.free[h - 1];
-        if f != NIL {
-            // SAFETY: `f` is a free block of height `h` (invariant 4); its link 0 holds
-            // the next free block of that height and its height header is still `h`.
-            unsafe {
-                self.free[h - 1] = *links(self.entry(f));
-            }
-            return f;
-        }
-        let prefix = Shape::<K, V>::prefix_units(h);
-        let need = prefix + Shape::<K, V>::ENTRY_UNITS;
-        let class = h.min(CLASSES) - 1;
-        if self.bump[class].used + need > self.bump[class].cap {
-            self.grow(class, need);
-        }
-        let b = &mut self.bump[class];
-        let at = b.used + prefix;
-        b.used += need;
-        let idx = ((b.chunk << Shape::<K, V>::CHUNK_SHIFT) | at) as u32;
-        // SAFETY: the block `[used - need, used)` lies inside chunk `b.chunk` (checked
-        // above), so `idx` is a valid index and the height word just before the entry is
-        // inside the block, 4-aligned because the entry is `UNIT`-aligned.
-        unsafe {
-            *(self.entry(idx) as *mut u32).sub(1) = h as u32;
-        }
-        idx
-    }
-
-    #[cold]
-    fn grow(&mut self, class: usize, need: usize) {
-        assert!(
-            self.chunks.len() < Shape::<K, V>::MAX_CHUNKS,
-            "SkipMap: node index space exhausted (2^32 allocation units)"
-        );
-        let b = &mut self.bump[class];
-        let bytes = b
-            .next_chunk_bytes
-            .max(need * Shape::<K, V>::UNIT)
-            .min(Shape::<K, V>::CHUNK_BYTES_CAP);
-        let layout = Layout::from_size_align(bytes, Shape::<K, V>::UNIT)
-            .expect("chunk layout: size is at most 2^32 units and the unit a power of two");
-        // SAFETY: `bytes` is non-zero (at least one block of at least two units).
-        let raw = unsafe { alloc::alloc(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            alloc::handle_alloc_error(layout);
+    /// Entries per node.
+    const CAP: usize = {
+        let by_key = match mem::size_of::<K>() {
+            0 => MAX_CAP,
+            s => KEY_ARRAY_BYTES / s,
         };
-        *b = Bump {
-            chunk: self.chunks.len(),
-            used: 0,
-            cap: bytes / Shape::<K, V>::UNIT,
-            next_chunk_bytes: (bytes * 2).min(Shape::<K, V>::CHUNK_BYTES_CAP),
+        let by_value = match mem::size_of::<V>() {
+            0 => MAX_CAP,
+            s => VALUE_ARRAY_BYTES / s,
         };
-        self.chunks.push(Chunk { ptr, bytes });
+        max(MIN_CAP, min(MAX_CAP, min(by_key, by_value)))
+    };
+    /// Alignment of a whole block (and of the header).
+    const ALIGN: usize = max(
+        max(mem::align_of::<Header>(), mem::align_of::<Link>()),
+        max(mem::align_of::<K>(), mem::align_of::<V>()),
+    );
+    /// Offset of the key array from the header.
+    const KEYS_AT: usize = round_up(mem::size_of::<Header>(), mem::align_of::<K>());
+    /// Offset of the value array from the header.
+    const VALUES_AT: usize = round_up(
+        Self::KEYS_AT + Self::CAP * mem::size_of::<K>(),
+        mem::align_of::<V>(),
+    );
+    /// Bytes from the header to the end of the block.
+    const BODY: usize = Self::VALUES_AT + Self::CAP * mem::size_of::<V>();
+
+    /// Bytes before the header in a block of height `h`.
+    const fn prefix(h: usize) -> usize {
+        round_up(h * mem::size_of::<Link>(), Self::ALIGN)
     }
 
-    /// Returns block `idx` to the free list of its height.
-    ///
-    /// # Safety
-    /// `idx` must be an allocated block whose entry has been moved out or dropped, and
-    /// which no link reachable from the head names any more.
-    unsafe fn free(&mut self, idx: u32) {
-        // SAFETY: by the contract the block is allocated, so its height header and link 0
-        // are inside it.
-        unsafe {
-            let e = self.entry(idx);
-            let h = height(e);
-            *links(e) = self.free[h - 1];
-            self.free[h - 1] = idx;
-        }
-    }
-
-    /// Frees every chunk. Any entries still initialised are leaked, not dropped.
-    fn reset(&mut self) {
-        for c in self.chunks.drain(..) {
-            let layout = Layout::from_size_align(c.bytes, Shape::<K, V>::UNIT)
-                .expect("same layout as when allocated");
-            // SAFETY: `c.ptr` was allocated in `grow` with exactly this layout and is
-            // freed once, here, as `drain` removes it from the list.
-            unsafe { alloc::dealloc(c.ptr.as_ptr(), layout) };
-        }
-        // Field by field: assigning a whole new `Arena` would drop this one (recursing).
-        self.bump = [EMPTY_BUMP; CLASSES];
-        self.free = [NIL; MAX_HEIGHT];
+    fn layout(h: usize) -> Layout {
+        Layout::from_size_align(Self::prefix(h) + Self::BODY, Self::ALIGN)
+            .expect("node layout: a few KiB, power-of-two alignment")
     }
 }
 
-impl<K, V> Drop for Arena<K, V> {
-    fn drop(&mut self) {
-        self.reset();
+/// Allocates a node of height `h` with `len = 0`, links uninitialised.
+fn alloc_node<K, V>(h: usize) -> *mut Header {
+    debug_assert!((1..=MAX_HEIGHT).contains(&h));
+    let layout = Shape::<K, V>::layout(h);
+    // SAFETY: the layout is non-zero (it holds at least a header and one link).
+    let raw = unsafe { alloc::alloc(layout) };
+    if raw.is_null() {
+        alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: the block is `prefix(h) + BODY` bytes, so the header at `prefix(h)` is
+    // inside it, aligned since `prefix(h)` is a multiple of `ALIGN`.
+    unsafe {
+        let n = raw.add(Shape::<K, V>::prefix(h)).cast::<Header>();
+        n.write(Header {
+            len: 0,
+            height: h as u32,
+        });
+        n
     }
 }
 
-/// The level-0 link of the node whose entry is at `e`; level `k` is `links(e).sub(k)`.
+/// Frees a node's block. Its entries must have been moved out or dropped.
 ///
 /// # Safety
-/// `e` must point at the entry of an allocated block.
-#[inline(always)]
-unsafe fn links<K, V>(e: *mut Entry<K, V>) -> *mut u32 {
-    // SAFETY: the block holds the height word and at least one link right before the
-    // entry (`prefix_units(h) >= 4 * (h + 1)` bytes), all 4-aligned.
-    unsafe { (e as *mut u32).sub(2) }
+/// `n` must come from `alloc_node::<K, V>`, not be freed yet, and be unreachable.
+unsafe fn free_node<K, V>(n: *mut Header) {
+    // SAFETY: by the contract the block is allocated with this height's layout, and the
+    // header sits `prefix(h)` bytes into it.
+    unsafe {
+        let h = (*n).height as usize;
+        let raw = n.cast::<u8>().sub(Shape::<K, V>::prefix(h));
+        alloc::dealloc(raw, Shape::<K, V>::layout(h));
+    }
 }
 
-/// The height of the node whose entry is at `e`.
+/// The level-0 link of node `n`; level `k` is `links(n).sub(k)`.
 ///
 /// # Safety
-/// `e` must point at the entry of an allocated block.
+/// `n` must be an allocated node (its links are below its header).
 #[inline(always)]
-unsafe fn height<K, V>(e: *mut Entry<K, V>) -> usize {
-    // SAFETY: the height word sits right before the entry, inside the block.
-    unsafe { *(e as *const u32).sub(1) as usize }
+unsafe fn links(n: *mut Header) -> *mut Link {
+    // SAFETY: `prefix(h) >= h * size_of::<Link>()` bytes of links sit right below the
+    // header, aligned because the header is `ALIGN`-aligned and `ALIGN >= align_of Link`.
+    unsafe { n.cast::<Link>().sub(1) }
+}
+
+/// # Safety
+/// `n` must be an allocated node.
+#[inline(always)]
+unsafe fn height(n: *mut Header) -> usize {
+    // SAFETY: the header of an allocated node is initialised by `alloc_node`.
+    unsafe { (*n).height as usize }
+}
+
+/// # Safety
+/// `n` must be an allocated node.
+#[inline(always)]
+unsafe fn node_len(n: *mut Header) -> usize {
+    // SAFETY: as in `height`.
+    unsafe { (*n).len as usize }
+}
+
+/// The key array of node `n`.
+///
+/// # Safety
+/// `n` must be an allocated node of a `K, V` list.
+#[inline(always)]
+unsafe fn keys<K, V>(n: *mut Header) -> *mut K {
+    // SAFETY: the key array is `KEYS_AT` bytes above the header, inside the block.
+    unsafe { n.cast::<u8>().add(Shape::<K, V>::KEYS_AT).cast() }
+}
+
+/// The value array of node `n`.
+///
+/// # Safety
+/// `n` must be an allocated node of a `K, V` list.
+#[inline(always)]
+unsafe fn values<K, V>(n: *mut Header) -> *mut V {
+    // SAFETY: the value array is `VALUES_AT` bytes above the header, inside the block.
+    unsafe { n.cast::<u8>().add(Shape::<K, V>::VALUES_AT).cast() }
+}
+
+/// The initialised keys of node `n` as a slice.
+///
+/// # Safety
+/// `n` must be a live node (invariant 1), not mutated while the slice lives.
+#[inline(always)]
+unsafe fn key_slice<'a, K, V>(n: *mut Header) -> &'a [K] {
+    // SAFETY: slots `0..len` are initialised and contiguous (invariant 1).
+    unsafe { std::slice::from_raw_parts(keys::<K, V>(n), node_len(n)) }
 }
 
 /// Hints the CPU to start loading the cache line at `p`. Never faults, whatever `p` is.
@@ -302,35 +231,109 @@ fn prefetch<T>(p: *const T) {
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         // SAFETY: prefetch is only a hint: it never faults and has no effect on program
-        // semantics, even for an invalid address; SSE is part of the x86_64 baseline.
+        // semantics, even for an invalid or null address; SSE is in the x86_64 baseline.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
 
+/// Prefetches the header and first key line of node `n` (may be null).
+#[inline(always)]
+fn prefetch_node<K, V>(n: *mut Header) {
+    prefetch(n);
+    prefetch(n.cast::<u8>().wrapping_add(Shape::<K, V>::KEYS_AT + 63));
+}
+
+/// Prefetches every cache line of the initialised keys of node `n`, so that the binary
+/// search that follows finds them in flight together rather than missing one by one.
+///
+/// # Safety
+/// `n` must be a live node.
+#[inline(always)]
+unsafe fn prefetch_keys<K, V>(n: *mut Header) {
+    // SAFETY: `n` is live by the contract, so its header is readable.
+    let bytes = unsafe { node_len(n) } * mem::size_of::<K>();
+    let k = n.cast::<u8>().wrapping_add(Shape::<K, V>::KEYS_AT);
+    let mut off = 0;
+    while off < bytes {
+        prefetch(k.wrapping_add(off));
+        off += 64;
+    }
+}
+
+/// Unlinks the live node `n` at every level of its tower. At level `k` its predecessor is
+/// expected at the slot `hint(k)`; where that slot does not name `n` (an inconsistent
+/// `Ord` misplaced something), the predecessor is found by identity, walking the level
+/// from the head.
+///
+/// # Safety
+/// `hb` must be the list's head base (writable), `n` a live node of that list, and
+/// `hint(k)` null or a link slot of the head or of a live node at level `k`.
+unsafe fn unlink(hb: *mut Link, n: *mut Header, hint: impl Fn(usize) -> *mut Link) {
+    // SAFETY: `n` is live, so it is linked exactly once at each level below its height
+    // (invariant 2): the walk by identity ends on its predecessor before the end of the
+    // level, following only live nodes' links at level `k`. Rewriting that one slot
+    // removes `n` from the level and keeps the rest of the chain as it was.
+    unsafe {
+        let nl = links(n);
+        for k in 0..height(n) {
+            let mut p = hint(k);
+            if p.is_null() || *p != n {
+                p = hb.sub(k);
+                while *p != n {
+                    debug_assert!(!(*p).is_null(), "a live node is linked at all levels");
+                    p = links(*p).sub(k);
+                }
+            }
+            *p = *nl.sub(k);
+        }
+    }
+}
+
+/// splitmix64 step, then a tower height of 1 + (trailing zero bits), so that each extra
+/// level has probability 1/2.
+#[inline]
+fn random_height(rng: &mut u64) -> usize {
+    *rng = rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *rng;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z.trailing_zeros() as usize + 1).min(MAX_HEIGHT)
+}
+
+/// Where a lookup landed: a node and a position in it.
+type Pos = (*mut Header, usize);
+
 /// The ordered core behind [`crate::SkipMap`].
 pub(crate) struct RawList<K, V> {
     /// Head links, reversed: the head's link at level `k` is `head[MAX_HEIGHT - 1 - k]`.
-    head: [u32; MAX_HEIGHT],
-    /// Levels in use (invariant 5).
+    head: [Link; MAX_HEIGHT],
+    /// Levels in use (invariant 3).
     level: usize,
     len: usize,
     /// splitmix64 state for tower heights.
     rng: u64,
-    arena: Arena<K, V>,
-    /// The list owns `K`s and `V`s (for drop check).
+    /// The list owns `K`s and `V`s (for drop check and auto traits).
     _owns: PhantomData<(K, V)>,
 }
+
+// SAFETY: the list exclusively owns its nodes (no other list or thread holds their
+// pointers) and the keys and values in them, so sending it sends owned `K`s and `V`s.
+unsafe impl<K: Send, V: Send> Send for RawList<K, V> {}
+// SAFETY: nothing in the list mutates through `&self` (no interior mutability: the RNG
+// and every link or node change take `&mut self`), so sharing `&RawList` (or a `Cursor`)
+// lets other threads read `&K` and `&V` only.
+unsafe impl<K: Sync, V: Sync> Sync for RawList<K, V> {}
 
 impl<K, V> RawList<K, V> {
     pub(crate) const fn new(seed: u64) -> Self {
         RawList {
-            head: [NIL; MAX_HEIGHT],
+            head: [ptr::null_mut(); MAX_HEIGHT],
             level: 1,
             len: 0,
             rng: seed,
-            arena: Arena::new(),
             _owns: PhantomData,
         }
     }
@@ -340,174 +343,109 @@ impl<K, V> RawList<K, V> {
         self.len
     }
 
-    /// Random tower height: 1 + (number of trailing zero bits), so that each extra level
-    /// has probability 1/2.
-    #[inline]
-    fn random_height(&mut self) -> usize {
-        // splitmix64
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z.trailing_zeros() as usize + 1).min(MAX_HEIGHT)
-    }
-
     #[inline(always)]
-    fn head_base(&self) -> *const u32 {
+    fn head_base(&self) -> *const Link {
         // SAFETY: `MAX_HEIGHT - 1` is the last element of `head`.
         unsafe { self.head.as_ptr().add(MAX_HEIGHT - 1) }
     }
 
     #[inline(always)]
-    fn head_base_mut(&mut self) -> *mut u32 {
+    fn head_base_mut(&mut self) -> *mut Link {
         // SAFETY: `MAX_HEIGHT - 1` is the last element of `head`.
         unsafe { self.head.as_mut_ptr().add(MAX_HEIGHT - 1) }
     }
 
-    /// Finds the live node whose key equals `q`.
-    #[inline]
-    fn find<Q>(&self, q: &Q) -> Option<*mut Entry<K, V>>
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Ord,
-    {
-        let mut base = self.head_base();
-        // Last node compared and found greater than `q`: when the next link at a lower
+    #[inline(always)]
+    fn first_node(&self) -> *mut Header {
+        self.head[MAX_HEIGHT - 1]
+    }
+
+    /// Walks down from `base` (the head base, or the links of a live node of height
+    /// `>= k`) starting at level `k`, moving right while `right(first key of next node)`.
+    /// Returns the level-0 link base of the last node it moved to (or `base` itself).
+    /// With `preds`, records at each level the link slot of that level's last node.
+    ///
+    /// # Safety
+    /// `base` must be as described; `preds`, when given, receives pointers into the head
+    /// or into live nodes, valid until the list is next changed.
+    #[inline(always)]
+    unsafe fn descend(
+        &self,
+        mut base: *mut Link,
+        mut k: usize,
+        mut right: impl FnMut(&K) -> bool,
+        mut preds: Option<&mut [*mut Link; MAX_HEIGHT]>,
+    ) -> *mut Link {
+        // Last node compared and found not to move right: when the next link at a lower
         // level names it again, it is not compared again.
-        let mut known_greater = NIL;
-        let mut k = self.level;
+        let mut known_stop: Link = ptr::null_mut();
         // SAFETY: `base` is always the head base or the level-0 link of a live node
-        // reached at level `>= k`, so `base.sub(k)` is one of its links (invariant 2);
-        // every index read from a link names a live node with an initialised entry.
+        // reached at level `>= k`, so `base.sub(k)` is one of its links (invariant 1);
+        // every pointer read from a link names a live node, whose first key is
+        // initialised (`len >= 1`).
         unsafe {
             while k > 0 {
                 k -= 1;
                 let mut next = *base.sub(k);
-                while next != NIL && next != known_greater {
-                    let e = self.arena.entry(next);
-                    let nb = links(e);
-                    self.arena.prefetch_below(base, k);
-                    match (*e).key.borrow().cmp(q) {
-                        Ordering::Less => {
-                            base = nb;
-                            next = *base.sub(k);
-                        }
-                        Ordering::Equal => return Some(e),
-                        Ordering::Greater => {
-                            known_greater = next;
-                            break;
-                        }
+                while !next.is_null() && next != known_stop {
+                    for j in k.saturating_sub(PREFETCH_DEPTH)..k {
+                        prefetch_node::<K, V>(*base.sub(j));
                     }
+                    if right(&*keys::<K, V>(next)) {
+                        base = links(next);
+                        next = *base.sub(k);
+                    } else {
+                        known_stop = next;
+                        break;
+                    }
+                }
+                if let Some(p) = preds.as_deref_mut() {
+                    p[k] = base.sub(k);
                 }
             }
         }
-        None
+        base
     }
 
-    /// The first node at or after the bound (`Included`: key >= q, `Excluded`: key > q),
-    /// as an index, or `NIL`.
-    fn seek<Q>(&self, bound: Bound<&Q>) -> u32
+    /// The node owning the level-0 link base `base`, or null for the head.
+    #[inline(always)]
+    fn owner(&self, base: *const Link) -> *mut Header {
+        if base == self.head_base() {
+            ptr::null_mut()
+        } else {
+            // A node's level-0 link sits right below its header.
+            base.wrapping_add(1).cast_mut().cast()
+        }
+    }
+
+    /// Finds the node and position holding a key equal to `q`.
+    #[inline]
+    fn find<Q>(&self, q: &Q) -> Option<Pos>
     where
         K: Borrow<Q>,
         Q: ?Sized + Ord,
     {
-        let (q, strict) = match bound {
-            Bound::Unbounded => return self.head[MAX_HEIGHT - 1],
-            Bound::Included(q) => (q, false),
-            Bound::Excluded(q) => (q, true),
+        // SAFETY: the head base at the current level (invariant 3).
+        let base = unsafe {
+            self.descend(
+                self.head_base().cast_mut(),
+                self.level,
+                |k| k.borrow().cmp(q) != Ordering::Greater,
+                None,
+            )
         };
-        let mut base = self.head_base();
-        let mut known_after = NIL;
-        let mut k = self.level;
-        // SAFETY: as in `find`: `base` is the head base or the links of a live node of
-        // height `> k`, and linked indices name live nodes (invariant 2).
-        unsafe {
-            while k > 0 {
-                k -= 1;
-                let mut next = *base.sub(k);
-                while next != NIL && next != known_after {
-                    let e = self.arena.entry(next);
-                    self.arena.prefetch_below(base, k);
-                    let before = match (*e).key.borrow().cmp(q) {
-                        Ordering::Less => true,
-                        Ordering::Equal => strict,
-                        Ordering::Greater => false,
-                    };
-                    if before {
-                        base = links(e);
-                        next = *base.sub(k);
-                    } else {
-                        known_after = next;
-                        break;
-                    }
-                }
-            }
-            *base
+        let n = self.owner(base);
+        if n.is_null() {
+            return None;
         }
-    }
-
-    /// Like `seek`, but a finger search forward from the live node `from`: climbs along
-    /// top links while they stay before the bound, then descends. Costs O(log d) for a
-    /// target d nodes ahead, and touches only nodes that a scan from `from` will visit
-    /// anyway, where a search from the head would cost O(log n) cold nodes.
-    fn seek_from<Q>(&self, from: u32, bound: Bound<&Q>) -> u32
-    where
-        K: Borrow<Q>,
-        Q: ?Sized + Ord,
-    {
-        let (q, strict) = match bound {
-            Bound::Unbounded => return NIL,
-            Bound::Included(q) => (q, false),
-            Bound::Excluded(q) => (q, true),
+        // SAFETY: `n` was reached through links, so it is live (invariant 1).
+        let ks = unsafe {
+            prefetch_keys::<K, V>(n);
+            key_slice::<K, V>(n)
         };
-        let before = |e: *mut Entry<K, V>| {
-            // SAFETY: only called on entries of live nodes (below).
-            match unsafe { (*e).key.borrow() }.cmp(q) {
-                Ordering::Less => true,
-                Ordering::Equal => strict,
-                Ordering::Greater => false,
-            }
-        };
-        // SAFETY: `from` is live (the caller got it from a link), and from there we only
-        // follow links of live nodes at levels below their heights (invariant 2).
-        unsafe {
-            let mut x = self.arena.entry(from);
-            if !before(x) {
-                return from;
-            }
-            // Climb: each top link leads to a node at least as tall.
-            loop {
-                let next = *links(x).sub(height(x) - 1);
-                if next == NIL {
-                    break;
-                }
-                let n = self.arena.entry(next);
-                if !before(n) {
-                    break;
-                }
-                x = n;
-            }
-            // Descend, as in `seek`; at x's top level the next node is past the bound.
-            let mut base = links(x);
-            let mut k = height(x);
-            let mut known_after = NIL;
-            while k > 0 {
-                k -= 1;
-                let mut next = *base.sub(k);
-                while next != NIL && next != known_after {
-                    let e = self.arena.entry(next);
-                    if before(e) {
-                        base = links(e);
-                        next = *base.sub(k);
-                    } else {
-                        known_after = next;
-                        break;
-                    }
-                }
-            }
-            *base
-        }
+        ks.binary_search_by(|k| k.borrow().cmp(q))
+            .ok()
+            .map(|i| (n, i))
     }
 
     pub(crate) fn get<Q>(&self, q: &Q) -> Option<(&K, &V)>
@@ -515,9 +453,10 @@ impl<K, V> RawList<K, V> {
         K: Borrow<Q>,
         Q: ?Sized + Ord,
     {
-        // SAFETY: `find` returns the entry of a live node, initialised and owned by
-        // `self`; the references live as long as `&self`, during which nothing mutates.
-        self.find(q).map(|e| unsafe { (&(*e).key, &(*e).value) })
+        // SAFETY: `find` returns a live node and a position `< len` (from a slice of its
+        // initialised keys); the references live as long as `&self`, during which nothing
+        // mutates.
+        self.find(q).map(|(n, i)| unsafe { self.entry_ref(n, i) })
     }
 
     pub(crate) fn get_mut<Q>(&mut self, q: &Q) -> Option<&mut V>
@@ -525,9 +464,21 @@ impl<K, V> RawList<K, V> {
         K: Borrow<Q>,
         Q: ?Sized + Ord,
     {
-        // SAFETY: a live, initialised entry; `&mut self` makes the borrow exclusive, and
-        // only the value is exposed mutably, so the key order cannot be broken.
-        self.find(q).map(|e| unsafe { &mut (*e).value })
+        // SAFETY: a live node and an initialised slot, as in `get`; `&mut self` makes the
+        // borrow exclusive, and only the value is exposed mutably, so the key order cannot
+        // be broken.
+        self.find(q)
+            .map(|(n, i)| unsafe { &mut *values::<K, V>(n).add(i) })
+    }
+
+    /// # Safety
+    /// `n` must be a live node and `i < len(n)`.
+    #[inline(always)]
+    unsafe fn entry_ref(&self, n: *mut Header, i: usize) -> (&K, &V) {
+        // SAFETY: `n` is live by the contract, so its header is readable.
+        debug_assert!(i < unsafe { node_len(n) });
+        // SAFETY: by the contract slot `i` is initialised; it lives as long as `&self`.
+        unsafe { (&*keys::<K, V>(n).add(i), &*values::<K, V>(n).add(i)) }
     }
 
     /// Inserts, or replaces the value of an equal key (keeping the old key, like std).
@@ -535,61 +486,118 @@ impl<K, V> RawList<K, V> {
     where
         K: Ord,
     {
-        // Drawn first, so that no `&mut self` is taken while the raw pointers below (some
-        // into `self.head`) are alive. A replaced key wastes one draw; runs stay repeatable.
-        let h = self.random_height();
-        let mut preds: [*mut u32; MAX_HEIGHT] = [ptr::null_mut(); MAX_HEIGHT];
+        let cap = Shape::<K, V>::CAP;
+        let mut preds: [*mut Link; MAX_HEIGHT] = [ptr::null_mut(); MAX_HEIGHT];
         let hb = self.head_base_mut();
-        let mut base = hb;
-        let mut known_greater = NIL;
-        let mut k = self.level;
-        // SAFETY: the walk is the one of `find` (invariant 2); `base` is derived from
-        // `&mut self.head` or from chunk pointers, so writing through it is allowed. The
-        // entry found equal is live and initialised, so replacing its value is sound.
-        unsafe {
-            while k > 0 {
-                k -= 1;
-                let mut next = *base.sub(k);
-                while next != NIL && next != known_greater {
-                    let e = self.arena.entry(next);
-                    self.arena.prefetch_below(base, k);
-                    match (*e).key.cmp(&key) {
-                        Ordering::Less => {
-                            base = links(e);
-                            next = *base.sub(k);
-                        }
-                        Ordering::Equal => return Some(mem::replace(&mut (*e).value, value)),
-                        Ordering::Greater => {
-                            known_greater = next;
-                            break;
-                        }
+        // SAFETY: the head base at the current level (invariant 3). `hb` is derived from
+        // `&mut self.head`, so the `preds` slots into the head may be written through.
+        let base = unsafe { self.descend(hb, self.level, |k| *k <= key, Some(&mut preds)) };
+        let found = self.owner(base);
+        // The node to insert into, and where.
+        let (target, pos) = if found.is_null() {
+            let first = self.first_node();
+            if first.is_null() {
+                // Empty list: a first node of random height, linked at all its levels.
+                let h = random_height(&mut self.rng);
+                let n = alloc_node::<K, V>(h);
+                // SAFETY: a fresh node, its slot 0 written and `len` set before it is
+                // linked; head slots `0..h` exist (`h <= MAX_HEIGHT`), and all are null
+                // in an empty list (invariant 2).
+                unsafe {
+                    keys::<K, V>(n).write(key);
+                    values::<K, V>(n).write(value);
+                    (*n).len = 1;
+                    for k in 0..h {
+                        *links(n).sub(k) = ptr::null_mut();
+                        *hb.sub(k) = n;
                     }
                 }
-                preds[k] = base.sub(k);
+                self.level = self.level.max(h);
+                self.len = 1;
+                return None;
             }
-        }
-        if h > self.level {
-            for (k, p) in preds.iter_mut().enumerate().take(h).skip(self.level) {
-                // SAFETY: `k < MAX_HEIGHT`, so this is an element of `head`.
-                *p = unsafe { hb.sub(k) };
+            // Smaller than every key: it goes to the front of the first node.
+            (first, 0)
+        } else {
+            // SAFETY: `found` was reached through links: it is live (invariant 1).
+            let ks = unsafe {
+                prefetch_keys::<K, V>(found);
+                key_slice::<K, V>(found)
+            };
+            match ks.binary_search(&key) {
+                Ok(i) => {
+                    // SAFETY: slot `i < len` is initialised; `&mut self` is exclusive.
+                    let slot = unsafe { &mut *values::<K, V>(found).add(i) };
+                    return Some(mem::replace(slot, value));
+                }
+                Err(i) => (found, i),
             }
+        };
+        // The value slots from `pos` up are about to move: start loading them now, so
+        // that their misses overlap the shift of the keys.
+        let vbase = target
+            .cast::<u8>()
+            .wrapping_add(Shape::<K, V>::VALUES_AT + pos * mem::size_of::<V>());
+        // SAFETY: `target` is live (from a link), so its header is readable.
+        let vbytes = unsafe { node_len(target) }.saturating_sub(pos) * mem::size_of::<V>();
+        let mut off = 0;
+        while off < vbytes + 64 {
+            prefetch(vbase.wrapping_add(off));
+            off += 64;
         }
-        let idx = self.arena.alloc(h);
-        // SAFETY: `alloc` returned a fresh block of height `h` (chunks never move, so the
-        // `preds` pointers into chunks and into `head` stay valid, invariant 1). Each
-        // `preds[k]` for `k < h` is the level-`k` link of the last node before `key`, so
-        // splicing keeps every level sorted (invariant 3), and the entry is written before
-        // the node becomes reachable (invariant 2).
+        // SAFETY: `target` is live and `pos <= len(target)` (from a binary search over its
+        // keys, or 0). When the node is full it is split first: the new node `s` gets
+        // the upper entries (moved bit for bit, so each is still owned once), is linked
+        // right after `target` at each of its levels, and the insert goes to whichever
+        // half `pos` falls in, at a position clamped to that half's `0..=len`.
         unsafe {
-            let e = self.arena.entry(idx);
-            ptr::write(e, Entry { key, value });
-            let nb = links(e);
-            for (k, &p) in preds.iter().enumerate().take(h) {
-                *nb.sub(k) = *p;
-                *p = idx;
+            let mut t = target;
+            let mut at = pos;
+            let len = node_len(t);
+            if len == cap {
+                let h = random_height(&mut self.rng);
+                let s = alloc_node::<K, V>(h);
+                // Appending at the end of a full node (ascending inserts) starts an
+                // empty node instead of halving: sequential loads fill nodes completely.
+                let keep = if pos == len { len } else { len / 2 };
+                let moved = len - keep;
+                ptr::copy_nonoverlapping(keys::<K, V>(t).add(keep), keys::<K, V>(s), moved);
+                ptr::copy_nonoverlapping(values::<K, V>(t).add(keep), values::<K, V>(s), moved);
+                (*t).len = keep as u32;
+                (*s).len = moved as u32;
+                // Link `s` after `t`: at levels where `t` stands, `t` is the predecessor;
+                // above, the last node of that level at or before `t` (`preds`; the head
+                // at levels above `self.level`).
+                let th = height(t);
+                let sl = links(s);
+                for (k, &pk) in preds.iter().enumerate().take(h) {
+                    let p = if k < th {
+                        links(t).sub(k)
+                    } else if k < self.level {
+                        pk
+                    } else {
+                        hb.sub(k)
+                    };
+                    *sl.sub(k) = *p;
+                    *p = s;
+                }
+                self.level = self.level.max(h);
+                if at > keep || keep == len {
+                    t = s;
+                    at -= keep;
+                }
             }
+            let len = node_len(t);
+            debug_assert!(at <= len && len < cap);
+            let at = at.min(len);
+            let kp = keys::<K, V>(t).add(at);
+            let vp = values::<K, V>(t).add(at);
+            ptr::copy(kp, kp.add(1), len - at);
+            ptr::copy(vp, vp.add(1), len - at);
+            kp.write(key);
+            vp.write(value);
+            (*t).len = (len + 1) as u32;
         }
-        self.level = self.level.max(h);
         self.len += 1;
         None
     }
@@ -599,135 +607,193 @@ impl<K, V> RawList<K, V> {
         K: Borrow<Q>,
         Q: ?Sized + Ord,
     {
-        let mut preds: [*mut u32; MAX_HEIGHT] = [ptr::null_mut(); MAX_HEIGHT];
+        let mut preds: [*mut Link; MAX_HEIGHT] = [ptr::null_mut(); MAX_HEIGHT];
         let hb = self.head_base_mut();
-        let mut base = hb;
-        let mut known = NIL;
-        let mut found = false;
-        let mut k = self.level;
-        // SAFETY: the walk of `insert`; `preds[k]` is the level-`k` link of the last node
-        // whose key is `< q`.
-        unsafe {
-            while k > 0 {
-                k -= 1;
-                let mut next = *base.sub(k);
-                while next != NIL && next != known {
-                    let e = self.arena.entry(next);
-                    self.arena.prefetch_below(base, k);
-                    match (*e).key.borrow().cmp(q) {
-                        Ordering::Less => {
-                            base = links(e);
-                            next = *base.sub(k);
-                        }
-                        ord => {
-                            found = ord == Ordering::Equal;
-                            known = next;
-                            break;
-                        }
-                    }
+        // SAFETY: the head base at the current level (invariant 3); strict: the walk
+        // stops before a node whose first key equals `q`.
+        let base = unsafe {
+            self.descend(
+                hb,
+                self.level,
+                |k| k.borrow().cmp(q) == Ordering::Less,
+                Some(&mut preds),
+            )
+        };
+        let before = self.owner(base);
+        // SAFETY: `base` is the head's or a live node's level-0 link; the nodes read are
+        // live (invariant 1) and positions come from searches over initialised keys.
+        let (n, i) = unsafe {
+            let next = *base;
+            if !next.is_null() && (*keys::<K, V>(next)).borrow().cmp(q) == Ordering::Equal {
+                (next, 0)
+            } else if before.is_null() {
+                return None;
+            } else {
+                prefetch_keys::<K, V>(before);
+                match key_slice::<K, V>(before).binary_search_by(|k| k.borrow().cmp(q)) {
+                    Ok(i) => (before, i),
+                    Err(_) => return None,
                 }
-                preds[k] = base.sub(k);
             }
-        }
-        if !found {
-            return None;
-        }
-        let idx = known;
-        // SAFETY: `idx` is live (it was read from a link, invariant 2) and, by invariant 2,
-        // linked at every level below its height h. With a lawful `Ord`, `preds[k]` names
-        // it at each of those levels. With an inconsistent `Ord` it may not: then its real
-        // predecessor at that level is found by identity, walking the level from the head
-        // (it is there, so the walk ends on it before `NIL`). Either way the node ends up
-        // unreachable at every level before its entry is moved out, exactly once, and its
-        // block goes to the free list (invariant 4). A bad `Ord` can misplace keys, never
-        // leave a freed block reachable.
+        };
+        // SAFETY: `n` is live and `i < len(n)`. The entry is moved out and the slots above
+        // shifted down, so slots `0..len-1` stay initialised, each entry owned once. A node
+        // left empty is unlinked (see `unlink`) and freed. A node left under the low-water
+        // mark takes entries from its level-0 successor `m`: all of them (then `m`, empty,
+        // is unlinked and freed) or enough to even the two out; entries move bit for bit
+        // from `m`'s front to `n`'s end (so each stays owned once, and both arrays stay
+        // initialised exactly on `0..len`), and both stay within `CAP`: `n` had fewer
+        // than `CAP / 4` and takes at most `CAP / 2`. `m`'s predecessor at level `k` is
+        // `n` where `n` stands, else `preds[k]` (the last node of that level before `n`).
         let entry = unsafe {
-            let e = self.arena.entry(idx);
-            let nb = links(e);
-            let h = height(e);
-            for (k, &p) in preds.iter().enumerate().take(h) {
-                let mut p = p;
-                if *p != idx {
-                    p = hb.sub(k);
-                    while *p != idx {
-                        debug_assert_ne!(*p, NIL, "a live node is linked at all its levels");
-                        p = links(self.arena.entry(*p)).sub(k);
-                    }
+            let cap = Shape::<K, V>::CAP;
+            let len = node_len(n);
+            debug_assert!(i < len);
+            let kp = keys::<K, V>(n).add(i);
+            let vp = values::<K, V>(n).add(i);
+            let entry = (kp.read(), vp.read());
+            ptr::copy(kp.add(1), kp, len - 1 - i);
+            ptr::copy(vp.add(1), vp, len - 1 - i);
+            let nl = len - 1;
+            (*n).len = nl as u32;
+            if nl == 0 {
+                unlink(hb, n, |k| preds[k]);
+                free_node::<K, V>(n);
+            } else if nl < cap / 4 && !(*links(n)).is_null() {
+                let m = *links(n);
+                let ml = node_len(m);
+                let take = if nl + ml <= cap - cap / 4 {
+                    ml
+                } else {
+                    (ml - nl.min(ml)) / 2
+                };
+                ptr::copy_nonoverlapping(keys::<K, V>(m), keys::<K, V>(n).add(nl), take);
+                ptr::copy_nonoverlapping(values::<K, V>(m), values::<K, V>(n).add(nl), take);
+                ptr::copy(keys::<K, V>(m).add(take), keys::<K, V>(m), ml - take);
+                ptr::copy(values::<K, V>(m).add(take), values::<K, V>(m), ml - take);
+                (*n).len = (nl + take) as u32;
+                (*m).len = (ml - take) as u32;
+                if take == ml {
+                    let nh = height(n);
+                    unlink(hb, m, |k| if k < nh { links(n).sub(k) } else { preds[k] });
+                    free_node::<K, V>(m);
                 }
-                *p = *nb.sub(k);
             }
-            let entry = ptr::read(e);
-            self.arena.free(idx);
             entry
         };
         self.len -= 1;
-        while self.level > 1 && self.head[MAX_HEIGHT - self.level] == NIL {
+        while self.level > 1 && self.head[MAX_HEIGHT - self.level].is_null() {
             self.level -= 1;
         }
-        Some((entry.key, entry.value))
+        Some(entry)
     }
 
     pub(crate) fn first(&self) -> Option<(&K, &V)> {
-        let first = self.head[MAX_HEIGHT - 1];
-        // SAFETY: a non-NIL head link names a live node (invariant 2).
-        (first != NIL).then(|| unsafe { self.entry_ref(first) })
+        let first = self.first_node();
+        // SAFETY: a non-null head link names a live node, whose slot 0 is initialised.
+        (!first.is_null()).then(|| unsafe { self.entry_ref(first, 0) })
     }
 
     pub(crate) fn last(&self) -> Option<(&K, &V)> {
         let mut base = self.head_base();
-        let mut last = NIL;
-        // SAFETY: we only follow links (invariant 2), from the top level down.
+        let mut last: Link = ptr::null_mut();
+        // SAFETY: we only follow links (invariant 1), from the top level down; the last
+        // node is live and its slot `len - 1` initialised (`len >= 1`).
         unsafe {
             for k in (0..self.level).rev() {
                 loop {
                     let next = *base.sub(k);
-                    if next == NIL {
+                    if next.is_null() {
                         break;
                     }
                     last = next;
-                    base = links(self.arena.entry(next));
+                    base = links(next);
                 }
             }
-            (last != NIL).then(|| self.entry_ref(last))
+            (!last.is_null()).then(|| self.entry_ref(last, node_len(last) - 1))
         }
     }
 
-    /// # Safety
-    /// `idx` must name a live node.
-    #[inline(always)]
-    unsafe fn entry_ref(&self, idx: u32) -> (&K, &V) {
-        // SAFETY: a live node's entry is initialised and lives as long as `&self`.
-        unsafe {
-            let e = self.arena.entry(idx);
-            (&(*e).key, &(*e).value)
-        }
-    }
-
-    /// Drops every entry and frees every chunk, iteratively (no recursion).
+    /// Drops every entry and frees every node, iteratively (no recursion).
     pub(crate) fn clear(&mut self) {
-        let mut next = self.head[MAX_HEIGHT - 1];
+        let mut next = self.first_node();
         // Make the list empty first: if a key or value panics in its drop, the rest are
         // leaked, never dropped twice nor reachable.
-        self.head = [NIL; MAX_HEIGHT];
+        self.head = [ptr::null_mut(); MAX_HEIGHT];
         self.level = 1;
         self.len = 0;
-        if mem::needs_drop::<Entry<K, V>>() {
-            while next != NIL {
-                // SAFETY: `next` was reachable at level 0 before the head was reset, so it
-                // is live (invariant 3); we read its successor before dropping the entry,
-                // and drop each entry once since level 0 visits each node once.
-                unsafe {
-                    let e = self.arena.entry(next);
-                    next = *links(e);
-                    ptr::drop_in_place(e);
+        while !next.is_null() {
+            // SAFETY: `next` was reachable at level 0 before the head was reset, so it is
+            // live (invariant 2); its successor is read before it is freed, its `len` is
+            // zeroed before its entries are dropped (a panicking drop then leaks the rest
+            // of the node rather than dropping anything twice), and level 0 visits each
+            // node once.
+            unsafe {
+                let n = next;
+                next = *links(n);
+                let len = node_len(n);
+                (*n).len = 0;
+                if mem::needs_drop::<K>() || mem::needs_drop::<V>() {
+                    ptr::drop_in_place(ptr::slice_from_raw_parts_mut(keys::<K, V>(n), len));
+                    ptr::drop_in_place(ptr::slice_from_raw_parts_mut(values::<K, V>(n), len));
                 }
+                free_node::<K, V>(n);
             }
         }
-        self.arena.reset();
     }
 
     pub(crate) fn cursor(&self) -> Cursor<'_, K, V> {
-        Cursor::new(&self.arena, self.head[MAX_HEIGHT - 1], NIL)
+        Cursor::new((self.first_node(), 0), (ptr::null_mut(), 0))
+    }
+
+    /// The first position at or after the bound (`Included`: key >= q, `Excluded`:
+    /// key > q), searching from the head, or from the live node `from` (a finger search:
+    /// climbs along top links while they stay before the bound, then descends, so it
+    /// costs O(log d) for a target d nodes ahead). The position may be one past the end
+    /// of a node (or `(null, 0)`, the end of the list).
+    fn seek<Q>(&self, from: *mut Header, bound: Bound<&Q>) -> Pos
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Ord,
+    {
+        let (q, strict) = match bound {
+            Bound::Unbounded if from.is_null() => return (self.first_node(), 0),
+            Bound::Unbounded => return (ptr::null_mut(), 0),
+            Bound::Included(q) => (q, false),
+            Bound::Excluded(q) => (q, true),
+        };
+        let before = |k: &K| match k.borrow().cmp(q) {
+            Ordering::Less => true,
+            Ordering::Equal => strict,
+            Ordering::Greater => false,
+        };
+        // SAFETY: `from` is null or live (the caller got it from a link); we follow links
+        // of live nodes at levels below their heights only (invariant 1).
+        unsafe {
+            let base = if from.is_null() {
+                self.descend(self.head_base().cast_mut(), self.level, before, None)
+            } else {
+                let mut x = from;
+                if !before(&*keys::<K, V>(x)) {
+                    return (x, 0);
+                }
+                // Climb: each top link leads to a node at least as tall.
+                loop {
+                    let next = *links(x).sub(height(x) - 1);
+                    if next.is_null() || !before(&*keys::<K, V>(next)) {
+                        break;
+                    }
+                    x = next;
+                }
+                self.descend(links(x), height(x), before, None)
+            };
+            let n = self.owner(base);
+            if n.is_null() {
+                return (self.first_node(), 0);
+            }
+            prefetch_keys::<K, V>(n);
+            (n, key_slice::<K, V>(n).partition_point(before))
+        }
     }
 
     /// A cursor over the keys inside the bounds. An empty or inverted range (start after
@@ -737,7 +803,7 @@ impl<K, V> RawList<K, V> {
         K: Borrow<Q>,
         Q: ?Sized + Ord,
     {
-        let empty = Cursor::new(&self.arena, NIL, NIL);
+        let empty = Cursor::new((ptr::null_mut(), 0), (ptr::null_mut(), 0));
         let inverted = match (start, end) {
             (Bound::Included(a), Bound::Included(b)) => a > b,
             (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
@@ -748,47 +814,16 @@ impl<K, V> RawList<K, V> {
         if inverted {
             return empty;
         }
-        let first = self.seek(start);
-        if first == NIL {
+        let first = self.seek(ptr::null_mut(), start);
+        if first.0.is_null() {
             return empty;
         }
         let stop = match end {
-            Bound::Unbounded => NIL,
-            Bound::Included(b) => self.seek_from(first, Bound::Excluded(b)),
-            Bound::Excluded(b) => self.seek_from(first, Bound::Included(b)),
+            Bound::Unbounded => (ptr::null_mut(), 0),
+            Bound::Included(b) => self.seek(first.0, Bound::Excluded(b)),
+            Bound::Excluded(b) => self.seek(first.0, Bound::Included(b)),
         };
-        Cursor::new(&self.arena, first, stop)
-    }
-}
-
-impl<K, V> Arena<K, V> {
-    /// While the node right of `base` at level `k` is being compared, starts loading the
-    /// nodes right of `base` at the next `PREFETCH_DEPTH` levels down: if the comparison
-    /// says "descend", they are the next to compare, and their misses overlap.
-    #[inline(always)]
-    /// (A method of the arena, not the list, so that callers holding raw pointers into
-    /// the list's head borrow only the arena.)
-    fn prefetch_below(&self, base: *const u32, k: usize) {
-        for j in k.saturating_sub(PREFETCH_DEPTH)..k {
-            // SAFETY: `base` is the head base or the links of a live node of height `> k`
-            // (the callers' walk invariant), so its links at `j < k` exist and hold `NIL`
-            // or a live index (invariant 2).
-            unsafe { prefetch(self.entry_or_null(*base.sub(j))) };
-        }
-    }
-
-    /// Like `entry`, but maps `NIL` to a null pointer; for prefetch hints only.
-    ///
-    /// # Safety
-    /// `idx` must be `NIL` or an index returned by `alloc` since the last reset.
-    #[inline(always)]
-    unsafe fn entry_or_null(&self, idx: u32) -> *const Entry<K, V> {
-        if idx == NIL {
-            ptr::null()
-        } else {
-            // SAFETY: by the contract, a non-NIL `idx` is an allocated index.
-            unsafe { self.entry(idx) }
-        }
+        Cursor::new(first, stop)
     }
 }
 
@@ -798,35 +833,61 @@ impl<K, V> Drop for RawList<K, V> {
     }
 }
 
-/// How far (in level-0 nodes, estimated) a cursor's scout may run ahead.
-const SCOUT_LEAD: i32 = 24;
-
-/// Walks level 0 from `next` up to (not including) `end`.
-///
-/// Walking level 0 alone is one cache miss after another: each node's address is in the
-/// node before. So a *scout* runs ahead along level 1 (about two level-0 nodes per hop),
-/// prefetching each node it lands on and that node's level-0 successor; the cursor then
-/// mostly finds its nodes in cache, and the scout's misses overlap the cursor's work. The
-/// scout pauses when it is about `SCOUT_LEAD` nodes ahead (hops count as 2, an estimate
-/// that is reset whenever the cursor lands on the scout's node).
+/// Walks level 0 from a position up to (not including) an end position, reading each
+/// node's arrays front to back. On entering a node it prefetches the next one, so a scan
+/// overlaps the next node's miss with the current node's entries.
 pub(crate) struct Cursor<'a, K, V> {
-    arena: &'a Arena<K, V>,
-    next: u32,
-    end: u32,
-    /// A node at or ahead of `next`, or `NIL`.
-    scout: u32,
-    /// Estimated distance from `next` to `scout`, in level-0 nodes.
-    lead: i32,
+    /// Current node, or null when done.
+    node: *mut Header,
+    /// Next slot to yield in `node`.
+    idx: usize,
+    /// Slot of `node` at which to stop: its `len`, or `end_idx` in the end node.
+    stop: usize,
+    /// The end position: node (null for the end of the list) and slot.
+    end: *mut Header,
+    end_idx: usize,
+    _list: PhantomData<&'a RawList<K, V>>,
 }
 
-impl<'a, K, V> Cursor<'a, K, V> {
-    fn new(arena: &'a Arena<K, V>, next: u32, end: u32) -> Self {
-        Cursor {
-            arena,
-            next,
-            end,
-            scout: next,
-            lead: 0,
+// SAFETY: a cursor is a shared borrow of the list (it reads `&K` and `&V` only), so it
+// may cross threads exactly when `&RawList` may: `K: Sync, V: Sync`.
+unsafe impl<K: Sync, V: Sync> Send for Cursor<'_, K, V> {}
+// SAFETY: as above; `&Cursor` allows nothing that `&RawList` does not.
+unsafe impl<K: Sync, V: Sync> Sync for Cursor<'_, K, V> {}
+
+impl<K, V> Cursor<'_, K, V> {
+    /// A cursor from `start` to `end`; `start.0` must be null or a live node of the
+    /// borrowed list, and `end.0` null or a live node.
+    fn new(start: Pos, end: Pos) -> Self {
+        let mut c = Cursor {
+            node: start.0,
+            idx: start.1,
+            stop: 0,
+            end: end.0,
+            end_idx: end.1,
+            _list: PhantomData,
+        };
+        c.enter();
+        c
+    }
+
+    /// Sets `stop` for the current node, and prefetches the next one.
+    #[inline(always)]
+    fn enter(&mut self) {
+        if self.node.is_null() {
+            return;
+        }
+        // SAFETY: `node` is live (from a link or the caller, invariant 1), and the list
+        // is borrowed shared for the cursor's lifetime, so it stays live.
+        unsafe {
+            self.stop = if self.node == self.end {
+                self.end_idx
+            } else {
+                node_len(self.node)
+            };
+            let next = *links(self.node);
+            prefetch_node::<K, V>(next);
+            prefetch(next.cast::<u8>().wrapping_add(Shape::<K, V>::VALUES_AT));
         }
     }
 }
@@ -834,11 +895,12 @@ impl<'a, K, V> Cursor<'a, K, V> {
 impl<K, V> Clone for Cursor<'_, K, V> {
     fn clone(&self) -> Self {
         Cursor {
-            arena: self.arena,
-            next: self.next,
+            node: self.node,
+            idx: self.idx,
+            stop: self.stop,
             end: self.end,
-            scout: self.scout,
-            lead: self.lead,
+            end_idx: self.end_idx,
+            _list: PhantomData,
         }
     }
 }
@@ -848,62 +910,67 @@ impl<'a, K, V> Iterator for Cursor<'a, K, V> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next == NIL || self.next == self.end {
-            return None;
-        }
-        // SAFETY: the cursor borrows the list shared for `'a`, so the list cannot change;
-        // `next` and `scout` were read from links (or are the first node of the walk), so
-        // they name live nodes (invariant 2), and the scout follows level 1 only from a
-        // node of height >= 2.
-        unsafe {
-            if self.next == self.scout {
-                self.lead = 0;
+        loop {
+            if self.node.is_null() {
+                return None;
             }
-            if self.scout != NIL && self.lead < SCOUT_LEAD {
-                let s = self.arena.entry(self.scout);
-                let sl = links(s);
-                prefetch(self.arena.entry_or_null(*sl));
-                if height(s) >= 2 {
-                    self.scout = *sl.sub(1);
-                    self.lead += 2;
-                } else {
-                    self.scout = *sl;
-                    self.lead += 1;
+            // SAFETY: the cursor borrows the list shared for `'a`, so the list cannot
+            // change; `node` is live (invariant 1), `stop <= len` is checked below, so
+            // slot `idx < stop` is initialised.
+            unsafe {
+                let len = node_len(self.node);
+                if self.idx < self.stop.min(len) {
+                    let i = self.idx;
+                    self.idx += 1;
+                    return Some((
+                        &*keys::<K, V>(self.node).add(i),
+                        &*values::<K, V>(self.node).add(i),
+                    ));
                 }
-                prefetch(self.arena.entry_or_null(self.scout));
+                if self.node == self.end {
+                    self.node = ptr::null_mut();
+                    return None;
+                }
+                self.node = *links(self.node);
+                self.idx = 0;
             }
-            let e = self.arena.entry(self.next);
-            self.next = *links(e);
-            self.lead -= 1;
-            Some((&(*e).key, &(*e).value))
+            self.enter();
         }
     }
 }
 
-/// Appends entries in strictly ascending key order in O(1) each, for bulk loads.
+/// Appends entries in strictly ascending key order in O(1) each, for bulk loads: it fills
+/// each node to `LOAD_FILL` entries before starting the next.
 pub(crate) struct Appender<'a, K, V> {
     list: &'a mut RawList<K, V>,
-    /// Per level, the last node of that level, or `NIL` while the level is empty (then the
-    /// head is the predecessor). Indices rather than pointers, so that no raw pointer into
-    /// `list.head` outlives a `&mut` use of the list.
-    tails: [u32; MAX_HEIGHT],
+    /// Per level, the last node of that level, or null while the level is empty (then the
+    /// head is the predecessor).
+    tails: [Link; MAX_HEIGHT],
 }
 
 impl<'a, K: Ord, V> Appender<'a, K, V> {
+    /// Entries per node in a bulk load: nearly full (dense and fast to scan), with room
+    /// for a few later inserts before a node splits.
+    const LOAD_FILL: usize = {
+        let c = Shape::<K, V>::CAP;
+        c - c / 8
+    };
+
     /// Starts appending to `list`, which is cleared first.
     pub(crate) fn new(list: &'a mut RawList<K, V>) -> Self {
         list.clear();
         Appender {
             list,
-            tails: [NIL; MAX_HEIGHT],
+            tails: [ptr::null_mut(); MAX_HEIGHT],
         }
     }
 
     /// The key of the last appended entry.
     pub(crate) fn last_key(&self) -> Option<&K> {
         let last = self.tails[0];
-        // SAFETY: a non-NIL tail is a live node of this list (it was linked by `push`).
-        (last != NIL).then(|| unsafe { self.list.entry_ref(last).0 })
+        // SAFETY: a non-null tail is a live node of this list (linked by `push`), with
+        // `len >= 1`.
+        (!last.is_null()).then(|| unsafe { self.list.entry_ref(last, node_len(last) - 1).0 })
     }
 
     /// Appends an entry whose key must be greater than every key in the list; on a key
@@ -912,26 +979,41 @@ impl<'a, K: Ord, V> Appender<'a, K, V> {
         if self.last_key().is_some_and(|last| *last >= key) {
             return Err((key, value));
         }
-        let h = self.list.random_height();
-        let idx = self.list.arena.alloc(h);
+        let tail = self.tails[0];
+        // SAFETY: a non-null tail is live (invariant 1); there is room in it.
+        if !tail.is_null() && unsafe { node_len(tail) } < Self::LOAD_FILL {
+            // SAFETY: slot `len < CAP` of a live node is uninitialised; it is written,
+            // then counted.
+            unsafe {
+                let len = node_len(tail);
+                keys::<K, V>(tail).add(len).write(key);
+                values::<K, V>(tail).add(len).write(value);
+                (*tail).len = (len + 1) as u32;
+            }
+            self.list.len += 1;
+            return Ok(());
+        }
+        let h = random_height(&mut self.list.rng);
+        let n = alloc_node::<K, V>(h);
         let hb = self.list.head_base_mut();
-        // SAFETY: fresh block of height `h`, written before it is linked; for each level
+        // SAFETY: a fresh node of height `h`, filled before it is linked; for each level
         // below `h`, the slot written is the last link of that level (the head's, or the
-        // tail node's, whose height is `> k` since it was linked at level `k`), and the
-        // new key is greater than every key, so each level stays sorted (invariant 3).
+        // tail node's, whose height is `> k` since it was linked at level `k`), so the
+        // node joins the end of each level once.
         unsafe {
-            let e = self.list.arena.entry(idx);
-            ptr::write(e, Entry { key, value });
-            let nb = links(e);
+            keys::<K, V>(n).write(key);
+            values::<K, V>(n).write(value);
+            (*n).len = 1;
+            let nl = links(n);
             for (k, tail) in self.tails.iter_mut().enumerate().take(h) {
-                *nb.sub(k) = NIL;
-                let slot = if *tail == NIL {
+                *nl.sub(k) = ptr::null_mut();
+                let slot = if tail.is_null() {
                     hb.sub(k)
                 } else {
-                    links(self.list.arena.entry(*tail)).sub(k)
+                    links(*tail).sub(k)
                 };
-                *slot = idx;
-                *tail = idx;
+                *slot = n;
+                *tail = n;
             }
         }
         self.list.level = self.list.level.max(h);
