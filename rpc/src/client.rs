@@ -660,9 +660,7 @@ impl IoLoop {
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 break;
             }
-            for c in std::mem::take(&mut *lock(&self.shared.new_conns)) {
-                self.conns.insert(c.token, (c, RBuf::default()));
-            }
+            self.adopt_new_conns();
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
@@ -677,12 +675,17 @@ impl IoLoop {
             }
         }
         // Shutting down: fail everything still in flight.
-        for c in std::mem::take(&mut *lock(&self.shared.new_conns)) {
-            self.conns.insert(c.token, (c, RBuf::default()));
-        }
+        self.adopt_new_conns();
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
             self.fail_conn(t, "client runtime shut down", None);
+        }
+    }
+
+    /// Takes over the connections callers opened since the last look.
+    fn adopt_new_conns(&mut self) {
+        for c in std::mem::take(&mut *lock(&self.shared.new_conns)) {
+            self.conns.insert(c.token, (c, RBuf::default()));
         }
     }
 
@@ -852,6 +855,10 @@ impl IoLoop {
 
     fn sweep_timeouts(&mut self) {
         self.shared.next_sweep.store(u64::MAX, Ordering::Release);
+        // A caller that lowered `next_sweep` before the store above had already queued
+        // its connection: take it over now, or a call on a connection opened since the
+        // loop last looked (e.g. while a completion ran) loses its deadline.
+        self.adopt_new_conns();
         let now = Instant::now();
         let mut earliest: Option<Instant> = None;
         let mut expired = Vec::new();

@@ -717,3 +717,35 @@ fn bad_bytes_from_a_server_fail_the_call_not_the_client() {
     assert!(matches!(c.echo(&req(b"x"), T), Err(CallError::Decode(_))));
     h.join().unwrap();
 }
+
+#[test]
+fn async_timeout_fires_for_a_call_on_a_connection_opened_during_a_completion() {
+    let rt = runtime();
+    let s = server(true);
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    // Accepts connections (in its backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute = EchoServiceClient::new(rt.channel(silent.local_addr().unwrap()));
+    // Keep the I/O thread busy in a completion ...
+    let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    c.echo_async(&req(b"busy"), T, move |r| {
+        r.unwrap();
+        started_tx.send(()).unwrap();
+        let _ = go_rx.recv_timeout(T);
+    });
+    started_rx.recv_timeout(T).unwrap();
+    // ... while a non-blocking call opens a new connection, and let its deadline pass.
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    mute.echo_async(
+        &req(b"never answered"),
+        Duration::from_millis(50),
+        move |r| tx.send(r).unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    go_tx.send(()).unwrap();
+    let r = rx
+        .recv_timeout(T)
+        .expect("the call never completed: its deadline was lost");
+    assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
+}
