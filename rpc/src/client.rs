@@ -600,7 +600,15 @@ impl RBuf {
         self.large_fill = None;
         self.large_mode = false;
         match frame::announced_len(tail) {
-            Some(total) if total >= LARGE && total <= max_frame && total > tail.len() => {
+            // Only once the whole fixed header is here: the caller's `decode` of `tail`
+            // then checked magic, version, kind and envelope length, so no buffer of a
+            // peer-chosen size is made for bytes that are not a frame.
+            Some(total)
+                if tail.len() >= frame::HEADER_LEN
+                    && total >= LARGE
+                    && total <= max_frame
+                    && total > tail.len() =>
+            {
                 let mut buf = crate::pool::take(total);
                 buf[..tail.len()].copy_from_slice(tail);
                 self.buf = buf;

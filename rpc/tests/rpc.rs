@@ -749,3 +749,52 @@ fn async_timeout_fires_for_a_call_on_a_connection_opened_during_a_completion() {
         .expect("the call never completed: its deadline was lost");
     assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
 }
+
+/// Writes `first`, pauses so the server reads it on its own, then writes `second`.
+fn write_in_two(sock: &mut TcpStream, first: &[u8], second: &[u8]) {
+    sock.set_nodelay(true).unwrap();
+    sock.write_all(first).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = sock.write_all(second);
+}
+
+#[test]
+fn a_bad_header_is_refused_before_the_announced_length_arrives() {
+    let s = server(true);
+    while_served(&s, |addr| {
+        // A length prefix of 1 MiB (under the limit), then a wrong magic.
+        let mut sock = TcpStream::connect(addr).unwrap();
+        write_in_two(&mut sock, &[0, 0x10, 0, 0], b"XK\x01\x01");
+        expect_closed(&mut sock);
+        // A valid header up to the id, then an envelope length past the frame.
+        let mut sock = TcpStream::connect(addr).unwrap();
+        let mut head = vec![0, 0x10, 0, 0, b'R', b'K', 1, 1];
+        head.extend_from_slice(&7u64.to_be_bytes());
+        write_in_two(&mut sock, &head, &[0xFF, 0xFF, 0xFF, 0xFF]);
+        expect_closed(&mut sock);
+    });
+}
+
+#[test]
+fn a_bad_reply_header_fails_the_call_before_the_announced_length_arrives() {
+    let rt = runtime();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let f = read_frames(&mut s, 1);
+        let mut head = vec![0, 0x10, 0, 0, b'R', b'K', 1, 2];
+        head.extend_from_slice(&f[0].1.to_be_bytes());
+        write_in_two(&mut s, &head, &[0xFF, 0xFF, 0xFF, 0xFF]);
+        // Hold the connection open: only the bad header may end the call.
+        let mut b = [0u8; 16];
+        s.set_read_timeout(Some(T)).unwrap();
+        let _ = s.read(&mut b);
+    });
+    let c = EchoServiceClient::new(rt.channel(addr));
+    match c.echo(&req(b"x"), Duration::from_secs(5)) {
+        Err(CallError::Unavailable { .. }) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    h.join().unwrap();
+}
