@@ -641,7 +641,9 @@ impl EventLoop {
             let n = match conn.stream.read(buf) {
                 Ok(0) => {
                     conn.read_closed = true;
-                    return if conn.in_flight == 0 {
+                    // A peer that only shut down its sending side still gets every reply:
+                    // `flush` closes once the last one is written.
+                    return if conn.in_flight == 0 && conn.out_pos == conn.out.len() {
                         ReadOutcome::Close
                     } else {
                         ReadOutcome::Open

@@ -798,3 +798,16 @@ fn a_bad_reply_header_fails_the_call_before_the_announced_length_arrives() {
     }
     h.join().unwrap();
 }
+
+#[test]
+fn a_client_that_half_closes_still_gets_its_whole_reply() {
+    let s = server(true);
+    let mut sock = TcpStream::connect(s.local_addr()).unwrap();
+    let big = vec![9u8; 16 << 20];
+    sock.write_all(&echo_frame(1, &big)).unwrap();
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = read_frames(&mut sock, 1);
+    assert_eq!((r[0].0, r[0].1), (FrameKind::Response, 1));
+    assert!(EchoReply::decode(&r[0].3[..]).unwrap().payload == big);
+    expect_closed(&mut sock);
+}
