@@ -673,7 +673,7 @@ impl IoLoop {
                 if ev.token() == WAKER {
                     continue;
                 }
-                self.conn_event(ev.token(), ev.is_error());
+                self.conn_event(ev.token(), ev.is_error(), ev.is_read_closed());
             }
             self.flush_dirty();
             let next = self.shared.next_sweep.load(Ordering::Acquire);
@@ -713,7 +713,9 @@ impl IoLoop {
         }
     }
 
-    fn conn_event(&mut self, token: Token, is_error: bool) {
+    /// `read_closed`: the event reports the end of the stream, which a short read does
+    /// not show: the read goes on until the socket says so.
+    fn conn_event(&mut self, token: Token, is_error: bool, read_closed: bool) {
         let Some((conn, _)) = self.conns.get(&token) else {
             return;
         };
@@ -750,10 +752,10 @@ impl IoLoop {
                 return;
             }
         }
-        self.read(token, &conn);
+        self.read(token, &conn, read_closed || is_error);
     }
 
-    fn read(&mut self, token: Token, conn: &Arc<Conn>) {
+    fn read(&mut self, token: Token, conn: &Arc<Conn>, hup: bool) {
         let max = self.shared.config.max_frame;
         loop {
             let Some((_, rb)) = self.conns.get_mut(&token) else {
@@ -789,7 +791,7 @@ impl IoLoop {
                 let filled = filled + n;
                 if filled < rb.buf.len() {
                     rb.large_fill = Some(filled);
-                    if n < want {
+                    if n < want && !hup {
                         return;
                     }
                     continue;
@@ -821,8 +823,10 @@ impl IoLoop {
                 self.fail_conn(token, "protocol error from the server", None);
                 return;
             }
-            if n < want {
-                return; // drained: edge-triggered readiness reports the next bytes
+            if n < want && !hup {
+                // Drained: edge-triggered readiness reports the next bytes. Not an end of
+                // stream that came with this event's bytes: read on to see it.
+                return;
             }
         }
     }

@@ -483,6 +483,7 @@ impl EventLoop {
                     token => self.conn_event(
                         token,
                         ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        ev.is_read_closed() || ev.is_error(),
                     ),
                 }
             }
@@ -594,9 +595,11 @@ impl EventLoop {
         }
     }
 
-    fn conn_event(&mut self, token: Token, readable: bool) {
+    /// `hup`: the event reports the end of the stream (or an error), which a short read
+    /// does not: read on until the socket says so.
+    fn conn_event(&mut self, token: Token, readable: bool, hup: bool) {
         if readable {
-            match self.read(token) {
+            match self.read(token, hup) {
                 ReadOutcome::Open => {}
                 ReadOutcome::Close => {
                     self.close(token);
@@ -607,15 +610,16 @@ impl EventLoop {
         self.flush(token);
     }
 
-    /// Reads until `WouldBlock`, dispatching every complete frame.
-    fn read(&mut self, token: Token) -> ReadOutcome {
+    /// Reads until `WouldBlock` (or a short read, unless `hup`), dispatching every
+    /// complete frame.
+    fn read(&mut self, token: Token, hup: bool) -> ReadOutcome {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let outcome = self.read_with(token, &mut scratch);
+        let outcome = self.read_with(token, &mut scratch, hup);
         self.scratch = scratch;
         outcome
     }
 
-    fn read_with(&mut self, token: Token, scratch: &mut [u8]) -> ReadOutcome {
+    fn read_with(&mut self, token: Token, scratch: &mut [u8], hup: bool) -> ReadOutcome {
         let conn_id = token.0 as u64;
         loop {
             let Some(conn) = self.conns.get_mut(&token) else {
@@ -664,7 +668,7 @@ impl EventLoop {
                 if filled < conn.rbuf.len() {
                     conn.large_fill = Some(filled);
                     conn.out = out;
-                    if n < want {
+                    if n < want && !hup {
                         return ReadOutcome::Open; // drained; the next edge brings more
                     }
                     continue;
@@ -709,9 +713,11 @@ impl EventLoop {
             }
             // Flush what inline handlers answered before reading more.
             self.flush(token);
-            if n < want {
+            if n < want && !hup {
                 // A short read drained the socket: with edge-triggered readiness the next
                 // bytes bring a new event, so skip the read that would say WouldBlock.
+                // Not so for an end of stream that came in the same event as the bytes
+                // (`hup`): no event will announce it again, so read on to see it.
                 return ReadOutcome::Open;
             }
         }

@@ -811,3 +811,112 @@ fn a_client_that_half_closes_still_gets_its_whole_reply() {
     assert!(EchoReply::decode(&r[0].3[..]).unwrap().payload == big);
     expect_closed(&mut sock);
 }
+
+/// An echo whose "gate" payload holds the thread it runs on (the event loop, when
+/// registered inline) until the test lets it go.
+struct GateEcho {
+    started: crossbeam_channel::Sender<()>,
+    go: crossbeam_channel::Receiver<()>,
+}
+
+impl EchoService for GateEcho {
+    fn echo(&self, req: EchoRequest, reply: Reply<EchoReply>) {
+        if &req.payload[..] == b"gate" {
+            self.started.send(()).unwrap();
+            let _ = self.go.recv_timeout(T);
+        }
+        reply.send(EchoReply {
+            payload: req.payload,
+        });
+    }
+}
+
+/// An inline gated echo server, with the sender that reports a held gate and the one that
+/// releases it.
+fn gate_server() -> (
+    Server,
+    crossbeam_channel::Receiver<()>,
+    crossbeam_channel::Sender<()>,
+) {
+    let (started_tx, started_rx) = crossbeam_channel::unbounded();
+    let (go_tx, go_rx) = crossbeam_channel::unbounded();
+    let s = ServerBuilder::new()
+        .register_inline(EchoServiceServer::new(GateEcho {
+            started: started_tx,
+            go: go_rx,
+        }))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    (s, started_rx, go_tx)
+}
+
+#[test]
+fn a_request_and_its_end_of_stream_in_one_readiness_event_are_both_seen() {
+    let (s, started, go) = gate_server();
+    // Hold the event loop in an inline handler ...
+    let mut holder = TcpStream::connect(s.local_addr()).unwrap();
+    holder.write_all(&echo_frame(1, b"gate")).unwrap();
+    started.recv_timeout(T).unwrap();
+    // ... while another client sends a request and shuts down its sending side, so the
+    // loop finds both the bytes and the end of stream in one event.
+    let mut sock = TcpStream::connect(s.local_addr()).unwrap();
+    sock.write_all(&echo_frame(2, b"last words")).unwrap();
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    go.send(()).unwrap();
+    let r = read_frames(&mut sock, 1);
+    assert_eq!((r[0].0, r[0].1), (FrameKind::Response, 2));
+    // The server saw the end of stream and closes (its idle timeout is 10 minutes).
+    expect_closed(&mut sock);
+    assert_eq!(read_frames(&mut holder, 1)[0].1, 1);
+}
+
+#[test]
+fn a_reply_and_the_close_after_it_in_one_readiness_event_fail_the_other_calls_fast() {
+    let rt = runtime();
+    // A server that reads two requests and, when told, answers the first and closes.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (got_tx, got_rx) = crossbeam_channel::bounded(1);
+    let (answer_tx, answer_rx) = crossbeam_channel::bounded::<()>(1);
+    let fake = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let f = read_frames(&mut s, 2);
+        got_tx.send(()).unwrap();
+        answer_rx.recv_timeout(T).unwrap();
+        let mut out = Vec::new();
+        frame::encode_response(&mut out, f[0].1, &EchoReply::default());
+        s.write_all(&out).unwrap();
+    });
+    let c = EchoServiceClient::new(rt.channel(addr));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for p in [&b"first"[..], b"second"] {
+        let tx = tx.clone();
+        c.echo_async(&req(p), T, move |r| tx.send((p, r)).unwrap());
+    }
+    got_rx.recv_timeout(T).unwrap();
+    // Hold the client's I/O thread in a completion while the reply and the close arrive.
+    let s = server(true);
+    let other = EchoServiceClient::new(rt.channel(s.local_addr()));
+    let (held_tx, held_rx) = crossbeam_channel::bounded(1);
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    other.echo_async(&req(b"x"), T, move |_| {
+        held_tx.send(()).unwrap();
+        let _ = go_rx.recv_timeout(T);
+    });
+    held_rx.recv_timeout(T).unwrap();
+    answer_tx.send(()).unwrap();
+    fake.join().unwrap(); // answered and closed
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    go_tx.send(()).unwrap();
+    let mut got: Vec<_> = (0..2).map(|_| rx.recv_timeout(T).unwrap()).collect();
+    got.sort_by_key(|(p, _)| *p);
+    assert!(got[0].1.is_ok(), "{:?}", got[0]);
+    assert!(
+        matches!(got[1].1, Err(CallError::Unavailable { .. })),
+        "{:?}",
+        got[1]
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
