@@ -173,6 +173,7 @@ impl ServerBuilder {
             replies: Mutex::new(Vec::new()),
             wake_pending: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             max_frame: self.config.max_frame,
         });
         let needs_pool = self.services.values().any(|e| !e.inline);
@@ -181,10 +182,11 @@ impl ServerBuilder {
             let (tx, rx) = crossbeam_channel::bounded::<Job>(self.config.queue.max(1));
             for i in 0..self.config.workers.max(1) {
                 let rx: Receiver<Job> = rx.clone();
+                let shared = shared.clone();
                 workers.push(
                     std::thread::Builder::new()
                         .name(format!("rpc-worker-{i}"))
-                        .spawn(move || worker(rx))?,
+                        .spawn(move || worker(rx, &shared))?,
                 );
             }
             Some(tx)
@@ -219,7 +221,8 @@ impl ServerBuilder {
 
 /// A running server. Dropping it shuts down gracefully: stop accepting, give in-flight
 /// calls [`ServerConfig::shutdown_grace`] to finish, close every connection, join the
-/// event loop and pool threads (a handler still running delays the drop until it returns).
+/// event loop and pool threads (a handler still running delays the drop until it returns;
+/// calls still queued for the pool once the grace is over are dropped unrun).
 pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
@@ -276,6 +279,9 @@ struct Shared {
     /// Set when a wake is already on its way, so a burst of replies costs one wake.
     wake_pending: AtomicBool,
     shutdown: AtomicBool,
+    /// The event loop has exited: every connection is closed, so calls still queued for
+    /// the pool are dropped unrun instead of holding up the shutdown.
+    stopped: AtomicBool,
     /// Replies longer than this are answered `RESOURCE_EXHAUSTED` instead.
     max_frame: usize,
 }
@@ -349,7 +355,7 @@ struct Job {
     reply: RawReply,
 }
 
-fn worker(rx: Receiver<Job>) {
+fn worker(rx: Receiver<Job>, shared: &Shared) {
     while let Ok(job) = rx.recv() {
         let Job {
             service,
@@ -357,6 +363,11 @@ fn worker(rx: Receiver<Job>) {
             body,
             reply,
         } = job;
+        if shared.stopped.load(Ordering::Acquire) {
+            // Its connection is gone: nobody would read the answer.
+            reply.fail(Status::Unavailable, "server shut down");
+            continue;
+        }
         run_handler(&*service, method, body, reply);
     }
 }
@@ -538,7 +549,9 @@ impl EventLoop {
             log::warn!("rpc server: closing {n} connections with calls still in flight");
         }
         self.conns.clear();
-        // Dropping `self.pool` lets the workers exit once the queue is empty.
+        self.shared.stopped.store(true, Ordering::Release);
+        // Dropping `self.pool` lets the workers exit once the queue is empty (what is
+        // left in it is dropped unrun, see `worker`).
     }
 
     fn accept(&mut self) {

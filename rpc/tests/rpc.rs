@@ -920,3 +920,37 @@ fn a_reply_and_the_close_after_it_in_one_readiness_event_fail_the_other_calls_fa
     );
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
+
+#[test]
+fn shutdown_does_not_wait_for_calls_still_queued_after_the_grace() {
+    let s = ServerBuilder::new()
+        .config(rpc::ServerConfig {
+            workers: 1,
+            shutdown_grace: Duration::from_millis(200),
+            ..Default::default()
+        })
+        .register(EchoServiceServer::new(TestEcho))
+        .register_inline(proto::kv::KvServiceServer::new(FakeKv))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let rt = runtime();
+    let ch = rt.channel(s.local_addr());
+    let c = EchoServiceClient::new(ch.clone());
+    let (tx, rx) = crossbeam_channel::unbounded();
+    // 30 calls of 400 ms each for one worker: 12 s of queued work.
+    for _ in 0..30 {
+        let tx = tx.clone();
+        c.echo_async(&req(b"stall"), T, move |r| tx.send(r).unwrap());
+    }
+    // Answered inline once the loop has read (and queued) every call before it.
+    proto::kv::KvServiceClient::new(ch)
+        .get(&Default::default(), T)
+        .unwrap();
+    let t0 = Instant::now();
+    drop(s);
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
+    for _ in 0..30 {
+        rx.recv_timeout(T).unwrap().ok();
+    }
+}
