@@ -331,9 +331,11 @@ fn handler_panic_and_dropped_reply_answer_with_errors() {
     }
 }
 
-/// Runs `bad` while a well-behaved client calls in a loop; the good client must keep
-/// being served throughout.
-fn while_served(s: &Server, bad: impl FnOnce(SocketAddr)) {
+/// Runs `bad` while a well-behaved client calls in a loop. `bad` gets a `served` function
+/// to call while its bad connection is in its bad state: it returns once the good client
+/// has completed 10 more calls meanwhile, and must be called at least once. The good client
+/// must also be served afterwards.
+fn while_served(s: &Server, bad: impl FnOnce(SocketAddr, &dyn Fn())) {
     let rt = runtime();
     let c = EchoServiceClient::new(rt.channel(s.local_addr()));
     c.echo(&req(b"warm"), T).unwrap();
@@ -351,18 +353,28 @@ fn while_served(s: &Server, bad: impl FnOnce(SocketAddr)) {
             }
         })
     };
-    let before = served.load(Ordering::Relaxed);
-    bad(s.local_addr());
+    let checks = AtomicUsize::new(0);
+    let progress = || {
+        checks.fetch_add(1, Ordering::Relaxed);
+        let from = served.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        while served.load(Ordering::Relaxed) < from + 10 {
+            assert!(
+                !good.is_finished() && t0.elapsed() < T,
+                "good client stalled or failed"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    bad(s.local_addr(), &progress);
+    assert!(
+        checks.load(Ordering::Relaxed) > 0,
+        "the bad input never checked the good client"
+    );
     // And still afterwards.
-    let after = served.load(Ordering::Relaxed);
-    let t0 = Instant::now();
-    while served.load(Ordering::Relaxed) < after + 10 {
-        assert!(t0.elapsed() < T, "good client stalled");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    progress();
     stop.store(true, Ordering::Relaxed);
     good.join().unwrap();
-    assert!(served.load(Ordering::Relaxed) > before);
 }
 
 /// Asserts the server closes `sock` (after answering nothing more).
@@ -382,7 +394,7 @@ fn expect_closed(sock: &mut TcpStream) {
 #[test]
 fn garbage_bytes_close_only_that_connection() {
     let s = server(true);
-    while_served(&s, |addr| {
+    while_served(&s, |addr, served| {
         let mut sock = TcpStream::connect(addr).unwrap();
         let mut x: u64 = 0x243F_6A88_85A3_08D3;
         let garbage: Vec<u8> = (0..4096)
@@ -394,6 +406,7 @@ fn garbage_bytes_close_only_that_connection() {
             })
             .collect();
         let _ = sock.write_all(&garbage);
+        served();
         expect_closed(&mut sock);
     });
 }
@@ -401,10 +414,11 @@ fn garbage_bytes_close_only_that_connection() {
 #[test]
 fn four_gib_length_prefix_closes_before_allocating() {
     let s = server(true);
-    while_served(&s, |addr| {
+    while_served(&s, |addr, served| {
         let mut sock = TcpStream::connect(addr).unwrap();
         sock.write_all(&[0xFF, 0xFF, 0xFF, 0xFF, b'R', b'K', 1, 1])
             .unwrap();
+        served();
         expect_closed(&mut sock);
     });
 }
@@ -412,10 +426,12 @@ fn four_gib_length_prefix_closes_before_allocating() {
 #[test]
 fn truncated_frame_then_close() {
     let s = server(true);
-    while_served(&s, |addr| {
+    while_served(&s, |addr, served| {
         let mut sock = TcpStream::connect(addr).unwrap();
         let f = echo_frame(1, &[7; 1000]);
         sock.write_all(&f[..f.len() / 2]).unwrap();
+        // The server holds half a frame for this connection while serving the other.
+        served();
         drop(sock);
     });
 }
@@ -423,11 +439,12 @@ fn truncated_frame_then_close() {
 #[test]
 fn wrong_magic_closes_the_connection() {
     let s = server(true);
-    while_served(&s, |addr| {
+    while_served(&s, |addr, served| {
         let mut sock = TcpStream::connect(addr).unwrap();
         let mut f = echo_frame(1, b"x");
         f[4] = b'X';
         sock.write_all(&f).unwrap();
+        served();
         expect_closed(&mut sock);
     });
 }
@@ -435,7 +452,7 @@ fn wrong_magic_closes_the_connection() {
 #[test]
 fn undecodable_body_gets_an_error_reply() {
     let s = server(true);
-    while_served(&s, |addr| {
+    while_served(&s, |addr, served| {
         let mut sock = TcpStream::connect(addr).unwrap();
         let mut f = Vec::new();
         frame::encode_request(
@@ -450,6 +467,7 @@ fn undecodable_body_gets_an_error_reply() {
         g[20] = 0xFF; // first envelope byte: a bad key
         f.extend_from_slice(&g);
         sock.write_all(&f).unwrap();
+        served();
         let r = read_frames(&mut sock, 2);
         for (want_id, got) in [5, 6].iter().zip(&r) {
             assert_eq!((got.0, got.1), (FrameKind::Error, *want_id));
@@ -462,7 +480,8 @@ fn undecodable_body_gets_an_error_reply() {
 #[test]
 fn a_thousand_connections_opened_and_dropped() {
     let s = server(true);
-    while_served(&s, |addr| {
+    while_served(&s, |addr, served| {
+        let mut open = Vec::new();
         for i in 0..1000 {
             let mut sock = TcpStream::connect(addr).unwrap();
             if i % 2 == 0 {
@@ -472,7 +491,15 @@ fn a_thousand_connections_opened_and_dropped() {
                 // Stay under the listen backlog (128), or dropped SYNs retransmit after 1 s.
                 std::thread::sleep(Duration::from_millis(1));
             }
+            if i % 10 == 0 {
+                open.push(sock); // dropped later, with the good client served meanwhile
+            }
+            if i == 500 {
+                served();
+            }
         }
+        served();
+        drop(open);
     });
 }
 
@@ -750,10 +777,12 @@ fn async_timeout_fires_for_a_call_on_a_connection_opened_during_a_completion() {
     assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
 }
 
-/// Writes `first`, pauses so the server reads it on its own, then writes `second`.
-fn write_in_two(sock: &mut TcpStream, first: &[u8], second: &[u8]) {
+/// Writes `first`, runs `between`, pauses so the peer reads `first` on its own, then
+/// writes `second`.
+fn write_in_two(sock: &mut TcpStream, first: &[u8], between: &dyn Fn(), second: &[u8]) {
     sock.set_nodelay(true).unwrap();
     sock.write_all(first).unwrap();
+    between();
     std::thread::sleep(Duration::from_millis(100));
     let _ = sock.write_all(second);
 }
@@ -761,16 +790,16 @@ fn write_in_two(sock: &mut TcpStream, first: &[u8], second: &[u8]) {
 #[test]
 fn a_bad_header_is_refused_before_the_announced_length_arrives() {
     let s = server(true);
-    while_served(&s, |addr| {
+    while_served(&s, |addr, served| {
         // A length prefix of 1 MiB (under the limit), then a wrong magic.
         let mut sock = TcpStream::connect(addr).unwrap();
-        write_in_two(&mut sock, &[0, 0x10, 0, 0], b"XK\x01\x01");
+        write_in_two(&mut sock, &[0, 0x10, 0, 0], served, b"XK\x01\x01");
         expect_closed(&mut sock);
         // A valid header up to the id, then an envelope length past the frame.
         let mut sock = TcpStream::connect(addr).unwrap();
         let mut head = vec![0, 0x10, 0, 0, b'R', b'K', 1, 1];
         head.extend_from_slice(&7u64.to_be_bytes());
-        write_in_two(&mut sock, &head, &[0xFF, 0xFF, 0xFF, 0xFF]);
+        write_in_two(&mut sock, &head, served, &[0xFF, 0xFF, 0xFF, 0xFF]);
         expect_closed(&mut sock);
     });
 }
@@ -785,7 +814,7 @@ fn a_bad_reply_header_fails_the_call_before_the_announced_length_arrives() {
         let f = read_frames(&mut s, 1);
         let mut head = vec![0, 0x10, 0, 0, b'R', b'K', 1, 2];
         head.extend_from_slice(&f[0].1.to_be_bytes());
-        write_in_two(&mut s, &head, &[0xFF, 0xFF, 0xFF, 0xFF]);
+        write_in_two(&mut s, &head, &|| {}, &[0xFF, 0xFF, 0xFF, 0xFF]);
         // Hold the connection open: only the bad header may end the call.
         let mut b = [0u8; 16];
         s.set_read_timeout(Some(T)).unwrap();
