@@ -245,9 +245,11 @@ fn stalled_handler_times_out_at_the_deadline() {
     let t0 = Instant::now();
     let r = c.echo(&req(b"stall"), Duration::from_millis(100));
     let took = t0.elapsed();
+    // Timeout, not the reply (due at 400 ms), and not before the deadline. The upper
+    // bound only catches a deadline that never fires: a loaded machine may be late.
     assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
     assert!(
-        took >= Duration::from_millis(100) && took < Duration::from_millis(350),
+        took >= Duration::from_millis(100) && took < Duration::from_secs(3),
         "{took:?}"
     );
     // Non-blocking call: the I/O thread times it out.
@@ -257,9 +259,11 @@ fn stalled_handler_times_out_at_the_deadline() {
         tx.send((r, t0.elapsed())).unwrap();
     });
     let (r, took) = rx.recv_timeout(T).unwrap();
+    // Timeout, not the reply (due at 400 ms), and not before the deadline. The upper
+    // bound only catches a deadline that never fires: a loaded machine may be late.
     assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
     assert!(
-        took >= Duration::from_millis(100) && took < Duration::from_millis(350),
+        took >= Duration::from_millis(100) && took < Duration::from_secs(3),
         "{took:?}"
     );
     // Other calls go on meanwhile (the pool has more workers).
@@ -506,16 +510,24 @@ fn a_thousand_connections_opened_and_dropped() {
 #[test]
 fn graceful_shutdown_fails_new_calls_fast() {
     let rt = runtime();
-    let s = server(false);
-    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    let s = ServerBuilder::new()
+        .register(EchoServiceServer::new(TestEcho))
+        .register_inline(proto::kv::KvServiceServer::new(FakeKv))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let ch = rt.channel(s.local_addr());
+    let c = EchoServiceClient::new(ch.clone());
     // A call in flight during shutdown finishes (grace of 1 s > 400 ms stall).
-    let c2 = c.clone();
-    let h = std::thread::spawn(move || c2.echo(&req(b"stall"), T));
-    std::thread::sleep(Duration::from_millis(50));
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    c.echo_async(&req(b"stall"), T, move |r| tx.send(r).unwrap());
+    // Answered inline after the loop has read (and dispatched) the stall: it is in flight.
+    proto::kv::KvServiceClient::new(ch)
+        .get(&Default::default(), T)
+        .unwrap();
     let t0 = Instant::now();
     drop(s);
-    assert!(t0.elapsed() < Duration::from_secs(2));
-    assert_eq!(&h.join().unwrap().unwrap().payload[..], b"stall");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(&rx.recv_timeout(T).unwrap().unwrap().payload[..], b"stall");
     assert!(matches!(
         c.echo(&req(b"x"), T),
         Err(CallError::Unavailable { .. })
@@ -523,10 +535,11 @@ fn graceful_shutdown_fails_new_calls_fast() {
 }
 
 #[test]
-fn server_idle_timeout_and_connection_limit() {
+fn connection_limit_closes_only_the_connections_over_it() {
+    // No idle timeout: a close can only come from the limit.
     let s = ServerBuilder::new()
         .config(rpc::ServerConfig {
-            idle_timeout: Some(Duration::from_millis(100)),
+            idle_timeout: None,
             max_connections: 2,
             ..Default::default()
         })
@@ -535,14 +548,54 @@ fn server_idle_timeout_and_connection_limit() {
         .unwrap();
     let mut a = TcpStream::connect(s.local_addr()).unwrap();
     let mut b = TcpStream::connect(s.local_addr()).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    // Both accepted (each answered) before the third connects.
+    a.write_all(&echo_frame(1, b"a")).unwrap();
+    b.write_all(&echo_frame(2, b"b")).unwrap();
+    assert_eq!(read_frames(&mut a, 1)[0].1, 1);
+    assert_eq!(read_frames(&mut b, 1)[0].1, 2);
     let mut c = TcpStream::connect(s.local_addr()).unwrap();
     expect_closed(&mut c); // over the limit
-    // a and b are closed once idle.
+    // The two under it are still served.
+    a.write_all(&echo_frame(3, b"a")).unwrap();
+    b.write_all(&echo_frame(4, b"b")).unwrap();
+    assert_eq!(read_frames(&mut a, 1)[0].1, 3);
+    assert_eq!(read_frames(&mut b, 1)[0].1, 4);
+    // Once one leaves, a new one is served.
+    drop(a);
     let t0 = Instant::now();
-    expect_closed(&mut a);
-    expect_closed(&mut b);
-    assert!(t0.elapsed() < Duration::from_secs(2));
+    loop {
+        let mut d = TcpStream::connect(s.local_addr()).unwrap();
+        d.set_read_timeout(Some(T)).unwrap();
+        d.write_all(&echo_frame(5, b"d")).unwrap();
+        let mut buf = [0u8; 64];
+        match d.read(&mut buf) {
+            Ok(n) if n > 0 => break,
+            _ => assert!(t0.elapsed() < T, "a freed slot is never reused"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn idle_timeout_closes_idle_connections_but_not_busy_ones() {
+    let s = ServerBuilder::new()
+        .config(rpc::ServerConfig {
+            idle_timeout: Some(Duration::from_millis(100)),
+            ..Default::default()
+        })
+        .register(EchoServiceServer::new(TestEcho))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let mut idle = TcpStream::connect(s.local_addr()).unwrap();
+    // A call that takes 400 ms: four idle timeouts with nothing on the wire.
+    let mut busy = TcpStream::connect(s.local_addr()).unwrap();
+    busy.write_all(&echo_frame(1, b"stall")).unwrap();
+    let r = read_frames(&mut busy, 1);
+    assert_eq!((r[0].0, r[0].1), (FrameKind::Response, 1));
+    let t0 = Instant::now();
+    expect_closed(&mut idle);
+    expect_closed(&mut busy); // idle now that it is answered
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
 
 #[test]
@@ -588,7 +641,7 @@ fn calls_to_a_dead_address_fail_fast_and_back_off() {
 }
 
 #[test]
-fn in_flight_bound_gives_overloaded() {
+fn in_flight_bound_gives_overloaded_and_every_ending_frees_its_place() {
     let rt = ClientRuntime::new(ClientConfig {
         max_in_flight: 2,
         ..Default::default()
@@ -597,22 +650,50 @@ fn in_flight_bound_gives_overloaded() {
     let s = server(false);
     let c = EchoServiceClient::new(rt.channel(s.local_addr()));
     c.echo(&req(b"connect"), T).unwrap();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    for _ in 0..3 {
-        let tx = tx.clone();
-        c.echo_async(&req(b"stall"), T, move |r| tx.send(r.is_ok()).unwrap());
+    let async_call = |p: &'static [u8], timeout: Duration| {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        c.echo_async(&req(p), timeout, move |r| tx.send(r).unwrap());
+        rx
+    };
+    // Two stalls fill the bound; the third fails at once, without being sent.
+    let a = async_call(b"stall", T);
+    let b = async_call(b"stall", T);
+    let over = async_call(b"over", T);
+    assert!(matches!(
+        over.recv_timeout(T).unwrap(),
+        Err(CallError::Overloaded)
+    ));
+    assert!(a.recv_timeout(T).unwrap().is_ok());
+    assert!(b.recv_timeout(T).unwrap().is_ok());
+    // Calls ended by their deadline give their places back (the server still runs them).
+    let a = async_call(b"stall", Duration::from_millis(50));
+    let b = async_call(b"stall", Duration::from_millis(50));
+    assert!(matches!(
+        a.recv_timeout(T).unwrap(),
+        Err(CallError::Timeout)
+    ));
+    assert!(matches!(
+        b.recv_timeout(T).unwrap(),
+        Err(CallError::Timeout)
+    ));
+    for _ in 0..2 {
+        assert!(matches!(
+            c.echo(&req(b"stall"), Duration::from_millis(50)),
+            Err(CallError::Timeout)
+        ));
     }
-    // The third fails at once; the first two finish.
-    let mut ok = 0;
-    let mut overloaded = 0;
-    for _ in 0..3 {
-        if rx.recv_timeout(T).unwrap() {
-            ok += 1;
-        } else {
-            overloaded += 1;
-        }
+    let a = async_call(b"one", T);
+    let b = async_call(b"two", T);
+    assert_eq!(&a.recv_timeout(T).unwrap().unwrap().payload[..], b"one");
+    assert_eq!(&b.recv_timeout(T).unwrap().unwrap().payload[..], b"two");
+    // Calls in flight while the server shuts down end one way or another (answered in
+    // the grace, refused, or failed with the connection), never hang.
+    let a = async_call(b"stall", T);
+    let b = async_call(b"stall", T);
+    drop(s);
+    for r in [a, b] {
+        let _ = r.recv_timeout(T).unwrap();
     }
-    assert_eq!((ok, overloaded), (2, 1));
 }
 
 #[test]
