@@ -757,76 +757,25 @@ impl IoLoop {
 
     fn read(&mut self, token: Token, conn: &Arc<Conn>, hup: bool) {
         let max = self.shared.config.max_frame;
-        loop {
-            let Some((_, rb)) = self.conns.get_mut(&token) else {
-                return;
-            };
-            let (buf, want): (&mut [u8], usize) = match rb.large_fill {
-                Some(filled) => {
-                    let w = rb.buf.len() - filled;
-                    (&mut rb.buf[filled..], w)
-                }
-                None if rb.large_mode && rb.buf.is_empty() => {
-                    (&mut self.scratch[..frame::HEADER_LEN], frame::HEADER_LEN)
-                }
-                None => {
-                    let w = self.scratch.len();
-                    (&mut self.scratch[..], w)
-                }
-            };
-            let n = match (&conn.stream).read(buf) {
-                Ok(0) => {
-                    self.fail_conn(token, "connection closed by the server", None);
-                    return;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.fail_conn(token, "read failed", Some(e));
-                    return;
-                }
-            };
-            let result = if let Some(filled) = rb.large_fill {
-                let filled = filled + n;
-                if filled < rb.buf.len() {
-                    rb.large_fill = Some(filled);
-                    if n < want && !hup {
-                        return;
-                    }
-                    continue;
-                }
-                rb.large_fill = None;
-                rb.large_mode = true;
-                let whole = crate::pool::freeze(std::mem::take(&mut rb.buf));
-                parse_responses(&whole, Some(&whole), max, &conn.state, &mut self.done).map(|_| ())
-            } else if rb.buf.is_empty() {
-                let r = parse_responses(&self.scratch[..n], None, max, &conn.state, &mut self.done);
-                r.map(|used| rb.keep_tail(&self.scratch[used..n], max))
-            } else {
-                let mut buf = std::mem::take(&mut rb.buf);
-                buf.extend_from_slice(&self.scratch[..n]);
-                let r = parse_responses(&buf, None, max, &conn.state, &mut self.done);
-                r.map(|used| {
-                    if used == 0 && frame::announced_len(&buf).is_none_or(|t| t < LARGE) {
-                        rb.buf = buf;
-                    } else {
-                        rb.keep_tail(&buf[used..], max);
-                    }
-                })
-            };
-            for (w, r) in self.done.drain(..) {
-                w.complete(r);
-            }
-            if let Err(e) = result {
+        let Some((_, rb)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let end = read_event(
+            rb,
+            &mut self.scratch,
+            |buf| (&conn.stream).read(buf),
+            hup,
+            max,
+            &conn.state,
+            &mut self.done,
+        );
+        match end {
+            ReadEnd::Drained => {}
+            ReadEnd::Closed(None) => self.fail_conn(token, "connection closed by the server", None),
+            ReadEnd::Closed(Some(e)) => self.fail_conn(token, "read failed", Some(e)),
+            ReadEnd::Protocol(e) => {
                 log::error!("rpc client: bad frame from {}: {e}", conn.addr);
                 self.fail_conn(token, "protocol error from the server", None);
-                return;
-            }
-            if n < want && !hup {
-                // Drained: edge-triggered readiness reports the next bytes. Not an end of
-                // stream that came with this event's bytes: read on to see it.
-                return;
             }
         }
     }
@@ -898,6 +847,91 @@ impl IoLoop {
         }
         for w in expired {
             w.complete(Err(CallError::Timeout));
+        }
+    }
+}
+
+/// How the reads of one readiness event ended.
+enum ReadEnd {
+    /// Nothing more to read until the next event.
+    Drained,
+    /// End of stream (`None`) or a read error: the connection is gone.
+    Closed(Option<io::Error>),
+    /// The server sent bytes that are not a response frame: framing is lost.
+    Protocol(frame::FrameError),
+}
+
+/// Reads what one readiness event announced through `read`, matching every complete
+/// reply to its waiter in `state` and completing it (completions run here, between
+/// reads). Bytes of an incomplete frame stay in `rb` for the next event.
+fn read_event(
+    rb: &mut RBuf,
+    scratch: &mut [u8],
+    mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    hup: bool,
+    max: usize,
+    state: &Mutex<ConnState>,
+    done: &mut Vec<(Waiter, Result<Bytes, CallError>)>,
+) -> ReadEnd {
+    loop {
+        let (buf, want): (&mut [u8], usize) = match rb.large_fill {
+            Some(filled) => {
+                let w = rb.buf.len() - filled;
+                (&mut rb.buf[filled..], w)
+            }
+            None if rb.large_mode && rb.buf.is_empty() => {
+                (&mut scratch[..frame::HEADER_LEN], frame::HEADER_LEN)
+            }
+            None => {
+                let w = scratch.len();
+                (&mut *scratch, w)
+            }
+        };
+        let n = match read(buf) {
+            Ok(0) => return ReadEnd::Closed(None),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return ReadEnd::Closed(Some(e)),
+        };
+        let result = if let Some(filled) = rb.large_fill {
+            let filled = filled + n;
+            if filled < rb.buf.len() {
+                rb.large_fill = Some(filled);
+                if n < want && !hup {
+                    return ReadEnd::Drained;
+                }
+                continue;
+            }
+            rb.large_fill = None;
+            rb.large_mode = true;
+            let whole = crate::pool::freeze(std::mem::take(&mut rb.buf));
+            parse_responses(&whole, Some(&whole), max, state, done).map(|_| ())
+        } else if rb.buf.is_empty() {
+            let r = parse_responses(&scratch[..n], None, max, state, done);
+            r.map(|used| rb.keep_tail(&scratch[used..n], max))
+        } else {
+            let mut buf = std::mem::take(&mut rb.buf);
+            buf.extend_from_slice(&scratch[..n]);
+            let r = parse_responses(&buf, None, max, state, done);
+            r.map(|used| {
+                if used == 0 && frame::announced_len(&buf).is_none_or(|t| t < LARGE) {
+                    rb.buf = buf;
+                } else {
+                    rb.keep_tail(&buf[used..], max);
+                }
+            })
+        };
+        for (w, r) in done.drain(..) {
+            w.complete(r);
+        }
+        if let Err(e) = result {
+            return ReadEnd::Protocol(e);
+        }
+        if n < want && !hup {
+            // Drained: edge-triggered readiness reports the next bytes. Not an end of
+            // stream that came with this event's bytes: read on to see it.
+            return ReadEnd::Drained;
         }
     }
 }
@@ -1029,5 +1063,131 @@ mod tests {
         frame::encode_request(&mut bytes, 1, "s", "m", &EchoReply::default());
         let mut done = Vec::new();
         assert!(parse_responses(&bytes, None, 1 << 20, &state, &mut done).is_err());
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Serves `stream` to `read_event` the way a socket would: each readiness event
+        /// makes the next `chunk` bytes readable; reads past them say `WouldBlock`, and
+        /// after the last byte, if `eof`, the end of stream is readable too.
+        struct FakeSocket<'a> {
+            stream: &'a [u8],
+            pos: usize,
+            readable_to: usize,
+            eof: bool,
+        }
+
+        impl FakeSocket<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.pos == self.stream.len() && self.eof {
+                    return Ok(0);
+                }
+                if self.pos == self.readable_to {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let n = buf.len().min(self.readable_to - self.pos);
+                buf[..n].copy_from_slice(&self.stream[self.pos..self.pos + n]);
+                self.pos += n;
+                Ok(n)
+            }
+        }
+
+        fn payload(id: u64, len: usize) -> Vec<u8> {
+            (0..len).map(|i| (id as usize * 31 + i) as u8).collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Replies in any order, some large (read in place), some errors, some for
+            /// calls nobody waits for, cut into arbitrary pieces: every waiter gets its
+            /// own reply exactly once, the rest stay pending, nothing is left buffered.
+            #[test]
+            fn replies_split_anywhere_reach_their_own_callers(
+                calls in 1usize..24,
+                answers in proptest::collection::vec(
+                    (any::<u16>(), any::<bool>(), prop_oneof![
+                        8 => 0usize..100,
+                        2 => 16_000usize..40_000,
+                    ]),
+                    0..24,
+                ),
+                strays in proptest::collection::vec((1_000u64..2_000, 0usize..20_000), 0..4),
+                chunks in proptest::collection::vec(prop_oneof![
+                    1usize..8, 1usize..300, 1usize..70_000,
+                ], 1..40),
+                scratch_len in prop_oneof![Just(READ_CHUNK), 20usize..300],
+                eof in any::<bool>(),
+            ) {
+                let seen = Arc::new(Mutex::new(Vec::new()));
+                let ids: Vec<u64> = (1..=calls as u64).collect();
+                let state = state_with(&ids, &seen);
+                // Which calls get answered, in which order, how.
+                let mut order: Vec<(u16, u64, bool, usize)> = answers
+                    .iter()
+                    .zip(&ids)
+                    .map(|(&(key, err, len), &id)| (key, id, err, len))
+                    .collect();
+                order.sort();
+                let mut stream = Vec::new();
+                let mut want = std::collections::BTreeMap::new();
+                for (k, &(_, id, err, len)) in order.iter().enumerate() {
+                    if let Some(&(stray, slen)) = strays.get(k) {
+                        reply(&mut stream, stray, &String::from_utf8_lossy(&payload(stray, slen)));
+                    }
+                    if err {
+                        let text = format!("error for {id}");
+                        frame::encode_error(&mut stream, id, Status::Internal, &text);
+                        want.insert(id, format!("remote error STATUS_INTERNAL: {text}"));
+                    } else {
+                        let text: String =
+                            payload(id, len).iter().map(|b| char::from(b'a' + b % 26)).collect();
+                        reply(&mut stream, id, &text);
+                        want.insert(id, text);
+                    }
+                }
+                let mut sock = FakeSocket { stream: &stream, pos: 0, readable_to: 0, eof };
+                let mut rb = RBuf::default();
+                let mut scratch = vec![0u8; scratch_len];
+                let mut done = Vec::new();
+                let mut events = 0;
+                let mut closed = false;
+                for &c in chunks.iter().cycle() {
+                    sock.readable_to = (sock.pos + c).min(stream.len());
+                    let last = sock.readable_to == stream.len();
+                    events += 1;
+                    prop_assert!(events < 1_000_000);
+                    // The event that brings the end of stream says so.
+                    let hup = last && eof;
+                    match read_event(&mut rb, &mut scratch, |b| sock.read(b), hup, 1 << 20, &state, &mut done) {
+                        ReadEnd::Drained => prop_assert!(!hup),
+                        ReadEnd::Closed(None) => {
+                            prop_assert!(hup);
+                            closed = true;
+                        }
+                        ReadEnd::Closed(Some(e)) => prop_assert!(false, "read error {}", e),
+                        ReadEnd::Protocol(e) => prop_assert!(false, "protocol error {}", e),
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                prop_assert_eq!(sock.pos, stream.len());
+                prop_assert_eq!(closed, eof);
+                prop_assert!(done.is_empty());
+                prop_assert!(rb.buf.is_empty() && rb.large_fill.is_none(), "bytes left buffered");
+                let got: std::collections::BTreeMap<u64, String> =
+                    lock(&seen).iter().cloned().collect();
+                prop_assert_eq!(lock(&seen).len(), got.len(), "a call completed twice");
+                prop_assert_eq!(&got, &want);
+                let mut pending: Vec<u64> = lock(&state).pending.keys().copied().collect();
+                pending.sort();
+                let unanswered: Vec<u64> =
+                    ids.iter().copied().filter(|id| !want.contains_key(id)).collect();
+                prop_assert_eq!(pending, unanswered);
+            }
+        }
     }
 }
