@@ -385,6 +385,20 @@ fn run_handler(service: &dyn Service, method: usize, body: Bytes, reply: RawRepl
     }
 }
 
+/// A name from the peer, quoted for an error text: at most 64 characters of it, so an
+/// error reply never echoes back a huge (or, escaped, several times larger) name.
+struct Clipped<'a>(&'a str);
+
+impl std::fmt::Display for Clipped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const KEEP: usize = 64;
+        match self.0.char_indices().nth(KEEP) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}... ({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
+}
+
 struct Conn {
     stream: TcpStream,
     peer: Option<SocketAddr>,
@@ -814,14 +828,14 @@ impl EventLoop {
         let Some(entry) = self.services.get(service) else {
             fail(
                 Status::UnknownService,
-                &format!("unknown service {service:?}"),
+                &format!("unknown service {}", Clipped(service)),
             );
             return false;
         };
         let Some(m) = entry.methods.iter().position(|x| *x == method) else {
             fail(
                 Status::UnknownMethod,
-                &format!("service {service} has no method {method:?}"),
+                &format!("service {service} has no method {}", Clipped(method)),
             );
             return false;
         };

@@ -1064,3 +1064,36 @@ fn shutdown_does_not_wait_for_calls_still_queued_after_the_grace() {
         rx.recv_timeout(T).unwrap().ok();
     }
 }
+
+#[test]
+fn error_replies_do_not_echo_huge_names_back() {
+    let s = server(true);
+    let mut sock = TcpStream::connect(s.local_addr()).unwrap();
+    // Control characters print as \u{1}: six bytes of error text for each byte sent.
+    let name = "\u{1}".repeat(1 << 20);
+    let mut f = Vec::new();
+    frame::encode_request(&mut f, 1, &name, "Echo", &req(b""));
+    frame::encode_request(
+        &mut f,
+        2,
+        EchoServiceServer::<TestEcho>::NAME,
+        &name,
+        &req(b""),
+    );
+    sock.write_all(&f).unwrap();
+    let r = read_frames(&mut sock, 2);
+    for (got, (id, status)) in r
+        .iter()
+        .zip([(1, Status::UnknownService), (2, Status::UnknownMethod)])
+    {
+        assert_eq!((got.0, got.1), (FrameKind::Error, id));
+        let h = ErrorHeader::decode(&got.2[..]).unwrap();
+        assert_eq!(h.status, status as i32);
+        assert!(
+            h.message.len() < 1024,
+            "{} bytes of error text",
+            h.message.len()
+        );
+        assert!(h.message.contains("\\u{1}"), "{}", &h.message[..100]);
+    }
+}
