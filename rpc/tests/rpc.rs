@@ -1097,3 +1097,27 @@ fn error_replies_do_not_echo_huge_names_back() {
         assert!(h.message.contains("\\u{1}"), "{}", &h.message[..100]);
     }
 }
+
+#[test]
+fn dropping_the_client_fails_its_calls_in_flight_at_once() {
+    let (s, started, go) = gate_server();
+    let rt = runtime();
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for _ in 0..3 {
+        let tx = tx.clone();
+        c.echo_async(&req(b"gate"), T, move |r| tx.send(r).unwrap());
+    }
+    started.recv_timeout(T).unwrap(); // in flight: the server holds the first one
+    let t0 = Instant::now();
+    drop(c);
+    drop(rt);
+    for _ in 0..3 {
+        let r = rx.recv_timeout(T).unwrap();
+        assert!(matches!(r, Err(CallError::Unavailable { .. })), "{r:?}");
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    for _ in 0..3 {
+        let _ = go.send(());
+    }
+}
