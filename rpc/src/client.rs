@@ -333,6 +333,12 @@ impl std::fmt::Debug for Channel {
     }
 }
 
+/// `timeout` from now, at most a century: longer ones (e.g. `Duration::MAX` for "no
+/// limit") would overflow `Instant` or the I/O thread's nanosecond clock.
+fn deadline_after(timeout: Duration) -> Instant {
+    Instant::now() + timeout.min(Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 fn unavailable(reason: &'static str, source: Option<io::Error>) -> CallError {
     CallError::Unavailable {
         reason,
@@ -498,7 +504,7 @@ impl Channel {
                 None,
             ));
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let slot = SLOT.with(|s| s.clone());
         let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
         let waiter = Waiter::Blocking {
@@ -545,7 +551,7 @@ impl Channel {
         timeout: Duration,
         done: Completion,
     ) {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         if let Err((e, w)) = self.start(
             service,
             method,

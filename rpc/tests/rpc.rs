@@ -1121,3 +1121,29 @@ fn dropping_the_client_fails_its_calls_in_flight_at_once() {
         let _ = go.send(());
     }
 }
+
+#[test]
+fn an_unbounded_timeout_is_accepted() {
+    let rt = runtime();
+    let s = server(true);
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    assert_eq!(
+        &c.echo(&req(b"a"), Duration::MAX).unwrap().payload[..],
+        b"a"
+    );
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    c.echo_async(&req(b"b"), Duration::MAX, move |r| tx.send(r).unwrap());
+    assert_eq!(&rx.recv_timeout(T).unwrap().unwrap().payload[..], b"b");
+    // And the far deadline does not hide a near one.
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let s2 = server(false);
+    let c2 = EchoServiceClient::new(rt.channel(s2.local_addr()));
+    c2.echo_async(&req(b"stall"), Duration::MAX, |_| {});
+    c2.echo_async(&req(b"stall"), Duration::from_millis(50), move |r| {
+        tx.send(r).unwrap()
+    });
+    assert!(matches!(
+        rx.recv_timeout(T).unwrap(),
+        Err(CallError::Timeout)
+    ));
+}
