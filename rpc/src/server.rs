@@ -469,6 +469,12 @@ struct EventLoop {
     config: ServerConfig,
 }
 
+/// `d` from now, at most a century: a configured `Duration::MAX` ("never") would
+/// overflow `Instant` and kill the event loop.
+fn after(d: Duration) -> Instant {
+    Instant::now() + d.min(Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 enum ReadOutcome {
     Open,
     Close,
@@ -478,7 +484,7 @@ impl EventLoop {
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut draining_until: Option<Instant> = None;
-        let mut next_sweep = self.config.idle_timeout.map(|t| Instant::now() + t);
+        let mut next_sweep = self.config.idle_timeout.map(after);
         loop {
             let now = Instant::now();
             let mut timeout = next_sweep.map(|t| t.saturating_duration_since(now));
@@ -525,7 +531,7 @@ impl EventLoop {
                 if let Some(mut l) = self.listener.take() {
                     let _ = self.poll.registry().deregister(&mut l);
                 }
-                draining_until = Some(Instant::now() + self.config.shutdown_grace);
+                draining_until = Some(after(self.config.shutdown_grace));
                 // Connections with nothing in flight can go now.
                 let idle: Vec<Token> = self
                     .conns
@@ -555,7 +561,7 @@ impl EventLoop {
                 && Instant::now() >= at
             {
                 self.sweep_idle(idle);
-                next_sweep = Some(Instant::now() + (idle / 4).max(Duration::from_millis(10)));
+                next_sweep = Some(after((idle / 4).max(Duration::from_millis(10))));
             }
         }
         let n = self.conns.len();

@@ -1147,3 +1147,22 @@ fn an_unbounded_timeout_is_accepted() {
         Err(CallError::Timeout)
     ));
 }
+
+#[test]
+fn unbounded_idle_timeout_and_grace_are_accepted() {
+    let s = ServerBuilder::new()
+        .config(rpc::ServerConfig {
+            idle_timeout: Some(Duration::MAX),
+            shutdown_grace: Duration::MAX,
+            ..Default::default()
+        })
+        .register_inline(EchoServiceServer::new(TestEcho))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let rt = runtime();
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    assert_eq!(&c.echo(&req(b"a"), T).unwrap().payload[..], b"a");
+    let t0 = Instant::now();
+    drop(s); // nothing in flight: no grace needed
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
