@@ -1166,3 +1166,65 @@ fn unbounded_idle_timeout_and_grace_are_accepted() {
     drop(s); // nothing in flight: no grace needed
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn requests_cut_at_random_points_are_all_answered() {
+    for (inline, seed) in [(true, 1u64), (true, 2), (false, 3)] {
+        let s = server(inline);
+        let mut sock = TcpStream::connect(s.local_addr()).unwrap();
+        sock.set_nodelay(true).unwrap();
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut rand = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        // Small frames and large ones (read in place), back to back.
+        let mut stream = Vec::new();
+        let mut want = Vec::new();
+        for id in 0..150u64 {
+            let len = match rand(10) {
+                0 | 1 => 16_000 + rand(60_000) as usize,
+                _ => rand(200) as usize,
+            };
+            let p: Vec<u8> = (0..len).map(|i| (i as u64 * 7 + id) as u8).collect();
+            stream.extend_from_slice(&echo_frame(id, &p));
+            want.push(p);
+        }
+        let reader = {
+            let mut sock = sock.try_clone().unwrap();
+            std::thread::spawn(move || read_frames(&mut sock, 150))
+        };
+        let mut pos = 0;
+        while pos < stream.len() {
+            let n = match rand(4) {
+                0 => 1 + rand(3),
+                1 => 1 + rand(40),
+                2 => 1 + rand(5_000),
+                _ => 1 + rand(100_000),
+            } as usize;
+            let end = (pos + n).min(stream.len());
+            sock.write_all(&stream[pos..end]).unwrap();
+            pos = end;
+            if rand(8) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let mut got = reader.join().unwrap();
+        if !inline {
+            got.sort_by_key(|f| f.1); // the pool answers in any order
+        }
+        for (id, (f, p)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                (f.0, f.1),
+                (FrameKind::Response, id as u64),
+                "inline {inline} seed {seed}"
+            );
+            assert!(
+                EchoReply::decode(&f.3[..]).unwrap().payload == p[..],
+                "frame {id}"
+            );
+        }
+    }
+}
