@@ -467,6 +467,33 @@ mod tests {
                 let _ = parse_request_header(&bytes);
             }
 
+            /// Valid frames with a few bytes overwritten (random bytes rarely get past
+            /// the magic): decoding never panics, never reads past its input, and a
+            /// frame it returns spans exactly its announced length.
+            #[test]
+            fn mutated_frames_never_panic(
+                payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..6),
+                edits in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 1..4),
+                max in prop_oneof![Just(DEFAULT_MAX_FRAME), 16usize..120],
+            ) {
+                let mut out = Vec::new();
+                for (i, p) in payloads.iter().enumerate() {
+                    encode_request(&mut out, i as u64, "svc", "m", &echo(p));
+                }
+                for (at, byte) in &edits {
+                    let i = at.index(out.len());
+                    out[i] = *byte;
+                }
+                let mut rest = &out[..];
+                while let Ok(Some((f, n))) = decode(rest, max) {
+                    prop_assert!(n >= HEADER_LEN && n <= rest.len() && n <= max);
+                    prop_assert_eq!(Some(n), announced_len(rest));
+                    prop_assert_eq!(HEADER_LEN + f.envelope.len() + f.body.len(), n);
+                    let _ = parse_request_header(f.envelope);
+                    rest = &rest[n..];
+                }
+            }
+
             #[test]
             fn encode_decode_identity(
                 id in any::<u64>(),
