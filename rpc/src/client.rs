@@ -106,6 +106,14 @@ impl Waiter {
                 *lock(&slot.result) = Some((ticket, r));
                 slot.thread.unpark();
             }
+            Waiter::Callback(f) if IO_THREAD.with(|c| c.get()) != 0 => {
+                // A panicking completion must not kill the I/O thread: every other call
+                // of the runtime (of the process, for the global one) would hang.
+                let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(r)));
+                if caught.is_err() {
+                    log::error!("rpc client: a completion panicked; the I/O thread goes on");
+                }
+            }
             Waiter::Callback(f) => f(r),
         }
     }

@@ -1228,3 +1228,21 @@ fn requests_cut_at_random_points_are_all_answered() {
         }
     }
 }
+
+#[test]
+fn a_panicking_completion_does_not_take_the_client_down() {
+    let rt = runtime();
+    let s = server(true);
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    c.echo_async(&req(b"boom"), T, move |_| {
+        tx.send(()).unwrap();
+        panic!("completion panics on purpose");
+    });
+    rx.recv_timeout(T).unwrap();
+    // Blocking and non-blocking calls on the same runtime still complete.
+    assert_eq!(&c.echo(&req(b"a"), T).unwrap().payload[..], b"a");
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    c.echo_async(&req(b"b"), T, move |r| tx.send(r).unwrap());
+    assert_eq!(&rx.recv_timeout(T).unwrap().unwrap().payload[..], b"b");
+}
