@@ -176,7 +176,9 @@ pub fn announced_len(buf: &[u8]) -> Option<usize> {
     if buf.len() < 4 {
         return None;
     }
-    Some(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize + 4)
+    // Saturating: on a 32-bit target a prefix of 0xFFFFFFFF (not yet refused by `decode`
+    // when fewer than 8 bytes are in) would overflow.
+    Some((u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize).saturating_add(4))
 }
 
 fn put_header(out: &mut Vec<u8>, kind: FrameKind, id: u64, envelope: usize, body: usize) {
