@@ -106,6 +106,14 @@ impl Waiter {
                 *lock(&slot.result) = Some((ticket, r));
                 slot.thread.unpark();
             }
+            Waiter::Callback(f) if IO_THREAD.with(|c| c.get()) != 0 => {
+                // A panicking completion must not kill the I/O thread: every other call
+                // of the runtime (of the process, for the global one) would hang.
+                let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(r)));
+                if caught.is_err() {
+                    log::error!("rpc client: a completion panicked; the I/O thread goes on");
+                }
+            }
             Waiter::Callback(f) => f(r),
         }
     }
@@ -333,6 +341,12 @@ impl std::fmt::Debug for Channel {
     }
 }
 
+/// `timeout` from now, at most a century: longer ones (e.g. `Duration::MAX` for "no
+/// limit") would overflow `Instant` or the I/O thread's nanosecond clock.
+fn deadline_after(timeout: Duration) -> Instant {
+    Instant::now() + timeout.min(Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 fn unavailable(reason: &'static str, source: Option<io::Error>) -> CallError {
     CallError::Unavailable {
         reason,
@@ -498,7 +512,7 @@ impl Channel {
                 None,
             ));
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let slot = SLOT.with(|s| s.clone());
         let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
         let waiter = Waiter::Blocking {
@@ -545,7 +559,7 @@ impl Channel {
         timeout: Duration,
         done: Completion,
     ) {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         if let Err((e, w)) = self.start(
             service,
             method,
@@ -600,7 +614,15 @@ impl RBuf {
         self.large_fill = None;
         self.large_mode = false;
         match frame::announced_len(tail) {
-            Some(total) if total >= LARGE && total <= max_frame && total > tail.len() => {
+            // Only once the whole fixed header is here: the caller's `decode` of `tail`
+            // then checked magic, version, kind and envelope length, so no buffer of a
+            // peer-chosen size is made for bytes that are not a frame.
+            Some(total)
+                if tail.len() >= frame::HEADER_LEN
+                    && total >= LARGE
+                    && total <= max_frame
+                    && total > tail.len() =>
+            {
                 let mut buf = crate::pool::take(total);
                 buf[..tail.len()].copy_from_slice(tail);
                 self.buf = buf;
@@ -660,14 +682,12 @@ impl IoLoop {
             if self.shared.shutdown.load(Ordering::SeqCst) {
                 break;
             }
-            for c in std::mem::take(&mut *lock(&self.shared.new_conns)) {
-                self.conns.insert(c.token, (c, RBuf::default()));
-            }
+            self.adopt_new_conns();
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
                 }
-                self.conn_event(ev.token(), ev.is_error());
+                self.conn_event(ev.token(), ev.is_error(), ev.is_read_closed());
             }
             self.flush_dirty();
             let next = self.shared.next_sweep.load(Ordering::Acquire);
@@ -677,12 +697,17 @@ impl IoLoop {
             }
         }
         // Shutting down: fail everything still in flight.
-        for c in std::mem::take(&mut *lock(&self.shared.new_conns)) {
-            self.conns.insert(c.token, (c, RBuf::default()));
-        }
+        self.adopt_new_conns();
         let tokens: Vec<Token> = self.conns.keys().copied().collect();
         for t in tokens {
             self.fail_conn(t, "client runtime shut down", None);
+        }
+    }
+
+    /// Takes over the connections callers opened since the last look.
+    fn adopt_new_conns(&mut self) {
+        for c in std::mem::take(&mut *lock(&self.shared.new_conns)) {
+            self.conns.insert(c.token, (c, RBuf::default()));
         }
     }
 
@@ -702,7 +727,9 @@ impl IoLoop {
         }
     }
 
-    fn conn_event(&mut self, token: Token, is_error: bool) {
+    /// `read_closed`: the event reports the end of the stream, which a short read does
+    /// not show: the read goes on until the socket says so.
+    fn conn_event(&mut self, token: Token, is_error: bool, read_closed: bool) {
         let Some((conn, _)) = self.conns.get(&token) else {
             return;
         };
@@ -739,79 +766,30 @@ impl IoLoop {
                 return;
             }
         }
-        self.read(token, &conn);
+        self.read(token, &conn, read_closed || is_error);
     }
 
-    fn read(&mut self, token: Token, conn: &Arc<Conn>) {
+    fn read(&mut self, token: Token, conn: &Arc<Conn>, hup: bool) {
         let max = self.shared.config.max_frame;
-        loop {
-            let Some((_, rb)) = self.conns.get_mut(&token) else {
-                return;
-            };
-            let (buf, want): (&mut [u8], usize) = match rb.large_fill {
-                Some(filled) => {
-                    let w = rb.buf.len() - filled;
-                    (&mut rb.buf[filled..], w)
-                }
-                None if rb.large_mode && rb.buf.is_empty() => {
-                    (&mut self.scratch[..frame::HEADER_LEN], frame::HEADER_LEN)
-                }
-                None => {
-                    let w = self.scratch.len();
-                    (&mut self.scratch[..], w)
-                }
-            };
-            let n = match (&conn.stream).read(buf) {
-                Ok(0) => {
-                    self.fail_conn(token, "connection closed by the server", None);
-                    return;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.fail_conn(token, "read failed", Some(e));
-                    return;
-                }
-            };
-            let result = if let Some(filled) = rb.large_fill {
-                let filled = filled + n;
-                if filled < rb.buf.len() {
-                    rb.large_fill = Some(filled);
-                    if n < want {
-                        return;
-                    }
-                    continue;
-                }
-                rb.large_fill = None;
-                rb.large_mode = true;
-                let whole = crate::pool::freeze(std::mem::take(&mut rb.buf));
-                parse_responses(&whole, Some(&whole), max, &conn.state, &mut self.done).map(|_| ())
-            } else if rb.buf.is_empty() {
-                let r = parse_responses(&self.scratch[..n], None, max, &conn.state, &mut self.done);
-                r.map(|used| rb.keep_tail(&self.scratch[used..n], max))
-            } else {
-                let mut buf = std::mem::take(&mut rb.buf);
-                buf.extend_from_slice(&self.scratch[..n]);
-                let r = parse_responses(&buf, None, max, &conn.state, &mut self.done);
-                r.map(|used| {
-                    if used == 0 && frame::announced_len(&buf).is_none_or(|t| t < LARGE) {
-                        rb.buf = buf;
-                    } else {
-                        rb.keep_tail(&buf[used..], max);
-                    }
-                })
-            };
-            for (w, r) in self.done.drain(..) {
-                w.complete(r);
-            }
-            if let Err(e) = result {
+        let Some((_, rb)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let end = read_event(
+            rb,
+            &mut self.scratch,
+            |buf| (&conn.stream).read(buf),
+            hup,
+            max,
+            &conn.state,
+            &mut self.done,
+        );
+        match end {
+            ReadEnd::Drained => {}
+            ReadEnd::Closed(None) => self.fail_conn(token, "connection closed by the server", None),
+            ReadEnd::Closed(Some(e)) => self.fail_conn(token, "read failed", Some(e)),
+            ReadEnd::Protocol(e) => {
                 log::error!("rpc client: bad frame from {}: {e}", conn.addr);
                 self.fail_conn(token, "protocol error from the server", None);
-                return;
-            }
-            if n < want {
-                return; // drained: edge-triggered readiness reports the next bytes
             }
         }
     }
@@ -852,6 +830,10 @@ impl IoLoop {
 
     fn sweep_timeouts(&mut self) {
         self.shared.next_sweep.store(u64::MAX, Ordering::Release);
+        // A caller that lowered `next_sweep` before the store above had already queued
+        // its connection: take it over now, or a call on a connection opened since the
+        // loop last looked (e.g. while a completion ran) loses its deadline.
+        self.adopt_new_conns();
         let now = Instant::now();
         let mut earliest: Option<Instant> = None;
         let mut expired = Vec::new();
@@ -879,6 +861,91 @@ impl IoLoop {
         }
         for w in expired {
             w.complete(Err(CallError::Timeout));
+        }
+    }
+}
+
+/// How the reads of one readiness event ended.
+enum ReadEnd {
+    /// Nothing more to read until the next event.
+    Drained,
+    /// End of stream (`None`) or a read error: the connection is gone.
+    Closed(Option<io::Error>),
+    /// The server sent bytes that are not a response frame: framing is lost.
+    Protocol(frame::FrameError),
+}
+
+/// Reads what one readiness event announced through `read`, matching every complete
+/// reply to its waiter in `state` and completing it (completions run here, between
+/// reads). Bytes of an incomplete frame stay in `rb` for the next event.
+fn read_event(
+    rb: &mut RBuf,
+    scratch: &mut [u8],
+    mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    hup: bool,
+    max: usize,
+    state: &Mutex<ConnState>,
+    done: &mut Vec<(Waiter, Result<Bytes, CallError>)>,
+) -> ReadEnd {
+    loop {
+        let (buf, want): (&mut [u8], usize) = match rb.large_fill {
+            Some(filled) => {
+                let w = rb.buf.len() - filled;
+                (&mut rb.buf[filled..], w)
+            }
+            None if rb.large_mode && rb.buf.is_empty() => {
+                (&mut scratch[..frame::HEADER_LEN], frame::HEADER_LEN)
+            }
+            None => {
+                let w = scratch.len();
+                (&mut *scratch, w)
+            }
+        };
+        let n = match read(buf) {
+            Ok(0) => return ReadEnd::Closed(None),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadEnd::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return ReadEnd::Closed(Some(e)),
+        };
+        let result = if let Some(filled) = rb.large_fill {
+            let filled = filled + n;
+            if filled < rb.buf.len() {
+                rb.large_fill = Some(filled);
+                if n < want && !hup {
+                    return ReadEnd::Drained;
+                }
+                continue;
+            }
+            rb.large_fill = None;
+            rb.large_mode = true;
+            let whole = crate::pool::freeze(std::mem::take(&mut rb.buf));
+            parse_responses(&whole, Some(&whole), max, state, done).map(|_| ())
+        } else if rb.buf.is_empty() {
+            let r = parse_responses(&scratch[..n], None, max, state, done);
+            r.map(|used| rb.keep_tail(&scratch[used..n], max))
+        } else {
+            let mut buf = std::mem::take(&mut rb.buf);
+            buf.extend_from_slice(&scratch[..n]);
+            let r = parse_responses(&buf, None, max, state, done);
+            r.map(|used| {
+                if used == 0 && frame::announced_len(&buf).is_none_or(|t| t < LARGE) {
+                    rb.buf = buf;
+                } else {
+                    rb.keep_tail(&buf[used..], max);
+                }
+            })
+        };
+        for (w, r) in done.drain(..) {
+            w.complete(r);
+        }
+        if let Err(e) = result {
+            return ReadEnd::Protocol(e);
+        }
+        if n < want && !hup {
+            // Drained: edge-triggered readiness reports the next bytes. Not an end of
+            // stream that came with this event's bytes: read on to see it.
+            return ReadEnd::Drained;
         }
     }
 }
@@ -1010,5 +1077,131 @@ mod tests {
         frame::encode_request(&mut bytes, 1, "s", "m", &EchoReply::default());
         let mut done = Vec::new();
         assert!(parse_responses(&bytes, None, 1 << 20, &state, &mut done).is_err());
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Serves `stream` to `read_event` the way a socket would: each readiness event
+        /// makes the next `chunk` bytes readable; reads past them say `WouldBlock`, and
+        /// after the last byte, if `eof`, the end of stream is readable too.
+        struct FakeSocket<'a> {
+            stream: &'a [u8],
+            pos: usize,
+            readable_to: usize,
+            eof: bool,
+        }
+
+        impl FakeSocket<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.pos == self.stream.len() && self.eof {
+                    return Ok(0);
+                }
+                if self.pos == self.readable_to {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let n = buf.len().min(self.readable_to - self.pos);
+                buf[..n].copy_from_slice(&self.stream[self.pos..self.pos + n]);
+                self.pos += n;
+                Ok(n)
+            }
+        }
+
+        fn payload(id: u64, len: usize) -> Vec<u8> {
+            (0..len).map(|i| (id as usize * 31 + i) as u8).collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Replies in any order, some large (read in place), some errors, some for
+            /// calls nobody waits for, cut into arbitrary pieces: every waiter gets its
+            /// own reply exactly once, the rest stay pending, nothing is left buffered.
+            #[test]
+            fn replies_split_anywhere_reach_their_own_callers(
+                calls in 1usize..24,
+                answers in proptest::collection::vec(
+                    (any::<u16>(), any::<bool>(), prop_oneof![
+                        8 => 0usize..100,
+                        2 => 16_000usize..40_000,
+                    ]),
+                    0..24,
+                ),
+                strays in proptest::collection::vec((1_000u64..2_000, 0usize..20_000), 0..4),
+                chunks in proptest::collection::vec(prop_oneof![
+                    1usize..8, 1usize..300, 1usize..70_000,
+                ], 1..40),
+                scratch_len in prop_oneof![Just(READ_CHUNK), 20usize..300],
+                eof in any::<bool>(),
+            ) {
+                let seen = Arc::new(Mutex::new(Vec::new()));
+                let ids: Vec<u64> = (1..=calls as u64).collect();
+                let state = state_with(&ids, &seen);
+                // Which calls get answered, in which order, how.
+                let mut order: Vec<(u16, u64, bool, usize)> = answers
+                    .iter()
+                    .zip(&ids)
+                    .map(|(&(key, err, len), &id)| (key, id, err, len))
+                    .collect();
+                order.sort();
+                let mut stream = Vec::new();
+                let mut want = std::collections::BTreeMap::new();
+                for (k, &(_, id, err, len)) in order.iter().enumerate() {
+                    if let Some(&(stray, slen)) = strays.get(k) {
+                        reply(&mut stream, stray, &String::from_utf8_lossy(&payload(stray, slen)));
+                    }
+                    if err {
+                        let text = format!("error for {id}");
+                        frame::encode_error(&mut stream, id, Status::Internal, &text);
+                        want.insert(id, format!("remote error STATUS_INTERNAL: {text}"));
+                    } else {
+                        let text: String =
+                            payload(id, len).iter().map(|b| char::from(b'a' + b % 26)).collect();
+                        reply(&mut stream, id, &text);
+                        want.insert(id, text);
+                    }
+                }
+                let mut sock = FakeSocket { stream: &stream, pos: 0, readable_to: 0, eof };
+                let mut rb = RBuf::default();
+                let mut scratch = vec![0u8; scratch_len];
+                let mut done = Vec::new();
+                let mut events = 0;
+                let mut closed = false;
+                for &c in chunks.iter().cycle() {
+                    sock.readable_to = (sock.pos + c).min(stream.len());
+                    let last = sock.readable_to == stream.len();
+                    events += 1;
+                    prop_assert!(events < 1_000_000);
+                    // The event that brings the end of stream says so.
+                    let hup = last && eof;
+                    match read_event(&mut rb, &mut scratch, |b| sock.read(b), hup, 1 << 20, &state, &mut done) {
+                        ReadEnd::Drained => prop_assert!(!hup),
+                        ReadEnd::Closed(None) => {
+                            prop_assert!(hup);
+                            closed = true;
+                        }
+                        ReadEnd::Closed(Some(e)) => prop_assert!(false, "read error {}", e),
+                        ReadEnd::Protocol(e) => prop_assert!(false, "protocol error {}", e),
+                    }
+                    if last {
+                        break;
+                    }
+                }
+                prop_assert_eq!(sock.pos, stream.len());
+                prop_assert_eq!(closed, eof);
+                prop_assert!(done.is_empty());
+                prop_assert!(rb.buf.is_empty() && rb.large_fill.is_none(), "bytes left buffered");
+                let got: std::collections::BTreeMap<u64, String> =
+                    lock(&seen).iter().cloned().collect();
+                prop_assert_eq!(lock(&seen).len(), got.len(), "a call completed twice");
+                prop_assert_eq!(&got, &want);
+                let mut pending: Vec<u64> = lock(&state).pending.keys().copied().collect();
+                pending.sort();
+                let unanswered: Vec<u64> =
+                    ids.iter().copied().filter(|id| !want.contains_key(id)).collect();
+                prop_assert_eq!(pending, unanswered);
+            }
+        }
     }
 }

@@ -176,7 +176,9 @@ pub fn announced_len(buf: &[u8]) -> Option<usize> {
     if buf.len() < 4 {
         return None;
     }
-    Some(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize + 4)
+    // Saturating: on a 32-bit target a prefix of 0xFFFFFFFF (not yet refused by `decode`
+    // when fewer than 8 bytes are in) would overflow.
+    Some((u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize).saturating_add(4))
 }
 
 fn put_header(out: &mut Vec<u8>, kind: FrameKind, id: u64, envelope: usize, body: usize) {
@@ -465,6 +467,33 @@ mod tests {
                     rest = &rest[n..];
                 }
                 let _ = parse_request_header(&bytes);
+            }
+
+            /// Valid frames with a few bytes overwritten (random bytes rarely get past
+            /// the magic): decoding never panics, never reads past its input, and a
+            /// frame it returns spans exactly its announced length.
+            #[test]
+            fn mutated_frames_never_panic(
+                payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..6),
+                edits in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 1..4),
+                max in prop_oneof![Just(DEFAULT_MAX_FRAME), 16usize..120],
+            ) {
+                let mut out = Vec::new();
+                for (i, p) in payloads.iter().enumerate() {
+                    encode_request(&mut out, i as u64, "svc", "m", &echo(p));
+                }
+                for (at, byte) in &edits {
+                    let i = at.index(out.len());
+                    out[i] = *byte;
+                }
+                let mut rest = &out[..];
+                while let Ok(Some((f, n))) = decode(rest, max) {
+                    prop_assert!(n >= HEADER_LEN && n <= rest.len() && n <= max);
+                    prop_assert_eq!(Some(n), announced_len(rest));
+                    prop_assert_eq!(HEADER_LEN + f.envelope.len() + f.body.len(), n);
+                    let _ = parse_request_header(f.envelope);
+                    rest = &rest[n..];
+                }
             }
 
             #[test]

@@ -115,7 +115,8 @@
 //! one address, shared by all clones. A calling thread encodes its request and, if
 //! nothing else is queued, writes it to the socket itself (no hop to the I/O thread); the
 //! I/O thread reads replies, matches them to calls by request id, and wakes the blocking
-//! caller or runs the completion. Completions run on the I/O thread: keep them short. A
+//! caller or runs the completion. Completions run on the I/O thread: keep them short (one
+//! that panics is caught and logged; the thread goes on). A
 //! call made from a completion is queued and written with the rest of the batch.
 //!
 //! # Errors
@@ -142,7 +143,8 @@
 //! closed), [`ServerConfig::idle_timeout`] (a connection with no calls in flight and no
 //! traffic is closed), [`ServerConfig::max_frame`]. Dropping the [`Server`] shuts down
 //! gracefully: stop accepting, answer new requests `STATUS_UNAVAILABLE`, give in-flight
-//! calls [`ServerConfig::shutdown_grace`], close every connection, join every thread.
+//! calls [`ServerConfig::shutdown_grace`], close every connection, join every thread
+//! (calls still queued for the pool when the grace ends are dropped unrun).
 //!
 //! Memory: an idle connection holds no buffers (about 0.25 KiB of server memory each,
 //! measured with 10,000 of them); a write buffer is kept for reuse up to 1 MiB and freed

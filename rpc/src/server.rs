@@ -173,6 +173,7 @@ impl ServerBuilder {
             replies: Mutex::new(Vec::new()),
             wake_pending: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             max_frame: self.config.max_frame,
         });
         let needs_pool = self.services.values().any(|e| !e.inline);
@@ -181,10 +182,11 @@ impl ServerBuilder {
             let (tx, rx) = crossbeam_channel::bounded::<Job>(self.config.queue.max(1));
             for i in 0..self.config.workers.max(1) {
                 let rx: Receiver<Job> = rx.clone();
+                let shared = shared.clone();
                 workers.push(
                     std::thread::Builder::new()
                         .name(format!("rpc-worker-{i}"))
-                        .spawn(move || worker(rx))?,
+                        .spawn(move || worker(rx, &shared))?,
                 );
             }
             Some(tx)
@@ -219,7 +221,8 @@ impl ServerBuilder {
 
 /// A running server. Dropping it shuts down gracefully: stop accepting, give in-flight
 /// calls [`ServerConfig::shutdown_grace`] to finish, close every connection, join the
-/// event loop and pool threads (a handler still running delays the drop until it returns).
+/// event loop and pool threads (a handler still running delays the drop until it returns;
+/// calls still queued for the pool once the grace is over are dropped unrun).
 pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
@@ -276,6 +279,9 @@ struct Shared {
     /// Set when a wake is already on its way, so a burst of replies costs one wake.
     wake_pending: AtomicBool,
     shutdown: AtomicBool,
+    /// The event loop has exited: every connection is closed, so calls still queued for
+    /// the pool are dropped unrun instead of holding up the shutdown.
+    stopped: AtomicBool,
     /// Replies longer than this are answered `RESOURCE_EXHAUSTED` instead.
     max_frame: usize,
 }
@@ -349,7 +355,7 @@ struct Job {
     reply: RawReply,
 }
 
-fn worker(rx: Receiver<Job>) {
+fn worker(rx: Receiver<Job>, shared: &Shared) {
     while let Ok(job) = rx.recv() {
         let Job {
             service,
@@ -357,6 +363,11 @@ fn worker(rx: Receiver<Job>) {
             body,
             reply,
         } = job;
+        if shared.stopped.load(Ordering::Acquire) {
+            // Its connection is gone: nobody would read the answer.
+            reply.fail(Status::Unavailable, "server shut down");
+            continue;
+        }
         run_handler(&*service, method, body, reply);
     }
 }
@@ -371,6 +382,20 @@ fn run_handler(service: &dyn Service, method: usize, body: Bytes, reply: RawRepl
             service.name(),
             service.methods().get(method).copied().unwrap_or("?")
         );
+    }
+}
+
+/// A name from the peer, quoted for an error text: at most 64 characters of it, so an
+/// error reply never echoes back a huge (or, escaped, several times larger) name.
+struct Clipped<'a>(&'a str);
+
+impl std::fmt::Display for Clipped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const KEEP: usize = 64;
+        match self.0.char_indices().nth(KEEP) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}... ({} bytes)", &self.0[..cut], self.0.len()),
+        }
     }
 }
 
@@ -403,7 +428,15 @@ impl Conn {
         self.large_fill = None;
         self.large_mode = false;
         match frame::announced_len(tail) {
-            Some(total) if total >= LARGE && total <= max_frame && total > tail.len() => {
+            // Only once the whole fixed header is here: the caller's `decode` of `tail`
+            // then checked magic, version, kind and envelope length, so no buffer of a
+            // peer-chosen size is made for bytes that are not a frame.
+            Some(total)
+                if tail.len() >= frame::HEADER_LEN
+                    && total >= LARGE
+                    && total <= max_frame
+                    && total > tail.len() =>
+            {
                 let mut buf = crate::pool::take(total);
                 buf[..tail.len()].copy_from_slice(tail);
                 self.rbuf = buf;
@@ -436,6 +469,12 @@ struct EventLoop {
     config: ServerConfig,
 }
 
+/// `d` from now, at most a century: a configured `Duration::MAX` ("never") would
+/// overflow `Instant` and kill the event loop.
+fn after(d: Duration) -> Instant {
+    Instant::now() + d.min(Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 enum ReadOutcome {
     Open,
     Close,
@@ -445,7 +484,7 @@ impl EventLoop {
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut draining_until: Option<Instant> = None;
-        let mut next_sweep = self.config.idle_timeout.map(|t| Instant::now() + t);
+        let mut next_sweep = self.config.idle_timeout.map(after);
         loop {
             let now = Instant::now();
             let mut timeout = next_sweep.map(|t| t.saturating_duration_since(now));
@@ -475,6 +514,7 @@ impl EventLoop {
                     token => self.conn_event(
                         token,
                         ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        ev.is_read_closed() || ev.is_error(),
                     ),
                 }
             }
@@ -491,7 +531,7 @@ impl EventLoop {
                 if let Some(mut l) = self.listener.take() {
                     let _ = self.poll.registry().deregister(&mut l);
                 }
-                draining_until = Some(Instant::now() + self.config.shutdown_grace);
+                draining_until = Some(after(self.config.shutdown_grace));
                 // Connections with nothing in flight can go now.
                 let idle: Vec<Token> = self
                     .conns
@@ -521,7 +561,7 @@ impl EventLoop {
                 && Instant::now() >= at
             {
                 self.sweep_idle(idle);
-                next_sweep = Some(Instant::now() + (idle / 4).max(Duration::from_millis(10)));
+                next_sweep = Some(after((idle / 4).max(Duration::from_millis(10))));
             }
         }
         let n = self.conns.len();
@@ -529,7 +569,9 @@ impl EventLoop {
             log::warn!("rpc server: closing {n} connections with calls still in flight");
         }
         self.conns.clear();
-        // Dropping `self.pool` lets the workers exit once the queue is empty.
+        self.shared.stopped.store(true, Ordering::Release);
+        // Dropping `self.pool` lets the workers exit once the queue is empty (what is
+        // left in it is dropped unrun, see `worker`).
     }
 
     fn accept(&mut self) {
@@ -586,9 +628,11 @@ impl EventLoop {
         }
     }
 
-    fn conn_event(&mut self, token: Token, readable: bool) {
+    /// `hup`: the event reports the end of the stream (or an error), which a short read
+    /// does not: read on until the socket says so.
+    fn conn_event(&mut self, token: Token, readable: bool, hup: bool) {
         if readable {
-            match self.read(token) {
+            match self.read(token, hup) {
                 ReadOutcome::Open => {}
                 ReadOutcome::Close => {
                     self.close(token);
@@ -599,15 +643,16 @@ impl EventLoop {
         self.flush(token);
     }
 
-    /// Reads until `WouldBlock`, dispatching every complete frame.
-    fn read(&mut self, token: Token) -> ReadOutcome {
+    /// Reads until `WouldBlock` (or a short read, unless `hup`), dispatching every
+    /// complete frame.
+    fn read(&mut self, token: Token, hup: bool) -> ReadOutcome {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let outcome = self.read_with(token, &mut scratch);
+        let outcome = self.read_with(token, &mut scratch, hup);
         self.scratch = scratch;
         outcome
     }
 
-    fn read_with(&mut self, token: Token, scratch: &mut [u8]) -> ReadOutcome {
+    fn read_with(&mut self, token: Token, scratch: &mut [u8], hup: bool) -> ReadOutcome {
         let conn_id = token.0 as u64;
         loop {
             let Some(conn) = self.conns.get_mut(&token) else {
@@ -633,7 +678,9 @@ impl EventLoop {
             let n = match conn.stream.read(buf) {
                 Ok(0) => {
                     conn.read_closed = true;
-                    return if conn.in_flight == 0 {
+                    // A peer that only shut down its sending side still gets every reply:
+                    // `flush` closes once the last one is written.
+                    return if conn.in_flight == 0 && conn.out_pos == conn.out.len() {
                         ReadOutcome::Close
                     } else {
                         ReadOutcome::Open
@@ -654,7 +701,7 @@ impl EventLoop {
                 if filled < conn.rbuf.len() {
                     conn.large_fill = Some(filled);
                     conn.out = out;
-                    if n < want {
+                    if n < want && !hup {
                         return ReadOutcome::Open; // drained; the next edge brings more
                     }
                     continue;
@@ -699,9 +746,11 @@ impl EventLoop {
             }
             // Flush what inline handlers answered before reading more.
             self.flush(token);
-            if n < want {
+            if n < want && !hup {
                 // A short read drained the socket: with edge-triggered readiness the next
                 // bytes bring a new event, so skip the read that would say WouldBlock.
+                // Not so for an end of stream that came in the same event as the bytes
+                // (`hup`): no event will announce it again, so read on to see it.
                 return ReadOutcome::Open;
             }
         }
@@ -785,14 +834,14 @@ impl EventLoop {
         let Some(entry) = self.services.get(service) else {
             fail(
                 Status::UnknownService,
-                &format!("unknown service {service:?}"),
+                &format!("unknown service {}", Clipped(service)),
             );
             return false;
         };
         let Some(m) = entry.methods.iter().position(|x| *x == method) else {
             fail(
                 Status::UnknownMethod,
-                &format!("service {service} has no method {method:?}"),
+                &format!("service {service} has no method {}", Clipped(method)),
             );
             return false;
         };

@@ -203,7 +203,12 @@ fn issue(d: Arc<Driver>, client: Arc<EchoServiceClient<Channel>>) {
                 }
             }
             _ => {
+                // Counted and reported; this slot stops. Re-issuing at once would recurse
+                // without end when calls fail synchronously (server down, backing off),
+                // overflowing the stack of the I/O thread or of this one.
                 d2.errors.fetch_add(1, Ordering::Relaxed);
+                d2.outstanding.fetch_sub(1, Ordering::AcqRel);
+                return;
             }
         }
         issue(d2, c2);
