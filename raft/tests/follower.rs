@@ -1,0 +1,152 @@
+//! A follower's log under reordered leader messages, checked at the core level where the
+//! exact message sequence is under the test's control (the simulator reaches these
+//! orderings only by luck).
+
+use bytes::Bytes;
+use proto::raft::raft_message::Body;
+use proto::raft::{
+    AppendEntriesReply, AppendEntriesRequest, Entry, InstallSnapshotReply, InstallSnapshotRequest,
+};
+use raft::{Config, InitialState, MemStorage, RaftMessage, RawNode, Ready, Storage};
+
+const LEADER: u64 = 1;
+const ME: u64 = 2;
+const TERM: u64 = 1;
+
+fn follower() -> (RawNode, MemStorage) {
+    let n = RawNode::new(Config::new(ME, vec![1, 2, 3]), InitialState::default()).expect("node");
+    (n, MemStorage::new())
+}
+
+fn drive(n: &mut RawNode, st: &mut MemStorage) -> Vec<Ready> {
+    let mut out = Vec::new();
+    while n.has_ready() {
+        let rd = n.ready();
+        st.persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)
+            .expect("mem storage");
+        n.advance(&rd);
+        out.push(rd);
+    }
+    out
+}
+
+fn entries(lo: u64, hi: u64) -> Vec<Entry> {
+    (lo..=hi)
+        .map(|i| Entry {
+            term: TERM,
+            index: i,
+            entry_type: 0,
+            data: Bytes::from(format!("cmd{i}")),
+        })
+        .collect()
+}
+
+fn from_leader(body: Body) -> RaftMessage {
+    RaftMessage {
+        cluster_id: 0,
+        from: LEADER,
+        to: ME,
+        body: Some(body),
+    }
+}
+
+fn append(prev: u64, es: Vec<Entry>, commit: u64) -> RaftMessage {
+    from_leader(Body::AppendEntries(AppendEntriesRequest {
+        term: TERM,
+        leader_id: LEADER,
+        prev_log_index: prev,
+        prev_log_term: if prev == 0 { 0 } else { TERM },
+        entries: es,
+        leader_commit: commit,
+        ..Default::default()
+    }))
+}
+
+fn append_replies(rds: &[Ready]) -> Vec<AppendEntriesReply> {
+    rds.iter()
+        .flat_map(|r| r.persisted_messages.iter().chain(&r.messages))
+        .filter_map(|m| match &m.body {
+            Some(Body::AppendEntriesReply(r)) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn snapshot_replies(rds: &[Ready]) -> Vec<InstallSnapshotReply> {
+    rds.iter()
+        .flat_map(|r| r.persisted_messages.iter().chain(&r.messages))
+        .filter_map(|m| match &m.body {
+            Some(Body::InstallSnapshotReply(r)) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A delayed, shorter AppendEntries of the current leader arrives after a longer one: the
+/// entries it carries all match, so nothing is truncated (§5.3: truncate only on a real
+/// conflict), and the reply acknowledges only what this message checked — claiming the
+/// whole log would let the leader count entries it never verified.
+#[test]
+fn delayed_shorter_append_truncates_nothing_and_acks_what_it_checked() {
+    let (mut n, mut st) = follower();
+    n.step(append(0, entries(1, 10), 0));
+    let rds = drive(&mut n, &mut st);
+    assert_eq!(append_replies(&rds)[0].match_index, 10);
+
+    n.step(append(2, entries(3, 3), 0));
+    let rds = drive(&mut n, &mut st);
+    assert_eq!(n.status().last_index, 10, "a matching suffix was truncated");
+    assert_eq!(st.state().entries.len(), 10, "storage lost the suffix");
+    let r = &append_replies(&rds)[0];
+    assert!(r.success);
+    assert_eq!(
+        r.match_index, 3,
+        "the reply claims entries the message did not check"
+    );
+}
+
+/// InstallSnapshot whose last entry the follower already holds with the same term: the
+/// follower keeps the log after it (the paper's Figure 13, step 6), because it may have
+/// acknowledged those entries and the leader may have counted them towards a commit.
+/// A snapshot at or below the commit index is ignored.
+#[test]
+fn snapshot_covering_matching_entries_keeps_the_suffix() {
+    let (mut n, mut st) = follower();
+    n.step(append(0, entries(1, 30), 15));
+    drive(&mut n, &mut st);
+    assert_eq!(n.status().commit, 15);
+
+    let snap = |index: u64| {
+        from_leader(Body::InstallSnapshot(InstallSnapshotRequest {
+            term: TERM,
+            leader_id: LEADER,
+            last_included_index: index,
+            last_included_term: TERM,
+            offset: 0,
+            data: Bytes::from_static(b"image"),
+            done: true,
+        }))
+    };
+    n.step(snap(20));
+    let rds = drive(&mut n, &mut st);
+    let s = n.status();
+    assert_eq!(
+        s.last_index, 30,
+        "the entries after the snapshot were dropped"
+    );
+    assert_eq!(st.state().entries.len(), 30, "storage dropped the suffix");
+    assert!(s.commit >= 20);
+    assert!(
+        rds.iter().all(|r| r.apply_snapshot.is_none()),
+        "the state machine was reset although the log has every entry"
+    );
+    assert!(snapshot_replies(&rds).iter().any(|r| r.done));
+
+    // An older snapshot (below the commit index) changes nothing.
+    n.step(snap(10));
+    let rds = drive(&mut n, &mut st);
+    assert_eq!(n.status().snapshot_index, 0);
+    assert_eq!(n.status().last_index, 30);
+    assert!(rds.iter().all(|r| r.apply_snapshot.is_none()));
+    assert!(snapshot_replies(&rds).iter().all(|r| r.done));
+}
