@@ -66,7 +66,7 @@ fn append_replies(rds: &[Ready]) -> Vec<AppendEntriesReply> {
     rds.iter()
         .flat_map(|r| r.persisted_messages.iter().chain(&r.messages))
         .filter_map(|m| match &m.body {
-            Some(Body::AppendEntriesReply(r)) => Some(r.clone()),
+            Some(Body::AppendEntriesReply(r)) => Some(*r),
             _ => None,
         })
         .collect()
@@ -76,7 +76,7 @@ fn snapshot_replies(rds: &[Ready]) -> Vec<InstallSnapshotReply> {
     rds.iter()
         .flat_map(|r| r.persisted_messages.iter().chain(&r.messages))
         .filter_map(|m| match &m.body {
-            Some(Body::InstallSnapshotReply(r)) => Some(r.clone()),
+            Some(Body::InstallSnapshotReply(r)) => Some(*r),
             _ => None,
         })
         .collect()
