@@ -14,10 +14,45 @@ const MAX_LOG_SIZE: usize = 2000;
 /// The lab's SnapShotInterval.
 const SNAPSHOT_INTERVAL: u64 = 10;
 
-fn sim(n: usize, default_seed: u64) -> Sim {
+/// The lab's per-test limit, in simulated time.
+const TEST_LIMIT_MS: u64 = 120_000;
+
+/// A lab test's cluster; when the test ends without failing, checks that it took at most
+/// the lab's 120 s (simulated).
+struct LabSim(Sim);
+
+impl std::ops::Deref for LabSim {
+    type Target = Sim;
+    fn deref(&self) -> &Sim {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for LabSim {
+    fn deref_mut(&mut self) -> &mut Sim {
+        &mut self.0
+    }
+}
+
+impl Drop for LabSim {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        eprintln!("simulated {} ms (limit {TEST_LIMIT_MS})", self.0.now);
+        if self.0.now > TEST_LIMIT_MS {
+            self.0.fail(&format!(
+                "the test took {} ms simulated, over the lab's {TEST_LIMIT_MS}",
+                self.0.now
+            ));
+        }
+    }
+}
+
+fn sim(n: usize, default_seed: u64) -> LabSim {
     let s = Sim::new(n, seed_from_env(default_seed));
     eprintln!("seed {}", s.seed);
-    s
+    LabSim(s)
 }
 
 /// `(id - 1 + k) % n + 1`: the lab's `(leader + k) % servers` for 1-based ids.
