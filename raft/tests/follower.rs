@@ -150,3 +150,36 @@ fn snapshot_covering_matching_entries_keeps_the_suffix() {
     assert!(rds.iter().all(|r| r.apply_snapshot.is_none()));
     assert!(snapshot_replies(&rds).iter().all(|r| r.done));
 }
+
+/// The commit index a follower learns is capped by the last entry the message verified
+/// (Figure 2: `min(leaderCommit, index of last new entry)`): entries after it may be a
+/// stale suffix from an older term that the leader has not overwritten yet.
+#[test]
+fn commit_is_capped_by_what_the_append_verified() {
+    let (mut n, mut st) = follower();
+    // Term 1: entries 1..10, of which only 1..3 are committed.
+    n.step(append(0, entries(1, 10), 3));
+    drive(&mut n, &mut st);
+    // A new leader in term 2 whose log agrees only through 4 probes at prev 3 with one
+    // entry and a commit index of 8 (entries 5..8 of its own term, on a majority).
+    n.step(from_leader(Body::AppendEntries(AppendEntriesRequest {
+        term: 2,
+        leader_id: LEADER,
+        prev_log_index: 3,
+        prev_log_term: TERM,
+        entries: entries(4, 4),
+        leader_commit: 8,
+        ..Default::default()
+    })));
+    let rds = drive(&mut n, &mut st);
+    assert_eq!(
+        n.status().commit,
+        4,
+        "committed entries of the stale suffix"
+    );
+    let applied: Vec<u64> = rds
+        .iter()
+        .flat_map(|r| r.committed_entries.iter().map(|e| e.index))
+        .collect();
+    assert!(applied.iter().all(|&i| i <= 4), "applied {applied:?}");
+}
