@@ -183,3 +183,77 @@ fn commit_is_capped_by_what_the_append_verified() {
         .collect();
     assert!(applied.iter().all(|&i| i <= 4), "applied {applied:?}");
 }
+
+/// Messages from an older term are not acted on, but a stale leader or candidate is told
+/// the newer term (§5.1), so it steps down without waiting for CheckQuorum.
+#[test]
+fn stale_term_requests_get_the_newer_term_back() {
+    let (mut n, mut st) = follower();
+    // Term 3 from the current leader.
+    n.step(from_leader(Body::AppendEntries(AppendEntriesRequest {
+        term: 3,
+        leader_id: LEADER,
+        ..Default::default()
+    })));
+    drive(&mut n, &mut st);
+    assert_eq!(n.term(), 3);
+    let stale = |body: Body| RaftMessage {
+        cluster_id: 0,
+        from: 3,
+        to: ME,
+        body: Some(body),
+    };
+    n.step(stale(Body::AppendEntries(AppendEntriesRequest {
+        term: 2,
+        leader_id: 3,
+        prev_log_index: 0,
+        entries: entries(1, 1),
+        leader_commit: 1,
+        ..Default::default()
+    })));
+    n.step(stale(Body::InstallSnapshot(InstallSnapshotRequest {
+        term: 2,
+        leader_id: 3,
+        last_included_index: 5,
+        last_included_term: 2,
+        offset: 0,
+        data: Bytes::from_static(b"old"),
+        done: true,
+    })));
+    n.step(stale(Body::RequestVote(proto::raft::RequestVoteRequest {
+        term: 2,
+        candidate_id: 3,
+        last_log_index: 100,
+        last_log_term: 2,
+        pre_vote: false,
+    })));
+    let rds = drive(&mut n, &mut st);
+    assert_eq!(
+        n.status().last_index,
+        0,
+        "a stale leader's entries were taken"
+    );
+    assert_eq!(n.status().snapshot_index, 0);
+    let replies: Vec<(u64, Option<u64>)> = rds
+        .iter()
+        .flat_map(|r| r.persisted_messages.iter().chain(&r.messages))
+        .filter(|m| m.to == 3)
+        .map(|m| match &m.body {
+            Some(Body::AppendEntriesReply(r)) => {
+                assert!(!r.success);
+                (r.term, Some(1))
+            }
+            Some(Body::InstallSnapshotReply(r)) => (r.term, Some(2)),
+            Some(Body::RequestVoteReply(r)) => {
+                assert!(!r.vote_granted, "voted for a stale candidate");
+                (r.term, Some(3))
+            }
+            _ => (0, None),
+        })
+        .collect();
+    assert_eq!(
+        replies,
+        vec![(3, Some(1)), (3, Some(2)), (3, Some(3))],
+        "each stale request gets one reply carrying the newer term"
+    );
+}
