@@ -613,17 +613,58 @@ fn figure8_3c() {
     figure8(&mut s, false);
 }
 
+/// Several one()s at once: every command is submitted before any is waited for, each is
+/// resubmitted (to whoever leads) when it has not been applied by `expected` nodes within
+/// 2 s of its submission, and all must agree within one()'s 10 s.
+fn one_concurrent(s: &mut Sim, cmds: &[Bytes], expected: usize) {
+    let t0 = s.now;
+    // Per command: (index, submitted at) of its latest submission.
+    let mut pending: Vec<(Bytes, Option<(u64, u64)>)> =
+        cmds.iter().map(|c| (c.clone(), None)).collect();
+    while !pending.is_empty() {
+        if s.now - t0 > 10_000 {
+            s.fail(&format!(
+                "{} of {} concurrent one()s failed to reach agreement in 10 s",
+                pending.len(),
+                cmds.len()
+            ));
+        }
+        for (c, sub) in pending.iter_mut() {
+            if sub.is_some_and(|(_, at)| s.now - at < 2_000) {
+                continue;
+            }
+            *sub = None;
+            for id in 1..=s.n() as u64 {
+                if s.is_up(id)
+                    && s.is_connected(id)
+                    && let Some((i, _)) = s.start(id, c.clone())
+                {
+                    *sub = Some((i, s.now));
+                    break;
+                }
+            }
+        }
+        s.run_for(20);
+        pending.retain(|(c, sub)| match sub {
+            Some((i, _)) => {
+                let (nd, got) = s.n_committed(*i);
+                !(nd >= expected && got.as_ref() == Some(c))
+            }
+            None => true,
+        });
+    }
+}
+
 #[test]
 fn unreliable_agree_3c() {
     let n = 5;
     let mut s = sim(n, 305);
     s.net = NetConfig::unreliable();
     for iter in 1..50u64 {
-        // The lab runs four one()s concurrently with a fifth; here: start all, then wait.
-        for j in 0..4 {
-            s.one(cmd(100 * iter + j), 1, true);
-        }
-        s.one(cmd(iter), 1, true);
+        // The lab runs four one()s concurrently with a fifth.
+        let mut cmds: Vec<Bytes> = (0..4).map(|j| cmd(100 * iter + j)).collect();
+        cmds.push(cmd(iter));
+        one_concurrent(&mut s, &cmds, 1);
     }
     s.net = NetConfig::reliable();
     s.one(cmd(100), n, true);
