@@ -840,6 +840,13 @@ fn snapcommon(default_seed: u64, disconnect: bool, reliable: bool, crash: bool) 
     if (disconnect || crash) && s.snapshot_chunks == 0 {
         s.fail("no InstallSnapshot was needed; the scenario did not exercise it");
     }
+    // With every node up and no message lost, no follower ever needs the snapshot.
+    if !disconnect && !crash && reliable && s.snapshot_chunks > 0 {
+        s.fail(&format!(
+            "{} InstallSnapshot chunks sent although no follower lagged",
+            s.snapshot_chunks
+        ));
+    }
 }
 
 #[test]
