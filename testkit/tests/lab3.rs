@@ -144,12 +144,16 @@ fn basic_agree_3b() {
 fn rpc_bytes_3b() {
     let n = 3;
     let mut s = sim(n, 202);
-    s.one(cmd(99), n, false);
+    let mut last = s.one(cmd(99), n, false);
     let bytes0 = s.bytes;
     let mut sent = 0u64;
     for _ in 0..10 {
         let data: Vec<u8> = (0..5000).map(|_| s.rng.next_u64() as u8).collect();
-        s.one(Bytes::from(data), n, false);
+        let index = s.one(Bytes::from(data), n, false);
+        if index != last + 1 {
+            s.fail(&format!("got index {index} but expected {}", last + 1));
+        }
+        last = index;
         sent += 5000;
     }
     let got = s.bytes - bytes0;
