@@ -613,8 +613,15 @@ fn figure8(s: &mut Sim, unreliable: bool) {
 
 #[test]
 fn figure8_3c() {
-    let mut s = sim(5, 304);
-    figure8(&mut s, false);
+    // One seed commits only a few dozen entries (the leader is crashed every iteration),
+    // so several seeds run; `SEED` still replays one.
+    for seed in [304, 3041, 3042, 3043, 3044, 3045] {
+        let mut s = sim(5, seed);
+        figure8(&mut s, false);
+        if std::env::var_os("SEED").is_some() {
+            break;
+        }
+    }
 }
 
 /// Several one()s at once: every command is submitted before any is waited for, each is
@@ -676,9 +683,16 @@ fn unreliable_agree_3c() {
 
 #[test]
 fn figure8_unreliable_3c() {
-    let mut s = sim(5, 306);
-    s.net = NetConfig::unreliable();
-    figure8(&mut s, true);
+    // With long reordering and CheckQuorum most leaders are short-lived (one seed commits
+    // a dozen entries), so several seeds run; `SEED` still replays one.
+    for seed in [306, 3061, 3062, 3063, 3064, 3065] {
+        let mut s = sim(5, seed);
+        s.net = NetConfig::unreliable();
+        figure8(&mut s, true);
+        if std::env::var_os("SEED").is_some() {
+            break;
+        }
+    }
 }
 
 fn churn(s: &mut Sim, unreliable: bool) {
