@@ -231,6 +231,11 @@ struct Progress {
     stall: u32,
     /// Highest commit index this follower has been told about.
     commit_sent: u64,
+    /// Highest index carried by an AppendEntries possibly still on its way (reset when
+    /// the leader resends after a silence): while it covers the snapshot, a follower whose
+    /// `next` a late reply moved below the snapshot is caught up by those entries rather
+    /// than sent the snapshot.
+    sent_to: u64,
 }
 
 #[derive(Debug)]
@@ -772,6 +777,7 @@ impl RawNode {
                         active: true,
                         stall: 0,
                         commit_sent: 0,
+                        sent_to: 0,
                     },
                 )
             })
@@ -1196,6 +1202,13 @@ impl RawNode {
             }
             let prev = pr.next - 1;
             let Some(prev_term) = self.log.term(prev) else {
+                if prev < self.log.snap.index && pr.sent_to >= self.log.snap.index {
+                    // A stale acknowledgement moved `next` back below the snapshot, but
+                    // entries past it are already on their way: wait for their answer
+                    // (if they were lost, the resend timer clears `sent_to`).
+                    pr.state = ProgressState::Probe { paused: true };
+                    return;
+                }
                 // The entries it needs are compacted away: send the snapshot.
                 pr.state = ProgressState::Snapshot {
                     index: self.log.snap.index,
@@ -1211,6 +1224,7 @@ impl RawNode {
             let n = entries.len() as u64;
             let commit = self.log.commit.min(prev + n);
             pr.commit_sent = pr.commit_sent.max(commit);
+            pr.sent_to = pr.sent_to.max(prev + n);
             let probe = match &mut pr.state {
                 ProgressState::Probe { paused } => {
                     *paused = true;
@@ -1371,6 +1385,7 @@ impl RawNode {
         let Some(pr) = l.progress.get_mut(&to) else {
             return;
         };
+        pr.sent_to = 0;
         match &mut pr.state {
             ProgressState::Snapshot { .. } => self.send_snapshot_chunk(to),
             // The probe (or its answer) was lost: send the same probe again. Going back

@@ -70,6 +70,8 @@
 //! an index; the log through it is dropped and the snapshot persisted. A follower whose
 //! next entry was dropped receives **InstallSnapshot in chunks** of `snapshot_chunk_bytes`:
 //! one chunk in flight, each acknowledged with the next offset wanted, resent when lost.
+//! (Unless entries past the snapshot were sent to it since the last resend: then a late
+//! reply moved its next index back, and the leader waits for the answer to those first.)
 //! The follower assembles the chunks (a chunk that does not continue where it is gets the
 //! current offset back; a new snapshot restarts the assembly), and on the last one
 //! replaces its log and state machine atomically: the snapshot goes to the driver to

@@ -101,6 +101,11 @@ impl MemStorage {
                 .sum::<usize>()
     }
 
+    /// The persisted term, vote and commit index.
+    pub fn hard_state(&self) -> HardState {
+        self.lock().state.hard_state
+    }
+
     /// Bytes of the persisted snapshot.
     pub fn snapshot_size(&self) -> usize {
         self.lock().state.snapshot.data.len()

@@ -18,7 +18,9 @@
 //!   index with another term, and the leader of every term holds every entry committed
 //!   in an earlier term (Leader Completeness);
 //! - no two nodes apply different commands at one index (State Machine Safety);
-//! - each node applies a gap-free prefix, snapshots included.
+//! - each node applies a gap-free prefix, snapshots included;
+//! - every message goes out in a term its sender has persisted, and every vote (granted or
+//!   asked for) only once the sender's storage holds it.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -699,6 +701,7 @@ impl Sim {
             self.check_ready(id, &node, &rd);
             // Leader traffic may go before (and while) the Ready is persisted.
             for m in &rd.messages {
+                self.check_durable(id, m);
                 self.send(m.clone());
             }
             if let Some(&(lo, hi)) = self.slow_disk.get(&id).or(self.disk_latency.as_ref()) {
@@ -739,6 +742,7 @@ impl Sim {
             return false;
         }
         for m in &rd.persisted_messages {
+            self.check_durable(id, m);
             self.send(m.clone());
         }
         self.apply(id, node, &rd);
@@ -757,6 +761,47 @@ impl Sim {
         }
         node.raw.advance(&rd);
         true
+    }
+
+    /// A node speaks only in a term it has persisted, and grants or asks for a vote only
+    /// once that vote is persisted: otherwise a crash could make it take back what it said
+    /// (vote twice in a term, or fall back to an older term and accept a deposed leader's
+    /// entries over ones it acknowledged).
+    fn check_durable(&self, id: u64, m: &RaftMessage) {
+        let hs = self.storages[Self::idx(id)].hard_state();
+        let (term, vote_for) = match &m.body {
+            // A PreVote request asks about the next term; a granted PreVote echoes it.
+            Some(Body::RequestVote(r)) if r.pre_vote => (r.term.saturating_sub(1), None),
+            Some(Body::RequestVoteReply(r)) if r.pre_vote && r.vote_granted => return,
+            Some(Body::RequestVote(r)) => (r.term, Some(m.from)),
+            Some(Body::RequestVoteReply(r)) if r.vote_granted => (r.term, Some(m.to)),
+            Some(Body::RequestVoteReply(r)) => (r.term, None),
+            Some(Body::AppendEntries(r)) => (r.term, None),
+            Some(Body::AppendEntriesReply(r)) => (r.term, None),
+            Some(Body::InstallSnapshot(r)) => (r.term, None),
+            Some(Body::InstallSnapshotReply(r)) => (r.term, None),
+            None => return,
+        };
+        if term > hs.term {
+            self.fail(&format!(
+                "n{id} sends in term {term} but persisted only term {}: {}",
+                hs.term,
+                describe(m)
+            ));
+        }
+        // (A vote from a term the node has since left is harmless: it can never act in
+        // that term again.)
+        if let Some(v) = vote_for
+            && hs.term == term
+            && hs.vote != v
+        {
+            self.fail(&format!(
+                "n{id} sends {} but persisted vote {} in term {}",
+                describe(m),
+                hs.vote,
+                hs.term
+            ));
+        }
     }
 
     fn disk_done(&mut self, id: u64, incarnation: u64) {

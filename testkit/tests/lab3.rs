@@ -14,10 +14,45 @@ const MAX_LOG_SIZE: usize = 2000;
 /// The lab's SnapShotInterval.
 const SNAPSHOT_INTERVAL: u64 = 10;
 
-fn sim(n: usize, default_seed: u64) -> Sim {
+/// The lab's per-test limit, in simulated time.
+const TEST_LIMIT_MS: u64 = 120_000;
+
+/// A lab test's cluster; when the test ends without failing, checks that it took at most
+/// the lab's 120 s (simulated).
+struct LabSim(Sim);
+
+impl std::ops::Deref for LabSim {
+    type Target = Sim;
+    fn deref(&self) -> &Sim {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for LabSim {
+    fn deref_mut(&mut self) -> &mut Sim {
+        &mut self.0
+    }
+}
+
+impl Drop for LabSim {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        eprintln!("simulated {} ms (limit {TEST_LIMIT_MS})", self.0.now);
+        if self.0.now > TEST_LIMIT_MS {
+            self.0.fail(&format!(
+                "the test took {} ms simulated, over the lab's {TEST_LIMIT_MS}",
+                self.0.now
+            ));
+        }
+    }
+}
+
+fn sim(n: usize, default_seed: u64) -> LabSim {
     let s = Sim::new(n, seed_from_env(default_seed));
     eprintln!("seed {}", s.seed);
-    s
+    LabSim(s)
 }
 
 /// `(id - 1 + k) % n + 1`: the lab's `(leader + k) % servers` for 1-based ids.
@@ -109,12 +144,16 @@ fn basic_agree_3b() {
 fn rpc_bytes_3b() {
     let n = 3;
     let mut s = sim(n, 202);
-    s.one(cmd(99), n, false);
+    let mut last = s.one(cmd(99), n, false);
     let bytes0 = s.bytes;
     let mut sent = 0u64;
     for _ in 0..10 {
         let data: Vec<u8> = (0..5000).map(|_| s.rng.next_u64() as u8).collect();
-        s.one(Bytes::from(data), n, false);
+        let index = s.one(Bytes::from(data), n, false);
+        if index != last + 1 {
+            s.fail(&format!("got index {index} but expected {}", last + 1));
+        }
+        last = index;
         sent += 5000;
     }
     let got = s.bytes - bytes0;
@@ -574,8 +613,57 @@ fn figure8(s: &mut Sim, unreliable: bool) {
 
 #[test]
 fn figure8_3c() {
-    let mut s = sim(5, 304);
-    figure8(&mut s, false);
+    // One seed commits only a few dozen entries (the leader is crashed every iteration),
+    // so several seeds run; `SEED` still replays one.
+    for seed in [304, 3041, 3042, 3043, 3044, 3045] {
+        let mut s = sim(5, seed);
+        figure8(&mut s, false);
+        if std::env::var_os("SEED").is_some() {
+            break;
+        }
+    }
+}
+
+/// Several one()s at once: every command is submitted before any is waited for, each is
+/// resubmitted (to whoever leads) when it has not been applied by `expected` nodes within
+/// 2 s of its submission, and all must agree within one()'s 10 s.
+fn one_concurrent(s: &mut Sim, cmds: &[Bytes], expected: usize) {
+    let t0 = s.now;
+    // Per command: (index, submitted at) of its latest submission.
+    let mut pending: Vec<(Bytes, Option<(u64, u64)>)> =
+        cmds.iter().map(|c| (c.clone(), None)).collect();
+    while !pending.is_empty() {
+        if s.now - t0 > 10_000 {
+            s.fail(&format!(
+                "{} of {} concurrent one()s failed to reach agreement in 10 s",
+                pending.len(),
+                cmds.len()
+            ));
+        }
+        for (c, sub) in pending.iter_mut() {
+            if sub.is_some_and(|(_, at)| s.now - at < 2_000) {
+                continue;
+            }
+            *sub = None;
+            for id in 1..=s.n() as u64 {
+                if s.is_up(id)
+                    && s.is_connected(id)
+                    && let Some((i, _)) = s.start(id, c.clone())
+                {
+                    *sub = Some((i, s.now));
+                    break;
+                }
+            }
+        }
+        s.run_for(20);
+        pending.retain(|(c, sub)| match sub {
+            Some((i, _)) => {
+                let (nd, got) = s.n_committed(*i);
+                !(nd >= expected && got.as_ref() == Some(c))
+            }
+            None => true,
+        });
+    }
 }
 
 #[test]
@@ -584,11 +672,10 @@ fn unreliable_agree_3c() {
     let mut s = sim(n, 305);
     s.net = NetConfig::unreliable();
     for iter in 1..50u64 {
-        // The lab runs four one()s concurrently with a fifth; here: start all, then wait.
-        for j in 0..4 {
-            s.one(cmd(100 * iter + j), 1, true);
-        }
-        s.one(cmd(iter), 1, true);
+        // The lab runs four one()s concurrently with a fifth.
+        let mut cmds: Vec<Bytes> = (0..4).map(|j| cmd(100 * iter + j)).collect();
+        cmds.push(cmd(iter));
+        one_concurrent(&mut s, &cmds, 1);
     }
     s.net = NetConfig::reliable();
     s.one(cmd(100), n, true);
@@ -596,9 +683,16 @@ fn unreliable_agree_3c() {
 
 #[test]
 fn figure8_unreliable_3c() {
-    let mut s = sim(5, 306);
-    s.net = NetConfig::unreliable();
-    figure8(&mut s, true);
+    // With long reordering and CheckQuorum most leaders are short-lived (one seed commits
+    // a dozen entries), so several seeds run; `SEED` still replays one.
+    for seed in [306, 3061, 3062, 3063, 3064, 3065] {
+        let mut s = sim(5, seed);
+        s.net = NetConfig::unreliable();
+        figure8(&mut s, true);
+        if std::env::var_os("SEED").is_some() {
+            break;
+        }
+    }
 }
 
 fn churn(s: &mut Sim, unreliable: bool) {
@@ -763,6 +857,13 @@ fn snapcommon(default_seed: u64, disconnect: bool, reliable: bool, crash: bool) 
     );
     if (disconnect || crash) && s.snapshot_chunks == 0 {
         s.fail("no InstallSnapshot was needed; the scenario did not exercise it");
+    }
+    // With every node up and no message lost, no follower ever needs the snapshot.
+    if !disconnect && !crash && reliable && s.snapshot_chunks > 0 {
+        s.fail(&format!(
+            "{} InstallSnapshot chunks sent although no follower lagged",
+            s.snapshot_chunks
+        ));
     }
 }
 

@@ -518,3 +518,43 @@ fn fast_backtracking_needs_few_round_trips() {
     );
     assert!(to_l1 <= 10, "{to_l1} requests to fix a conflicting suffix");
 }
+
+/// ReadIndex on a new leader that does not yet know the latest commit: the old leader
+/// committed X and crashed before telling anyone, so the new leader holds X but its commit
+/// index is below it. A read served at that commit index would miss X; the leader must
+/// wait for its own no-op to commit first (thesis §6.4). The simulator fails any read
+/// whose index is below an index committed before the request.
+#[test]
+fn read_index_on_new_leader_waits_for_its_first_commit() {
+    let mut s = sim(3, 950);
+    s.net.delay = (2, 2);
+    let c = rand_cmd(&mut s);
+    s.one(c, 3, false);
+    let l1 = s.check_one_leader();
+    let c = rand_cmd(&mut s);
+    let Some((x, _)) = s.start(l1, c) else {
+        s.fail("not leader");
+    };
+    step_until(&mut s, 1_000, "L1 commits X", |s| {
+        s.raw(l1).is_some_and(|r| r.status().commit >= x)
+    });
+    s.disconnect(l1);
+    s.crash(l1);
+    step_until(&mut s, 10_000, "a new leader", |s| {
+        (1..=3).any(|i| s.raw(i).is_some_and(|r| r.is_leader()))
+    });
+    let Some(l2) = (1..=3).find(|&i| s.raw(i).is_some_and(|r| r.is_leader())) else {
+        s.fail("no leader");
+    };
+    let st = s.raw(l2).map(|r| r.status());
+    assert!(
+        st.as_ref()
+            .is_some_and(|st| st.commit < x && st.last_index > x),
+        "stage: the new leader should hold X without knowing it committed: {st:?}"
+    );
+    assert!(s.read_index(l2, 1));
+    s.run_for(2_000);
+    let got: Vec<_> = s.read_states().iter().filter(|r| r.1 == 1).collect();
+    assert_eq!(got.len(), 1, "the read was never answered");
+    assert!(got[0].2 >= x, "read index {} misses X at {x}", got[0].2);
+}
