@@ -50,6 +50,11 @@ pub struct ServerConfig {
     /// On shutdown, how long in-flight calls get to finish before connections close.
     /// Default 1 s.
     pub shutdown_grace: Duration,
+    /// After traffic, how long the event loop keeps polling before it sleeps, yielding
+    /// the CPU between polls. On a VM, waking a thread whose vCPU has halted costs tens of
+    /// microseconds; a request that comes within this window costs no wake-up.
+    /// Default 50 µs; `Duration::ZERO` always sleeps at once.
+    pub spin: Duration,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +66,7 @@ impl Default for ServerConfig {
             max_connections: 16_384,
             idle_timeout: Some(Duration::from_secs(600)),
             shutdown_grace: Duration::from_secs(1),
+            spin: Duration::from_micros(50),
         }
     }
 }
@@ -485,6 +491,8 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         let mut draining_until: Option<Instant> = None;
         let mut next_sweep = self.config.idle_timeout.map(after);
+        let spin = self.config.spin;
+        let mut spin_until: Option<Instant> = None;
         loop {
             let now = Instant::now();
             let mut timeout = next_sweep.map(|t| t.saturating_duration_since(now));
@@ -500,6 +508,10 @@ impl EventLoop {
                         .min(Duration::from_millis(10)),
                 );
             }
+            let spinning = spin_until.is_some_and(|t| now < t);
+            if spinning {
+                timeout = Some(Duration::ZERO);
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -507,16 +519,27 @@ impl EventLoop {
                 log::error!("rpc server: poll failed, stopping: {e}");
                 break;
             }
+            if spinning && events.is_empty() {
+                // Lets a thread waiting for this CPU (say, the client we answer) run.
+                std::thread::yield_now();
+            }
+            let mut active = false;
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
-                    token => self.conn_event(
-                        token,
-                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                        ev.is_read_closed() || ev.is_error(),
-                    ),
+                    token => {
+                        active = true;
+                        self.conn_event(
+                            token,
+                            ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                            ev.is_read_closed() || ev.is_error(),
+                        )
+                    }
                 }
+            }
+            if active && !spin.is_zero() {
+                spin_until = Some(Instant::now() + spin);
             }
             if let Some(at) = self.accept_retry
                 && Instant::now() >= at

@@ -1246,3 +1246,32 @@ fn a_panicking_completion_does_not_take_the_client_down() {
     c.echo_async(&req(b"b"), T, move |r| tx.send(r).unwrap());
     assert_eq!(&rx.recv_timeout(T).unwrap().unwrap().payload[..], b"b");
 }
+
+#[test]
+fn without_polling_before_sleep_calls_still_complete() {
+    let s = ServerBuilder::new()
+        .config(rpc::ServerConfig {
+            spin: Duration::ZERO,
+            ..Default::default()
+        })
+        .register_inline(EchoServiceServer::new(TestEcho))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let rt = ClientRuntime::new(ClientConfig {
+        spin: Duration::ZERO,
+        ..Default::default()
+    })
+    .unwrap();
+    let c = EchoServiceClient::new(rt.channel(s.local_addr()));
+    for i in 0..100u32 {
+        let p = i.to_string();
+        assert_eq!(c.echo(&req(p.as_bytes()), T).unwrap().payload, p.as_bytes());
+    }
+    assert_eq!(
+        &c.echo(&req(b"later"), T).unwrap().payload[..],
+        b"answered later"
+    );
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    c.echo_async(&req(b"async"), T, move |r| tx.send(r).unwrap());
+    assert_eq!(&rx.recv_timeout(T).unwrap().unwrap().payload[..], b"async");
+}
