@@ -20,12 +20,10 @@ use proto::rpc::ErrorHeader;
 use proto::service::{Body, CallError, Caller, Completion, Status};
 
 use crate::frame::{self, FrameKind};
+use crate::reader::{FrameReader, KEEP_BUF};
 
 const WAKER: Token = Token(0);
 const READ_CHUNK: usize = 64 * 1024;
-const KEEP_BUF: usize = 1024 * 1024;
-/// An incomplete frame at least this long is read in place into a buffer of its size.
-const LARGE: usize = 16 * 1024;
 
 /// Client limits. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -607,56 +605,11 @@ impl Caller for Channel {
     }
 }
 
-/// A connection's bytes of an incomplete frame.
-#[derive(Default)]
-struct RBuf {
-    buf: Vec<u8>,
-    /// `Some(valid bytes)` while a large frame is read straight into `buf`, which then has
-    /// the frame's full length.
-    large_fill: Option<usize>,
-    /// The last frame was large: read the next header alone, so that the frame after it
-    /// is read in place too instead of through the shared buffer and a copy.
-    large_mode: bool,
-}
-
-impl RBuf {
-    /// Keeps the tail of an incomplete frame; a large one gets a buffer of its full size,
-    /// read in place and handed on without another copy.
-    fn keep_tail(&mut self, tail: &[u8], max_frame: usize) {
-        self.large_fill = None;
-        self.large_mode = false;
-        match frame::announced_len(tail) {
-            // Only once the whole fixed header is here: the caller's `decode` of `tail`
-            // then checked magic, version, kind and envelope length, so no buffer of a
-            // peer-chosen size is made for bytes that are not a frame.
-            Some(total)
-                if tail.len() >= frame::HEADER_LEN
-                    && total >= LARGE
-                    && total <= max_frame
-                    && total > tail.len() =>
-            {
-                let mut buf = crate::pool::take(total);
-                buf[..tail.len()].copy_from_slice(tail);
-                self.buf = buf;
-                self.large_fill = Some(tail.len());
-                self.large_mode = true;
-            }
-            _ => {
-                self.buf.clear();
-                if self.buf.capacity() > KEEP_BUF {
-                    self.buf = Vec::new();
-                }
-                self.buf.extend_from_slice(tail);
-            }
-        }
-    }
-}
-
 /// The I/O thread's own state.
 struct IoLoop {
     poll: Poll,
     shared: Arc<Shared>,
-    conns: HashMap<Token, (Arc<Conn>, RBuf)>,
+    conns: HashMap<Token, (Arc<Conn>, FrameReader)>,
     scratch: Vec<u8>,
     done: Vec<(Waiter, Result<Bytes, CallError>)>,
 }
@@ -736,7 +689,7 @@ impl IoLoop {
     /// Takes over the connections callers opened since the last look.
     fn adopt_new_conns(&mut self) {
         for c in std::mem::take(&mut *lock(&self.shared.new_conns)) {
-            self.conns.insert(c.token, (c, RBuf::default()));
+            self.conns.insert(c.token, (c, FrameReader::default()));
         }
     }
 
@@ -908,7 +861,7 @@ enum ReadEnd {
 /// reply to its waiter in `state` and completing it (completions run here, between
 /// reads). Bytes of an incomplete frame stay in `rb` for the next event.
 fn read_event(
-    rb: &mut RBuf,
+    rb: &mut FrameReader,
     scratch: &mut [u8],
     mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
     hup: bool,
@@ -917,19 +870,7 @@ fn read_event(
     done: &mut Vec<(Waiter, Result<Bytes, CallError>)>,
 ) -> ReadEnd {
     loop {
-        let (buf, want): (&mut [u8], usize) = match rb.large_fill {
-            Some(filled) => {
-                let w = rb.buf.len() - filled;
-                (&mut rb.buf[filled..], w)
-            }
-            None if rb.large_mode && rb.buf.is_empty() => {
-                (&mut scratch[..frame::HEADER_LEN], frame::HEADER_LEN)
-            }
-            None => {
-                let w = scratch.len();
-                (&mut *scratch, w)
-            }
-        };
+        let (buf, want) = rb.read_buf(scratch);
         let n = match read(buf) {
             Ok(0) => return ReadEnd::Closed(None),
             Ok(n) => n,
@@ -937,34 +878,16 @@ fn read_event(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return ReadEnd::Closed(Some(e)),
         };
-        let result = if let Some(filled) = rb.large_fill {
-            let filled = filled + n;
-            if filled < rb.buf.len() {
-                rb.large_fill = Some(filled);
-                if n < want && !hup {
-                    return ReadEnd::Drained;
-                }
-                continue;
+        let result = rb.feed(scratch, n, max, |data, owned| {
+            parse_responses(data, owned, max, state, done)
+        });
+        if let Ok(true) = result {
+            // A large frame still incomplete: nothing was parsed.
+            if n < want && !hup {
+                return ReadEnd::Drained;
             }
-            rb.large_fill = None;
-            rb.large_mode = true;
-            let whole = crate::pool::freeze(std::mem::take(&mut rb.buf));
-            parse_responses(&whole, Some(&whole), max, state, done).map(|_| ())
-        } else if rb.buf.is_empty() {
-            let r = parse_responses(&scratch[..n], None, max, state, done);
-            r.map(|used| rb.keep_tail(&scratch[used..n], max))
-        } else {
-            let mut buf = std::mem::take(&mut rb.buf);
-            buf.extend_from_slice(&scratch[..n]);
-            let r = parse_responses(&buf, None, max, state, done);
-            r.map(|used| {
-                if used == 0 && frame::announced_len(&buf).is_none_or(|t| t < LARGE) {
-                    rb.buf = buf;
-                } else {
-                    rb.keep_tail(&buf[used..], max);
-                }
-            })
-        };
+            continue;
+        }
         for (w, r) in done.drain(..) {
             w.complete(r);
         }
@@ -1192,7 +1115,7 @@ mod tests {
                     }
                 }
                 let mut sock = FakeSocket { stream: &stream, pos: 0, readable_to: 0, eof };
-                let mut rb = RBuf::default();
+                let mut rb = FrameReader::default();
                 let mut scratch = vec![0u8; scratch_len];
                 let mut done = Vec::new();
                 let mut events = 0;
@@ -1220,7 +1143,7 @@ mod tests {
                 prop_assert_eq!(sock.pos, stream.len());
                 prop_assert_eq!(closed, eof);
                 prop_assert!(done.is_empty());
-                prop_assert!(rb.buf.is_empty() && rb.large_fill.is_none(), "bytes left buffered");
+                prop_assert!(rb.is_empty(), "bytes left buffered");
                 let got: std::collections::BTreeMap<u64, String> =
                     lock(&seen).iter().cloned().collect();
                 prop_assert_eq!(lock(&seen).len(), got.len(), "a call completed twice");

@@ -174,6 +174,7 @@
 pub mod client;
 pub mod frame;
 mod pool;
+mod reader;
 pub mod server;
 
 pub use client::{Channel, ClientConfig, ClientRuntime};

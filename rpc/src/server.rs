@@ -17,17 +17,13 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use proto::service::{Outcome, RawReply, ReplyTarget, Service, Status};
 
 use crate::frame::{self, FrameKind};
+use crate::reader::{FrameReader, KEEP_BUF};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
 /// Bytes read per `read` call: many frames per read.
 const READ_CHUNK: usize = 64 * 1024;
-/// An emptied write buffer larger than this is freed, so idle connections stay small.
-const KEEP_BUF: usize = 1024 * 1024;
-/// A frame at least this long that is still incomplete after a read gets a buffer of its
-/// own size and is read in place.
-const LARGE: usize = 16 * 1024;
 
 /// Server limits and sizes. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -409,7 +405,7 @@ struct Conn {
     stream: TcpStream,
     peer: Option<SocketAddr>,
     /// Bytes of a frame not yet complete.
-    rbuf: Vec<u8>,
+    reader: FrameReader,
     out: Vec<u8>,
     out_pos: usize,
     /// Calls dispatched and not yet answered.
@@ -418,46 +414,6 @@ struct Conn {
     /// The peer closed its side, or we stopped reading after a framing error: close as
     /// soon as the in-flight calls are answered and written.
     read_closed: bool,
-    /// `Some(valid bytes)` while a large frame is read straight into `rbuf`, which then
-    /// has the frame's full length.
-    large_fill: Option<usize>,
-    /// The last frame was large: read the next header alone, so that the frame after it
-    /// is read in place too instead of through the shared buffer and a copy.
-    large_mode: bool,
-}
-
-impl Conn {
-    /// Keeps the bytes of an incomplete frame for the next read. A large frame (its
-    /// header already announced a valid length) gets a buffer of its full size, so the
-    /// rest is read in place and its body handed on without another copy.
-    fn keep_tail(&mut self, tail: &[u8], max_frame: usize) {
-        self.large_fill = None;
-        self.large_mode = false;
-        match frame::announced_len(tail) {
-            // Only once the whole fixed header is here: the caller's `decode` of `tail`
-            // then checked magic, version, kind and envelope length, so no buffer of a
-            // peer-chosen size is made for bytes that are not a frame.
-            Some(total)
-                if tail.len() >= frame::HEADER_LEN
-                    && total >= LARGE
-                    && total <= max_frame
-                    && total > tail.len() =>
-            {
-                let mut buf = crate::pool::take(total);
-                buf[..tail.len()].copy_from_slice(tail);
-                self.rbuf = buf;
-                self.large_fill = Some(tail.len());
-                self.large_mode = true;
-            }
-            _ => {
-                self.rbuf.clear();
-                if self.rbuf.capacity() > KEEP_BUF {
-                    self.rbuf = Vec::new();
-                }
-                self.rbuf.extend_from_slice(tail);
-            }
-        }
-    }
 }
 
 struct EventLoop {
@@ -627,14 +583,12 @@ impl EventLoop {
                         Conn {
                             stream,
                             peer: Some(peer),
-                            rbuf: Vec::new(),
+                            reader: FrameReader::default(),
                             out: Vec::new(),
                             out_pos: 0,
                             in_flight: 0,
                             last_active: Instant::now(),
                             read_closed: false,
-                            large_fill: None,
-                            large_mode: false,
                         },
                     );
                 }
@@ -685,19 +639,7 @@ impl EventLoop {
                 return ReadOutcome::Open;
             }
             // A large frame in progress is read straight into its own buffer.
-            let (buf, want): (&mut [u8], usize) = match conn.large_fill {
-                Some(filled) => {
-                    let w = conn.rbuf.len() - filled;
-                    (&mut conn.rbuf[filled..], w)
-                }
-                None if conn.large_mode && conn.rbuf.is_empty() => {
-                    (&mut scratch[..frame::HEADER_LEN], frame::HEADER_LEN)
-                }
-                None => {
-                    let w = scratch.len();
-                    (&mut *scratch, w)
-                }
-            };
+            let (buf, want) = conn.reader.read_buf(scratch);
             let n = match conn.stream.read(buf) {
                 Ok(0) => {
                     conn.read_closed = true;
@@ -719,46 +661,36 @@ impl EventLoop {
             };
             conn.last_active = Instant::now();
             let mut out = std::mem::take(&mut conn.out);
-            let result = if let Some(filled) = conn.large_fill {
-                let filled = filled + n;
-                if filled < conn.rbuf.len() {
-                    conn.large_fill = Some(filled);
-                    conn.out = out;
+            // `dispatch_all` borrows `self`: the reader comes out of the conn meanwhile.
+            let mut reader = std::mem::take(&mut conn.reader);
+            let mut delta = 0;
+            let fed = reader.feed(scratch, n, self.config.max_frame, |data, owned| {
+                self.dispatch_all(conn_id, data, owned, &mut out)
+                    .map(|(used, d)| {
+                        delta = d;
+                        used
+                    })
+                    .map_err(|(e, d)| {
+                        delta = d;
+                        e
+                    })
+            });
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return ReadOutcome::Close;
+            };
+            conn.reader = reader;
+            conn.out = out;
+            let result = match fed {
+                Ok(true) => {
+                    // A large frame still incomplete: nothing was dispatched.
                     if n < want && !hup {
                         return ReadOutcome::Open; // drained; the next edge brings more
                     }
                     continue;
                 }
-                conn.large_fill = None;
-                conn.large_mode = true;
-                let whole = crate::pool::freeze(std::mem::take(&mut conn.rbuf));
-                self.dispatch_all(conn_id, &whole, Some(&whole), &mut out)
-                    .map(|(_, delta)| delta)
-            } else if conn.rbuf.is_empty() {
-                let r = self.dispatch_all(conn_id, &scratch[..n], None, &mut out);
-                r.map(|(used, delta)| {
-                    let conn = self.conns.get_mut(&token).expect("connection is open");
-                    conn.keep_tail(&scratch[used..n], self.config.max_frame);
-                    delta
-                })
-            } else {
-                let mut rbuf = std::mem::take(&mut conn.rbuf);
-                rbuf.extend_from_slice(&scratch[..n]);
-                let r = self.dispatch_all(conn_id, &rbuf, None, &mut out);
-                r.map(|(used, delta)| {
-                    let conn = self.conns.get_mut(&token).expect("connection is open");
-                    if used == 0 && frame::announced_len(&rbuf).is_none_or(|t| t < LARGE) {
-                        conn.rbuf = rbuf;
-                    } else {
-                        conn.keep_tail(&rbuf[used..], self.config.max_frame);
-                    }
-                    delta
-                })
+                Ok(false) => Ok(delta),
+                Err(e) => Err((e, delta)),
             };
-            let Some(conn) = self.conns.get_mut(&token) else {
-                return ReadOutcome::Close;
-            };
-            conn.out = out;
             match result {
                 Ok(delta) => conn.in_flight = conn.in_flight.wrapping_add_signed(delta),
                 Err((e, delta)) => {
