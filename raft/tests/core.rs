@@ -7,19 +7,10 @@ use proto::raft::{
     AppendEntriesReply, AppendEntriesRequest, Entry, InstallSnapshotReply, InstallSnapshotRequest,
     RequestVoteReply, RequestVoteRequest,
 };
-use raft::{Config, Error, InitialState, MemStorage, RaftMessage, RawNode, Ready, Role, Storage};
+use raft::{Config, Error, InitialState, MemStorage, RaftMessage, RawNode, Role, Storage};
 
-fn drive(n: &mut RawNode, st: &mut MemStorage) -> Vec<Ready> {
-    let mut out = Vec::new();
-    while n.has_ready() {
-        let rd = n.ready();
-        st.persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)
-            .expect("mem storage");
-        n.advance(&rd);
-        out.push(rd);
-    }
-    out
-}
+mod common;
+use common::drive;
 
 #[test]
 fn single_node_elects_itself_and_commits() {

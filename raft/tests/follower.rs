@@ -7,7 +7,7 @@ use proto::raft::raft_message::Body;
 use proto::raft::{
     AppendEntriesReply, AppendEntriesRequest, Entry, InstallSnapshotReply, InstallSnapshotRequest,
 };
-use raft::{Config, InitialState, MemStorage, RaftMessage, RawNode, Ready, Storage};
+use raft::{Config, InitialState, MemStorage, RaftMessage, RawNode, Ready};
 
 const LEADER: u64 = 1;
 const ME: u64 = 2;
@@ -18,17 +18,8 @@ fn follower() -> (RawNode, MemStorage) {
     (n, MemStorage::new())
 }
 
-fn drive(n: &mut RawNode, st: &mut MemStorage) -> Vec<Ready> {
-    let mut out = Vec::new();
-    while n.has_ready() {
-        let rd = n.ready();
-        st.persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)
-            .expect("mem storage");
-        n.advance(&rd);
-        out.push(rd);
-    }
-    out
-}
+mod common;
+use common::drive;
 
 fn entries(lo: u64, hi: u64) -> Vec<Entry> {
     (lo..=hi)

@@ -2,19 +2,10 @@
 
 use proto::raft::raft_message::Body;
 use proto::raft::{AppendEntriesReply, RequestVoteReply};
-use raft::{Config, InitialState, MemStorage, RaftMessage, RawNode, Ready, Storage};
+use raft::{Config, InitialState, MemStorage, RaftMessage, RawNode, Ready};
 
-fn drive(n: &mut RawNode, st: &mut MemStorage) -> Vec<Ready> {
-    let mut out = Vec::new();
-    while n.has_ready() {
-        let rd = n.ready();
-        st.persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)
-            .expect("mem storage");
-        n.advance(&rd);
-        out.push(rd);
-    }
-    out
-}
+mod common;
+use common::drive;
 
 fn msg(from: u64, body: Body) -> RaftMessage {
     RaftMessage {
