@@ -139,6 +139,7 @@
 //!   slow disk slows the whole node (the core's contract allows a pipelined driver).
 
 mod core;
+mod disk;
 mod log;
 mod node;
 pub mod rpc_transport;
@@ -146,6 +147,7 @@ mod storage;
 pub mod transport;
 
 pub use crate::core::{Config, RawNode, ReadState, Ready, Role, Stats, Status};
+pub use crate::disk::{ConfState, DiskError, DiskOptions, DiskStorage};
 pub use crate::node::{ApplyMsg, DEFAULT_TICK, Mailbox, Node, Transport};
 pub use crate::storage::{InitialState, MemStorage, Snapshot, Storage, StorageError};
 pub use proto::raft::{Entry, EntryType, HardState, RaftMessage};
