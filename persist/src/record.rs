@@ -167,6 +167,9 @@ pub fn decode_segment_header(buf: &[u8]) -> Result<u64, String> {
     if crc32c::crc32c(&buf[..24]) != u32_at(buf, 24) {
         return Err("segment header checksum mismatch".into());
     }
+    if buf[28..32] != [0; 4] {
+        return Err("segment header reserved bytes are not zero".into());
+    }
     let version = u32_at(buf, 8);
     if version != SEGMENT_VERSION {
         return Err(format!(
