@@ -1,7 +1,7 @@
 //! The file-system operations this crate needs, behind a trait, so that tests can swap the
 //! real file system ([`StdFs`]) for a simulated one that loses power ([`crate::SimFs`]).
 //!
-//! The set is small on purpose: whole-file reads, append-only writes, `fdatasync`,
+//! The set is small on purpose: whole-file reads, writes at the end or at an offset, `fdatasync`,
 //! `set_len` (to cut a torn tail), create, rename, remove, list, and `fsync` of a
 //! directory. Every durability rule of the crate is stated in these terms:
 //!
@@ -11,13 +11,16 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-/// An open file that is only appended to (or cut shorter).
+/// An open file, written at the end or at an offset.
 pub trait FsFile: Send + fmt::Debug {
-    /// Appends `buf` at the end of the file.
+    /// Writes `buf` at the end of the file.
     fn append(&mut self, buf: &[u8]) -> io::Result<()>;
+    /// Writes `buf` at byte `offset` (over existing bytes, or extending the file).
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
     /// `fdatasync`: every byte appended so far (and the file's length) is durable on return.
     fn sync_data(&mut self) -> io::Result<()>;
     /// Cuts the file to `len` bytes (not durable until [`FsFile::sync_data`]).
@@ -32,10 +35,10 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// The whole content of a file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
-    /// Creates a file, or empties an existing one, and opens it for appending.
+    /// Creates a file, or empties an existing one, and opens it for writing.
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
-    /// Opens an existing file for appending.
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// Opens an existing file for writing.
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     /// Renames `from` to `to`, replacing `to` if it exists (atomic, like `rename(2)`).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file.
@@ -53,7 +56,11 @@ struct StdFile(File);
 
 impl FsFile for StdFile {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.seek(SeekFrom::End(0))?;
         self.0.write_all(buf)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
     }
     fn sync_data(&mut self) -> io::Result<()> {
         self.0.sync_data()
@@ -87,12 +94,10 @@ impl Fs for StdFs {
             .truncate(true)
             .write(true)
             .open(path)?;
-        // Appends go to the end; `set_len` then `append` continues at the new end.
-        let f = reopen_append(f, path)?;
         Ok(Box::new(StdFile(f)))
     }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let f = OpenOptions::new().append(true).open(path)?;
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let f = OpenOptions::new().write(true).open(path)?;
         Ok(Box::new(StdFile(f)))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -104,9 +109,4 @@ impl Fs for StdFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
-}
-
-fn reopen_append(f: File, path: &Path) -> io::Result<File> {
-    drop(f);
-    OpenOptions::new().append(true).open(path)
 }

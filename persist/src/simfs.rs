@@ -5,9 +5,10 @@
 //! [`SimFs::power_loss`] the program's view is replaced by what a real disk could hold
 //! after the power went out:
 //!
-//! - a file's content is what it held at its last [`FsFile::sync_data`]; if the file was
-//!   only appended to since then, a random prefix of the appended bytes may survive too
-//!   (a torn write: whole records, part of one, or none);
+//! - a file's content is what it held at its last [`FsFile::sync_data`], plus (if `torn`)
+//!   a random prefix of the writes and `set_len`s made since, in the order they were made,
+//!   the last of them possibly cut short (a torn write: whole records, part of one, or
+//!   none);
 //! - a create, rename or remove is kept only if its directory was synced after it
 //!   ([`Fs::sync_dir`]); the ones after the last sync are kept as a random prefix (in the
 //!   order they happened), so a rename may or may not have reached the disk;
@@ -23,12 +24,41 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::fs::{Fs, FsFile};
 
+#[derive(Debug, Clone)]
+enum FileOp {
+    Write(u64, Vec<u8>),
+    SetLen(u64),
+}
+
+fn apply_op(data: &mut Vec<u8>, op: &FileOp, keep: Option<usize>) {
+    match op {
+        FileOp::Write(off, bytes) => {
+            let bytes = &bytes[..keep.unwrap_or(bytes.len()).min(bytes.len())];
+            let off = *off as usize;
+            if data.len() < off + bytes.len() {
+                data.resize(off + bytes.len(), 0);
+            }
+            data[off..off + bytes.len()].copy_from_slice(bytes);
+        }
+        FileOp::SetLen(len) => data.resize(*len as usize, 0),
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inode {
     /// What reads see.
     data: Vec<u8>,
-    /// What survives a power loss.
+    /// What survives a power loss for sure.
     synced: Vec<u8>,
+    /// Writes since the last sync, in order.
+    pending: Vec<FileOp>,
+}
+
+impl Inode {
+    fn op(&mut self, op: FileOp) {
+        apply_op(&mut self.data, &op, None);
+        self.pending.push(op);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -162,31 +192,31 @@ impl SimFs {
                 g.inodes.remove(&ino);
                 continue;
             }
-            let extra = {
-                let n = &g.inodes[&ino];
-                if n.data.len() > n.synced.len() && n.data.starts_with(&n.synced) {
-                    n.data.len() - n.synced.len()
+            let n_ops = g.inodes[&ino].pending.len() as u64;
+            let (full, partial) = if torn && n_ops > 0 && g.below(2) == 1 {
+                let k = g.below(n_ops + 1) as usize;
+                let partial = if (k as u64) < n_ops {
+                    Some(g.below(1 << 20) as usize)
                 } else {
-                    0
-                }
-            };
-            let keep = if torn && extra > 0 {
-                // Half the time nothing survives, else a uniform prefix.
-                if g.below(2) == 0 {
-                    0
-                } else {
-                    g.below(extra as u64 + 1) as usize
-                }
+                    None
+                };
+                (k, partial)
             } else {
-                0
+                (0, None)
             };
             let n = g.inodes.get_mut(&ino).expect("inode listed above");
-            let len = n.synced.len() + keep;
-            n.data.truncate(len);
-            if n.data.len() < len || !n.data.starts_with(&n.synced) {
-                n.data = n.synced.clone();
+            let mut data = std::mem::take(&mut n.synced);
+            for op in &n.pending[..full] {
+                apply_op(&mut data, op, None);
             }
-            n.synced = n.data.clone();
+            if let (Some(cut), Some(op)) = (partial, n.pending.get(full))
+                && let FileOp::Write(_, bytes) = op
+            {
+                apply_op(&mut data, op, Some(cut % (bytes.len() + 1)));
+            }
+            n.pending.clear();
+            n.synced = data.clone();
+            n.data = data;
         }
         g.names = names.clone();
         g.durable_names = names;
@@ -213,6 +243,7 @@ impl SimFs {
         let n = g.inodes.get_mut(&ino).expect("named inode exists");
         n.synced = data.clone();
         n.data = data;
+        n.pending.clear();
         Ok(())
     }
 }
@@ -222,15 +253,24 @@ impl FsFile for SimFile {
         let mut g = self.fs.lock();
         g.op()?;
         let n = g.inodes.get_mut(&self.ino).ok_or_else(gone)?;
-        n.data.extend_from_slice(buf);
+        let end = n.data.len() as u64;
+        n.op(FileOp::Write(end, buf.to_vec()));
+        Ok(())
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        let mut g = self.fs.lock();
+        g.op()?;
+        let n = g.inodes.get_mut(&self.ino).ok_or_else(gone)?;
+        n.op(FileOp::Write(offset, buf.to_vec()));
         Ok(())
     }
     fn sync_data(&mut self) -> io::Result<()> {
         let mut g = self.fs.lock();
         g.op()?;
         let n = g.inodes.get_mut(&self.ino).ok_or_else(gone)?;
-        if n.synced != n.data {
+        if !n.pending.is_empty() {
             n.synced = n.data.clone();
+            n.pending.clear();
             g.file_syncs += 1;
         }
         Ok(())
@@ -239,7 +279,7 @@ impl FsFile for SimFile {
         let mut g = self.fs.lock();
         g.op()?;
         let n = g.inodes.get_mut(&self.ino).ok_or_else(gone)?;
-        n.data.resize(len as usize, 0);
+        n.op(FileOp::SetLen(len));
         Ok(())
     }
 }
@@ -272,7 +312,10 @@ impl Fs for SimFs {
         let mut g = self.lock();
         g.op()?;
         if let Ok(ino) = g.ino(path) {
-            g.inodes.get_mut(&ino).expect("named inode").data.clear();
+            g.inodes
+                .get_mut(&ino)
+                .expect("named inode")
+                .op(FileOp::SetLen(0));
             return Ok(Box::new(SimFile {
                 fs: self.clone(),
                 ino,
@@ -288,7 +331,7 @@ impl Fs for SimFs {
             ino,
         }))
     }
-    fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         let g = self.lock();
         let ino = g.ino(path)?;
         Ok(Box::new(SimFile {

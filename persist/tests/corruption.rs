@@ -11,7 +11,10 @@ use persist::{Error, Fs, SimFs, StdFs, Wal, WalOptions};
 const SEG: u64 = 1024;
 
 fn opts() -> WalOptions {
-    WalOptions { segment_bytes: SEG }
+    WalOptions {
+        segment_bytes: SEG,
+        preallocate_bytes: 300, // zeros after the last record of the active segment
+    }
 }
 
 /// Writes `batches` batches (sizes cycling 1..=3, last batch one record) of varied
@@ -48,12 +51,18 @@ fn reopen(fs: Arc<dyn Fs>, dir: &Path) -> Result<Vec<(u64, Vec<u8>)>, Error> {
 fn record_offsets(data: &[u8]) -> Vec<usize> {
     let mut pos = SEGMENT_HEADER;
     let mut out = Vec::new();
-    while pos < data.len() {
+    while pos < data.len() && data[pos..].iter().any(|&b| b != 0) {
         out.push(pos);
         let h = decode_record(&data[pos..]).unwrap();
         pos += RECORD_HEADER + h.len as usize;
     }
     out
+}
+
+/// Offset just after the last record (preallocated zeros may follow).
+fn records_end(data: &[u8]) -> usize {
+    let last = *record_offsets(data).last().unwrap();
+    last + RECORD_HEADER + decode_record(&data[last..]).unwrap().len as usize
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -76,15 +85,45 @@ fn truncation_at_every_byte_of_the_last_record_recovers_the_records_before() {
     let last = segs.last().unwrap().clone();
     let data = std::fs::read(&last).unwrap();
     let start = *record_offsets(&data).last().unwrap();
+    let end = records_end(&data);
+    assert!(
+        data.len() > end,
+        "the active segment has preallocated zeros"
+    );
     let mut tried = 0;
-    for cut in start..data.len() {
-        std::fs::write(&last, &data[..cut]).unwrap();
-        let got = reopen(Arc::new(StdFs), &dir).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
-        assert_eq!(got, all[..all.len() - 1], "cut at {cut}");
-        // The cut is durable and the log continues after it.
-        assert_eq!(std::fs::metadata(&last).unwrap().len(), start as u64);
+    for cut in start..end {
+        // The file cut short at `cut`, and the same bytes missing inside the
+        // preallocated zeros (a torn write into allocated space).
+        let mut holed = data.clone();
+        holed[cut..end].fill(0);
+        for (what, bytes) in [("cut", &data[..cut]), ("zeroed", &holed[..])] {
+            std::fs::write(&last, bytes).unwrap();
+            let got =
+                reopen(Arc::new(StdFs), &dir).unwrap_or_else(|e| panic!("{what} at {cut}: {e}"));
+            assert!(
+                got == all[..all.len() - 1],
+                "{what} at {cut}: {} records",
+                got.len()
+            );
+            // The torn tail is cut durably at the record boundary (a record not begun at
+            // all inside the zeros is no damage: the preallocated space stays).
+            let want = if what == "zeroed" && cut == start {
+                data.len()
+            } else {
+                start
+            };
+            assert_eq!(
+                std::fs::metadata(&last).unwrap().len(),
+                want as u64,
+                "{what} at {cut}"
+            );
+        }
         tried += 1;
     }
+    // Intact, with its zeros: every record, nothing cut.
+    std::fs::write(&last, &data).unwrap();
+    assert!(reopen(Arc::new(StdFs), &dir).unwrap() == all);
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), data.len() as u64);
     assert!(tried >= RECORD_HEADER);
     // A zero-filled tail (size extended, data never written) is a torn write too.
     let mut zeros = data[..start].to_vec();
@@ -107,10 +146,14 @@ fn an_incomplete_batch_at_the_tail_is_cut_whole() {
     let data = fs.read(&seg).unwrap();
     let offs = record_offsets(&data);
     // Cut anywhere inside the 3-record batch: only "one" survives.
-    for cut in offs[1]..data.len() {
+    for cut in offs[1]..records_end(&data) {
         fs.overwrite(&seg, data[..cut].to_vec()).unwrap();
         let got = reopen(Arc::new(fs.clone()), dir).unwrap();
-        assert_eq!(got, vec![(1, b"one".to_vec())], "cut at {cut}");
+        assert!(
+            got == vec![(1, b"one".to_vec())],
+            "cut at {cut}: {} records",
+            got.len()
+        );
     }
 }
 

@@ -32,6 +32,7 @@ fn main() {
     let max: u64 = args[3].parse().unwrap_or(10_000);
     let opts = WalOptions {
         segment_bytes: 16 << 10, // small: rolls happen often under the kills
+        preallocate_bytes: 4 << 10,
     };
     let (mut wal, _) = match Wal::open(Arc::new(StdFs), dir, opts, |_, _| Ok(())) {
         Ok(w) => w,
