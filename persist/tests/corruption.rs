@@ -201,7 +201,11 @@ fn a_flipped_bit_before_the_last_record_is_refused_with_file_and_offset() {
                     }
                     refused += 1;
                 }
-                other => panic!("{} byte {byte} flipped: {other:?}", seg.display()),
+                other => panic!(
+                    "{} byte {byte} flipped: {:?} (records)",
+                    seg.display(),
+                    other.map(|v| v.len())
+                ),
             }
             fs.overwrite(seg, data.clone()).unwrap();
         }

@@ -301,3 +301,65 @@ fn snapshot_carries_the_voter_set_and_survives_reopen() {
     assert_eq!(st.snapshot, s);
     assert_eq!(st.entries, vec![e(3)]);
 }
+
+#[test]
+fn a_missing_first_segment_or_snapshot_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = |i| Entry {
+        term: 1,
+        index: i,
+        entry_type: 0,
+        data: Bytes::from(vec![7u8; 50]),
+    };
+    let mut d = DiskStorage::open(tmp.path(), opts(512)).unwrap();
+    for i in 1..=40 {
+        d.persist(None, None, &[e(i)]).unwrap();
+    }
+    let segs = d.wal_segments();
+    assert!(segs.len() > 3);
+    drop(d);
+    // The first segment gone: the log no longer starts at seq 1 or at a checkpoint.
+    let saved = std::fs::read(&segs[0]).unwrap();
+    std::fs::remove_file(&segs[0]).unwrap();
+    let msg = DiskStorage::open(tmp.path(), opts(512))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("segment file is missing") && msg.contains(".wal"),
+        "{msg}"
+    );
+    std::fs::write(&segs[0], saved).unwrap();
+
+    // A snapshot: the log is checkpointed and the old segments released.
+    let mut d = DiskStorage::open(tmp.path(), opts(512)).unwrap();
+    let s = Snapshot {
+        index: 30,
+        term: 1,
+        data: Bytes::from_static(b"image"),
+    };
+    d.persist(None, Some(&s), &[]).unwrap();
+    let after = d.wal_segments();
+    assert!(
+        after.len() < segs.len(),
+        "{} segments before, {} after",
+        segs.len(),
+        after.len()
+    );
+    assert!(!after.contains(&segs[0]));
+    drop(d);
+    let d = DiskStorage::open(tmp.path(), opts(512)).unwrap();
+    let st = d.load().unwrap();
+    assert_eq!((st.snapshot.index, st.entries.len()), (30, 10));
+    drop(d);
+    // The snapshot file the log names is gone: refused, naming it.
+    let snap = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "snap"))
+        .unwrap();
+    std::fs::remove_file(&snap).unwrap();
+    let msg = DiskStorage::open(tmp.path(), opts(512))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains(&snap.display().to_string()), "{msg}");
+}
