@@ -14,10 +14,13 @@
 //!   batch carries a flag). A batch never spans two segments.
 //! - [`Wal::sync`] makes everything appended so far durable with one `fdatasync` (group
 //!   commit: the caller decides how many batches share it).
+//! - The active segment is **preallocated**: zeros are written
+//!   [`WalOptions::preallocate_bytes`] ahead of the records, so that a sync flushes data
+//!   only, not a new file size (etcd does the same).
 //! - When the active segment has reached [`WalOptions::segment_bytes`], the next append
-//!   first syncs it and starts a new segment (header written to a temp file, `fsync`,
-//!   rename, `fsync` of the directory). Every segment but the last is therefore complete
-//!   and durable.
+//!   first syncs it, cuts its preallocated zeros (durably), and starts a new segment
+//!   (header written to a temp file, `fsync`, rename, `fsync` of the directory). Every
+//!   segment but the last is therefore complete, durable, and free of zeros at its end.
 //! - [`Wal::release_before`] deletes whole segments at the front (after a snapshot);
 //!   [`Wal::truncate`] cuts records off the end.
 //!
@@ -29,16 +32,20 @@
 //!
 //! Every segment is read and every record's two checksums verified, in order:
 //!
+//! - **End of the log:** in the last segment, zeros from a record boundary to the end of
+//!   the file (preallocated space; a record header is never all zeros, type 0 being
+//!   reserved).
 //! - **Torn tail, cut and logged (warn, file and offset):** in the *last* segment only, a
-//!   record header or payload that runs past the end of the file, a zero-filled end of
-//!   file, a last record whose payload fails its checksum, and the records of a batch
-//!   whose last record is missing. These are what a crash during an unsynced append
-//!   leaves behind, and none of those bytes had been synced.
-//! - **Refused ([`Error::Corrupt`], file and byte offset):** a bad header checksum or an
-//!   impossible length anywhere; a bad payload checksum before the last record; any
-//!   damage in a segment that is not the last; a sequence number out of order; a segment
-//!   whose first sequence number does not continue the one before (a missing segment); a
-//!   segment header that does not match its file name.
+//!   record that runs past the end of the file, a damaged record followed only by zeros
+//!   (a write that did not reach the disk whole), and the records of a batch whose last
+//!   record is missing. These are what a crash during an unsynced write leaves behind
+//!   (under the assumption below: nothing after them, so they were the last bytes
+//!   written, after the last sync).
+//! - **Refused ([`Error::Corrupt`], file and byte offset):** a damaged record (bad header
+//!   checksum, impossible length, bad payload checksum) with any non-zero byte after it;
+//!   any damage, zeros included, in a segment that is not the last; a sequence number out
+//!   of order; a segment whose first sequence number does not continue the one before (a
+//!   missing segment); a segment header that does not match its file name.
 //!
 //! Assumption (the one etcd makes too): after a crash, the unsynced end of a file holds a
 //! prefix of what was appended (possibly followed by zeros), not older bytes with holes

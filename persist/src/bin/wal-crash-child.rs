@@ -5,7 +5,8 @@
 //! printed record is there, byte for byte. It stops by itself after `max` records so that
 //! it can never outlive a broken parent for long.
 //!
-//! Usage: `wal-crash-child DIR SEED MAX_RECORDS`
+//! Usage: `wal-crash-child DIR SEED MAX_RECORDS`, or `wal-crash-child --lock DIR`: take the
+//! directory's lock, print `locked`, and hold it until stdin closes (`tests/lock.rs`).
 
 use std::io::Write;
 use std::path::Path;
@@ -23,6 +24,19 @@ pub fn payload(seq: u64) -> Vec<u8> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 && args[1] == "--lock" {
+        let _lock = match persist::DirLock::acquire(Path::new(&args[2])) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("wal-crash-child: {e}");
+                std::process::exit(1);
+            }
+        };
+        println!("locked");
+        let _ = std::io::stdout().flush();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+        return;
+    }
     if args.len() != 4 {
         eprintln!("usage: wal-crash-child DIR SEED MAX_RECORDS");
         std::process::exit(2);
