@@ -29,7 +29,9 @@ pub trait FsFile: Send + fmt::Debug {
 
 /// A file system: the real one ([`StdFs`]) or a simulation ([`crate::SimFs`]).
 pub trait Fs: Send + Sync + fmt::Debug {
-    /// Creates `dir` and its parents if missing.
+    /// Creates `dir` and its parents if missing, durably: the parent of each directory
+    /// created is synced, so that a power loss cannot take the new directory (and every
+    /// file in it) away.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// The names of the files in `dir` (not recursive, no `.`/`..`).
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
@@ -72,7 +74,23 @@ impl FsFile for StdFile {
 
 impl Fs for StdFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.is_dir()).collect();
+        for d in missing.into_iter().rev() {
+            match std::fs::create_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => continue,
+                Err(e) => return Err(e),
+            }
+            let parent = match d.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            self.sync_dir(parent)?;
+        }
+        Ok(())
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();

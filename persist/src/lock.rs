@@ -24,7 +24,8 @@ impl DirLock {
     /// Locks `dir` (creating it if missing). A directory locked by another process (or by
     /// another `DirLock` in this one) gives [`Error::Locked`] with the holder's pid.
     pub fn acquire(dir: &Path) -> Result<DirLock, Error> {
-        std::fs::create_dir_all(dir).map_err(|e| io_err("create directory", dir, e))?;
+        crate::fs::Fs::create_dir_all(&crate::fs::StdFs, dir)
+            .map_err(|e| io_err("create directory", dir, e))?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
