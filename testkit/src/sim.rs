@@ -156,7 +156,6 @@ impl std::fmt::Debug for MakeConfig {
     }
 }
 
-/// A simulated cluster.
 /// A node's storage in the simulator: [`MemStorage`] by default, or one that really
 /// writes files (`testkit::disk::SimDisk`: `raft::DiskStorage` over a power-loss file
 /// system), passed to [`Sim::with_storage`].
@@ -181,6 +180,7 @@ impl SimStorage for MemStorage {
     }
 }
 
+/// A simulated cluster.
 #[derive(Debug)]
 pub struct Sim<S: SimStorage = MemStorage> {
     /// The seed this run replays from.
