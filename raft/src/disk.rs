@@ -620,6 +620,11 @@ impl DiskStorage {
                 .sum::<usize>()
     }
 
+    /// Bytes of the persisted snapshot's data.
+    pub fn snapshot_size(&self) -> usize {
+        self.state.snapshot.data.len()
+    }
+
     /// The voter set stored with the snapshot (empty if there is no snapshot).
     pub fn snapshot_conf_state(&self) -> &ConfState {
         &self.snapshot_conf
