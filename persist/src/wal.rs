@@ -232,7 +232,12 @@ impl Wal {
                 ));
             }
             let mut pos = SEGMENT_HEADER;
-            let mut batch: Vec<(Record, Location)> = Vec::new();
+            let mut batch: Vec<(Record, u64)> = Vec::new();
+            // One location per segment; its offset is set per record handed out.
+            let mut loc = Location {
+                file: seg.path.clone(),
+                offset: 0,
+            };
             let mut batch_start = pos;
             while pos < data.len() {
                 let at = pos as u64;
@@ -284,14 +289,12 @@ impl Wal {
                         kind: h.kind,
                         payload: data.slice(pos + RECORD_HEADER..end),
                     },
-                    Location {
-                        file: seg.path.clone(),
-                        offset: at,
-                    },
+                    at,
                 ));
                 pos = end;
                 if h.batch_end {
-                    for (r, loc) in batch.drain(..) {
+                    for (r, at) in batch.drain(..) {
+                        loc.offset = at;
                         replay(&r, &loc).map_err(|what| Error::Invalid {
                             file: loc.file.clone(),
                             offset: loc.offset,
