@@ -344,6 +344,10 @@ impl DiskStorage {
     /// (see the module docs for an example). Errors: another process holds the lock (its
     /// pid is named), the directory belongs to another cluster or node, a damaged file
     /// (named, with the byte offset), or I/O.
+    ///
+    /// The returned storage holds the directory's [`DirLock`] until it is dropped (with
+    /// the node that owns it); do not take a second `DirLock` on the same directory in
+    /// this process: `flock` refuses it too.
     pub fn open(dir: impl AsRef<Path>, opts: DiskOptions) -> Result<DiskStorage, StorageError> {
         let dir = dir.as_ref();
         let lock = DirLock::acquire(dir)?;

@@ -65,6 +65,10 @@ fn run_seed(seed: u64, t: &mut Totals) {
     if pick.chance(0.7) {
         s.snapshot_every = Some(pick.range(3, 25));
     }
+    if pick.chance(0.3) {
+        // A pipelined driver: the node steps and ticks while a Ready is being persisted.
+        s.disk_latency = Some((1, pick.range(2, 20)));
+    }
     s.net = NetConfig {
         drop: pick.range(0, 15) as f64 / 100.0,
         duplicate: pick.range(0, 5) as f64 / 100.0,
