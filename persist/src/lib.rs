@@ -53,5 +53,5 @@ pub use crate::atomic::{TMP_SUFFIX, write_atomic};
 pub use crate::error::Error;
 pub use crate::fs::{Fs, FsFile, StdFs};
 pub use crate::lock::{DirLock, LOCK_FILE};
-pub use crate::simfs::SimFs;
+pub use crate::simfs::{Loss, SimFs};
 pub use crate::wal::{Location, Record, Recovery, Wal, WalOptions, segment_name};

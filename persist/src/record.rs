@@ -1,6 +1,6 @@
 //! The byte layout of a WAL record and of a segment header: pure functions, no files.
 //!
-//! # Record (24-byte header, then the payload; integers little-endian)
+//! # Record (28-byte header, then the payload; integers little-endian)
 //!
 //! | offset | size | field | meaning |
 //! | ---: | ---: | --- | --- |
@@ -9,16 +9,19 @@
 //! | 5 | 1 | `flags` | bit 0: last record of its [`append`](crate::Wal::append) batch; bits 1-7 zero |
 //! | 6 | 2 | reserved | zero |
 //! | 8 | 8 | `seq` | the record's sequence number: the previous record's + 1 |
-//! | 16 | 4 | `payload_crc` | CRC32C (Castagnoli) of the payload |
-//! | 20 | 4 | `header_crc` | CRC32C of bytes 0..20 of this header |
-//! | 24 | `len` | payload | the caller's bytes |
+//! | 16 | 4 | `index` | the record's place in its batch (0 for the first), so that `seq - index` names the batch |
+//! | 20 | 4 | `payload_crc` | CRC32C (Castagnoli) of the payload |
+//! | 24 | 4 | `header_crc` | CRC32C of bytes 0..24 of this header |
+//! | 28 | `len` | payload | the caller's bytes |
 //!
 //! The header has its own checksum so that a flipped bit in `len` is seen as damage, not
-//! mistaken for a record that runs past the end of the file (a torn write). Example, a
-//! record of kind 7, seq 1, payload `"hi"`, the last of its batch:
+//! mistaken for a record that runs past the end of the file (a torn write); `index` lets
+//! recovery tell whether intact records after a damaged one belong to the same batch (a
+//! torn last batch) or to a later one (damage to data that was synced). Example, a record
+//! of kind 7, seq 1, payload `"hi"`, alone in its batch:
 //!
 //! ```text
-//! 02 00 00 00  07  01  00 00  01 00 00 00 00 00 00 00  <crc("hi")>  <crc(bytes 0..20)>  68 69
+//! 02 00 00 00  07  01  00 00  01 00 00 00 00 00 00 00  00 00 00 00  <crc("hi")>  <crc(bytes 0..24)>  68 69
 //! ```
 //!
 //! # Segment header (32 bytes, at offset 0 of every segment file)
@@ -33,7 +36,7 @@
 //! | 28 | 4 | reserved | zero |
 
 /// Bytes of a record header.
-pub const RECORD_HEADER: usize = 24;
+pub const RECORD_HEADER: usize = 28;
 /// Bytes of a segment header.
 pub const SEGMENT_HEADER: usize = 32;
 /// Largest payload of one record: 128 MiB. A longer length field is damage.
@@ -57,6 +60,8 @@ pub struct Header {
     pub batch_end: bool,
     /// Sequence number.
     pub seq: u64,
+    /// Place in its batch (0 for the first record).
+    pub index: u32,
     /// CRC32C of the payload.
     pub payload_crc: u32,
 }
@@ -72,8 +77,15 @@ pub enum Damage {
     BadPayload,
 }
 
-/// Appends one encoded record to `out`.
-pub fn encode_record(out: &mut Vec<u8>, kind: u8, seq: u64, batch_end: bool, payload: &[u8]) {
+/// Appends one encoded record to `out`: record `index` (0-based) of its batch.
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    kind: u8,
+    seq: u64,
+    index: u32,
+    batch_end: bool,
+    payload: &[u8],
+) {
     debug_assert!(kind != 0 && payload.len() <= MAX_PAYLOAD);
     let start = out.len();
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -81,10 +93,23 @@ pub fn encode_record(out: &mut Vec<u8>, kind: u8, seq: u64, batch_end: bool, pay
     out.push(if batch_end { FLAG_BATCH_END } else { 0 });
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&index.to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    let hcrc = crc32c::crc32c(&out[start..start + 20]);
-    out.extend_from_slice(&hcrc.to_le_bytes());
+    out.extend_from_slice(&[0; 4]); // the header checksum, set next
+    seal_header(&mut out[start..start + RECORD_HEADER]);
     out.extend_from_slice(payload);
+}
+
+/// Marks an encoded record (its first [`RECORD_HEADER`] bytes in `header`) as the last of
+/// its batch and recomputes the header checksum.
+pub fn set_batch_end(header: &mut [u8]) {
+    header[5] |= FLAG_BATCH_END;
+    seal_header(header);
+}
+
+fn seal_header(header: &mut [u8]) {
+    let hcrc = crc32c::crc32c(&header[..24]);
+    header[24..28].copy_from_slice(&hcrc.to_le_bytes());
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -102,8 +127,8 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, Damage> {
     if buf.len() < RECORD_HEADER {
         return Err(Damage::Short);
     }
-    let hcrc = u32_at(buf, 20);
-    if crc32c::crc32c(&buf[..20]) != hcrc {
+    let hcrc = u32_at(buf, 24);
+    if crc32c::crc32c(&buf[..24]) != hcrc {
         return Err(Damage::BadHeader("header checksum mismatch".into()));
     }
     let len = u32_at(buf, 0);
@@ -125,7 +150,8 @@ pub fn decode_header(buf: &[u8]) -> Result<Header, Damage> {
         kind,
         batch_end: flags & FLAG_BATCH_END != 0,
         seq: u64_at(buf, 8),
-        payload_crc: u32_at(buf, 16),
+        index: u32_at(buf, 16),
+        payload_crc: u32_at(buf, 20),
     })
 }
 
@@ -186,20 +212,33 @@ mod tests {
     #[test]
     fn golden_record_bytes() {
         let mut b = Vec::new();
-        encode_record(&mut b, 7, 1, true, b"hi");
-        assert_eq!(b.len(), 26);
-        assert_eq!(&b[..16], &[2, 0, 0, 0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(&b[16..20], &crc32c::crc32c(b"hi").to_le_bytes());
-        assert_eq!(&b[20..24], &crc32c::crc32c(&b[..20]).to_le_bytes());
-        assert_eq!(&b[24..], b"hi");
+        encode_record(&mut b, 7, 1, 0, true, b"hi");
+        assert_eq!(b.len(), 30);
+        assert_eq!(
+            &b[..20],
+            &[2, 0, 0, 0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(&b[20..24], &crc32c::crc32c(b"hi").to_le_bytes());
+        assert_eq!(&b[24..28], &crc32c::crc32c(&b[..24]).to_le_bytes());
+        assert_eq!(&b[28..], b"hi");
         let h = decode_record(&b).unwrap();
-        assert_eq!((h.len, h.kind, h.batch_end, h.seq), (2, 7, true, 1));
+        assert_eq!(
+            (h.len, h.kind, h.batch_end, h.seq, h.index),
+            (2, 7, true, 1, 0)
+        );
+        // The third record of a batch that starts at seq 40, not the last.
+        let mut c = Vec::new();
+        encode_record(&mut c, 1, 42, 2, false, b"");
+        let h = decode_record(&c).unwrap();
+        assert_eq!((h.seq, h.index, h.batch_end), (42, 2, false));
+        set_batch_end(&mut c[..RECORD_HEADER]);
+        assert!(decode_record(&c).unwrap().batch_end);
     }
 
     #[test]
     fn every_prefix_is_short_and_every_bit_flip_is_caught() {
         let mut b = Vec::new();
-        encode_record(&mut b, 3, 99, false, b"payload bytes");
+        encode_record(&mut b, 3, 99, 5, false, b"payload bytes");
         for cut in 0..b.len() {
             assert_eq!(decode_record(&b[..cut]), Err(Damage::Short), "cut {cut}");
         }

@@ -5,17 +5,17 @@
 //! [`SimFs::power_loss`] the program's view is replaced by what a real disk could hold
 //! after the power went out:
 //!
-//! - a file's content is what it held at its last [`FsFile::sync_data`], plus (if `torn`)
-//!   a random prefix of the writes and `set_len`s made since, in the order they were made,
-//!   the last of them possibly cut short (a torn write: whole records, part of one, or
-//!   none);
+//! - a file's content is what it held at its last [`FsFile::sync_data`], plus, of the
+//!   writes and `set_len`s made since ([`Loss`]): nothing; or a random prefix of them in
+//!   the order they were made, the last possibly cut short (a torn write); or a random
+//!   subset of their 512-byte sectors (a device that persists sectors out of order);
 //! - a create, rename or remove is kept only if its directory was synced after it
 //!   ([`Fs::sync_dir`]); the ones after the last sync are kept as a random prefix (in the
 //!   order they happened), so a rename may or may not have reached the disk;
 //! - a file no durable name points to is gone.
 //!
-//! The model is the one the WAL's recovery assumes (see `wal` module docs): unsynced
-//! appends survive as a prefix, not with holes.
+//! The WAL's recovery handles all three as long as everything written since the last sync
+//! is one append batch (see the `wal` module docs).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -23,6 +23,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::fs::{Fs, FsFile};
+
+/// What survives, at a power loss, of the file writes made since the last sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// Nothing.
+    Synced,
+    /// Half the time nothing, else a random prefix of them in order, the last one
+    /// possibly cut short.
+    Prefix,
+    /// Each 512-byte sector they touched, independently with probability 1/2.
+    Sectors,
+}
 
 #[derive(Debug, Clone)]
 enum FileOp {
@@ -170,9 +182,15 @@ impl SimFs {
     }
 
     /// Power goes out and comes back: every file and directory keeps what was synced, plus
-    /// (if `torn`) a random prefix of what was appended or renamed after (see module docs).
+    /// (if `torn`) a random prefix of what was written or renamed after (see module docs).
     /// Open [`FsFile`]s of before the loss must not be used any more.
     pub fn power_loss(&self, torn: bool) {
+        self.power_loss_with(if torn { Loss::Prefix } else { Loss::Synced });
+    }
+
+    /// [`SimFs::power_loss`] with the choice of what survives of unsynced file writes.
+    pub fn power_loss_with(&self, loss: Loss) {
+        let torn = loss != Loss::Synced;
         let mut g = self.lock();
         let pending = std::mem::take(&mut g.pending);
         let keep_ops = if torn {
@@ -193,27 +211,53 @@ impl SimFs {
                 continue;
             }
             let n_ops = g.inodes[&ino].pending.len() as u64;
-            let (full, partial) = if torn && n_ops > 0 && g.below(2) == 1 {
-                let k = g.below(n_ops + 1) as usize;
-                let partial = if (k as u64) < n_ops {
-                    Some(g.below(1 << 20) as usize)
-                } else {
-                    None
-                };
-                (k, partial)
-            } else {
-                (0, None)
-            };
+            let mut data = std::mem::take(&mut g.inodes.get_mut(&ino).expect("listed").synced);
+            let pending_ops = std::mem::take(&mut g.inodes.get_mut(&ino).expect("listed").pending);
+            match loss {
+                Loss::Synced => {}
+                Loss::Prefix => {
+                    if n_ops > 0 && g.below(2) == 1 {
+                        let full = g.below(n_ops + 1) as usize;
+                        for op in &pending_ops[..full] {
+                            apply_op(&mut data, op, None);
+                        }
+                        if let Some(op @ FileOp::Write(_, bytes)) = pending_ops.get(full) {
+                            let cut = g.below(bytes.len() as u64 + 1) as usize;
+                            apply_op(&mut data, op, Some(cut));
+                        }
+                    }
+                }
+                Loss::Sectors => {
+                    for op in &pending_ops {
+                        match op {
+                            FileOp::Write(off, bytes) => {
+                                // Each 512-byte sector the write touches survives or not.
+                                let mut at = *off;
+                                let end = off + bytes.len() as u64;
+                                while at < end {
+                                    let next = ((at / 512) + 1) * 512;
+                                    let piece_end = next.min(end);
+                                    if g.below(2) == 1 {
+                                        let b =
+                                            &bytes[(at - off) as usize..(piece_end - off) as usize];
+                                        apply_op(&mut data, &FileOp::Write(at, b.to_vec()), None);
+                                    } else if data.len() < piece_end as usize {
+                                        // Space allocated, content never written: zeros.
+                                        data.resize(piece_end as usize, 0);
+                                    }
+                                    at = piece_end;
+                                }
+                            }
+                            FileOp::SetLen(_) => {
+                                if g.below(2) == 1 {
+                                    apply_op(&mut data, op, None);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             let n = g.inodes.get_mut(&ino).expect("inode listed above");
-            let mut data = std::mem::take(&mut n.synced);
-            for op in &n.pending[..full] {
-                apply_op(&mut data, op, None);
-            }
-            if let (Some(cut), Some(op)) = (partial, n.pending.get(full))
-                && let FileOp::Write(_, bytes) = op
-            {
-                apply_op(&mut data, op, Some(cut % (bytes.len() + 1)));
-            }
             n.pending.clear();
             n.synced = data.clone();
             n.data = data;

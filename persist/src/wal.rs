@@ -35,21 +35,27 @@
 //! - **End of the log:** in the last segment, zeros from a record boundary to the end of
 //!   the file (preallocated space; a record header is never all zeros, type 0 being
 //!   reserved).
-//! - **Torn tail, cut and logged (warn, file and offset):** in the *last* segment only, a
-//!   record that runs past the end of the file, a damaged record followed only by zeros
-//!   (a write that did not reach the disk whole), and the records of a batch whose last
-//!   record is missing. These are what a crash during an unsynced write leaves behind
-//!   (under the assumption below: nothing after them, so they were the last bytes
-//!   written, after the last sync).
-//! - **Refused ([`Error::Corrupt`], file and byte offset):** a damaged record (bad header
-//!   checksum, impossible length, bad payload checksum) with any non-zero byte after it;
-//!   any damage, zeros included, in a segment that is not the last; a sequence number out
-//!   of order; a segment whose first sequence number does not continue the one before (a
-//!   missing segment); a segment header that does not match its file name.
+//! - **Torn tail, cut and logged (warn, file and offset):** in the *last* segment only,
+//!   damage (a record that runs past the end of the file, a bad header or payload
+//!   checksum, an impossible length) after which no intact record of a *later* batch
+//!   follows: the last batch written did not reach the disk whole. It is cut from its
+//!   first record on, as is a last batch whose final record is missing. A record's
+//!   `index` in its batch tells which batch an intact record after the damage belongs to,
+//!   so holes left by a device that persisted the batch's sectors out of order are
+//!   recognised too.
+//! - **Refused ([`Error::Corrupt`], file and byte offset):** damage followed by an intact
+//!   record of a later batch (the damaged data had been followed by more writes, so it is
+//!   not simply the last write torn); any damage, zeros included, in a segment that is not
+//!   the last; a sequence number out of order; a segment whose first sequence number does
+//!   not continue the one before (a missing segment); a segment header that does not
+//!   match its file name.
 //!
-//! Assumption (the one etcd makes too): after a crash, the unsynced end of a file holds a
-//! prefix of what was appended (possibly followed by zeros), not older bytes with holes
-//! in them. `SimFs` simulates exactly this.
+//! So damage to synced data is refused everywhere except inside the very last batch,
+//! which cannot be told from a torn write and is cut (logged). This is exact when every
+//! sync covers one batch, as in `raft::DiskStorage`; with several unsynced batches
+//! between syncs, a torn write that leaves holes in all but the last of them is refused
+//! rather than guessed at. `SimFs` simulates power loss keeping a prefix of the unsynced
+//! writes, or a random subset of their sectors.
 //!
 //! Not detected: the loss of the newest segment file as a whole (nothing after it says
 //! it existed). Never delete `.wal` files by hand.
@@ -249,15 +255,10 @@ impl Wal {
                         if last && zeros(0) {
                             break; // the preallocated end of the active segment
                         }
-                        // A torn write: the damaged record is the last one, followed by
-                        // nothing or by zeros (preallocated space it did not reach).
+                        // A torn write: the damage lies in the last batch, i.e. no intact
+                        // record of a later batch follows it (see the module docs).
                         let torn = last
-                            && match &d {
-                                Damage::Short => true,
-                                Damage::BadHeader(_) => zeros(RECORD_HEADER),
-                                Damage::BadPayload => record::decode_header(rest)
-                                    .is_ok_and(|h| zeros(RECORD_HEADER + h.len as usize)),
-                            };
+                            && (matches!(d, Damage::Short) || !later_batch_follows(rest, next_seq));
                         if torn {
                             cut = Some((at, format!("{d:?}")));
                             break;
@@ -434,16 +435,17 @@ impl Wal {
                 )));
             }
             last_start = Some(self.buf.len());
-            encode_record(&mut self.buf, kind, seq, false, payload);
+            let index = u32::try_from(seq - first).map_err(|_| {
+                Error::BadRecord("more than 2^32 records in one append".to_string())
+            })?;
+            encode_record(&mut self.buf, kind, seq, index, false, payload);
             seq += 1;
         }
         let Some(last_start) = last_start else {
             return Ok(first);
         };
         // Set the batch-end flag on the last record and re-seal its header checksum.
-        self.buf[last_start + 5] |= record::FLAG_BATCH_END;
-        let hcrc = crc32c::crc32c(&self.buf[last_start..last_start + 20]);
-        self.buf[last_start + 20..last_start + 24].copy_from_slice(&hcrc.to_le_bytes());
+        record::set_batch_end(&mut self.buf[last_start..last_start + RECORD_HEADER]);
 
         if self.active_len >= self.opts.segment_bytes
             && self.next_seq > self.segments.last().map_or(0, |s| s.first_seq)
@@ -651,6 +653,29 @@ impl Wal {
             }
         }
     }
+}
+
+/// True if `rest` (which starts with a damaged record) holds, after its first byte, an
+/// intact record of a batch that starts after seq `batch_first` (the damaged record's
+/// batch): proof that the damage is not confined to the last batch written. Scans every
+/// byte offset, so it costs time only when there is damage.
+fn later_batch_follows(rest: &[u8], batch_first: u64) -> bool {
+    let mut p = 1;
+    while p + RECORD_HEADER <= rest.len() {
+        let b = &rest[p..];
+        // Cheap filters before the checksums: a known type, valid flags, zero reserved.
+        if b[4] != 0
+            && b[5] <= record::FLAG_BATCH_END
+            && b[6] == 0
+            && b[7] == 0
+            && let Ok(h) = decode_record(b)
+            && h.seq.saturating_sub(h.index as u64) > batch_first
+        {
+            return true;
+        }
+        p += 1;
+    }
+    false
 }
 
 fn all_zero(b: &[u8]) -> bool {

@@ -2,9 +2,10 @@
 //! simulator, so that crash tests run the real on-disk format through simulated power
 //! losses.
 //!
-//! At every restart the file system loses power first ([`SimFs::power_loss`]: only synced
-//! bytes and directory entries survive, plus, half the time, a random prefix of what was
-//! written after), then the directory is reopened (recovery runs) and its state is compared
+//! At every restart the file system loses power first ([`SimFs::power_loss_with`]: only
+//! synced bytes and directory entries survive, plus, as drawn for each restart, nothing,
+//! a random prefix, or a random subset of the sectors of what was written after), then the
+//! directory is reopened (recovery runs) and its state is compared
 //! with a [`MemStorage`] shadow that received the same `persist` calls: it must be equal.
 //! With probability [`SimDisk::cut_chance`] a `persist` call is cut by a power loss after a
 //! random number of file-system calls; the node then stops (as the driver stops a node
@@ -14,7 +15,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use persist::SimFs;
+use persist::{Loss, SimFs};
 use raft::{
     DiskOptions, DiskStorage, Entry, HardState, InitialState, MemStorage, Snapshot, Storage,
     StorageError,
@@ -157,8 +158,8 @@ impl SimStorage for SimDisk {
 
     fn restart(&mut self) -> Result<(), String> {
         self.disk = None;
-        let torn = self.rng.chance(0.5);
-        self.fs.power_loss(torn);
+        let loss = [Loss::Synced, Loss::Prefix, Loss::Sectors][self.rng.range(0, 3) as usize];
+        self.fs.power_loss_with(loss);
         let disk =
             DiskStorage::open_with_fs(Arc::new(self.fs.clone()), &self.dir, self.opts.clone())
                 .map_err(|e| format!("reopen after a power loss: {e}"))?;
