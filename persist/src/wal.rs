@@ -5,7 +5,11 @@
 //! The WAL owns one directory. Each segment is a file named after the sequence number of
 //! its first record, 16 hex digits: `0000000000000001.wal`, `00000000000a3f00.wal`, ...
 //! A segment is a 32-byte header then records back to back (layouts in [`crate::record`]).
-//! `*.wal.tmp` files are segments being created; open removes them.
+//! `HEAD` holds the first seq of the newest segment (16 hex digits), rewritten atomically
+//! after each segment is created: a log whose newest segment is older than `HEAD` says lost
+//! its newest segment file and is refused. (`HEAD` may lag behind after a crash; open
+//! brings it up to date.) `*.wal.tmp` and `HEAD.tmp` files are being created; open
+//! removes them.
 //!
 //! # Writing
 //!
@@ -57,19 +61,23 @@
 //! rather than guessed at. `SimFs` simulates power loss keeping a prefix of the unsynced
 //! writes, or a random subset of their sectors.
 //!
-//! Not detected: the loss of the newest segment file as a whole (nothing after it says
-//! it existed). Never delete `.wal` files by hand.
+//! A missing newest segment is caught by `HEAD` (below). Never delete files here by hand.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::atomic::{TMP_SUFFIX, write_atomic};
 use crate::error::{Error, io_err};
 use crate::fs::{Fs, FsFile};
 use crate::record::{
     self, Damage, MAX_PAYLOAD, RECORD_HEADER, SEGMENT_HEADER, decode_record, encode_record,
 };
+
+/// The file naming the newest segment (its first seq, 16 hex digits), rewritten
+/// atomically each time a segment is created.
+pub const HEAD_FILE: &str = "HEAD";
 
 /// Tuning of a [`Wal`].
 #[derive(Clone, Debug)]
@@ -183,11 +191,19 @@ impl Wal {
         let names = fs.list(dir).map_err(|e| io_err("list", dir, e))?;
         let mut segments = Vec::new();
         let mut removed_tmp = false;
+        let mut head = None;
         for name in names {
             let path = dir.join(&name);
             if let Some(first_seq) = parse_segment_name(&name) {
                 segments.push(Segment { first_seq, path });
-            } else if name.ends_with(".wal.tmp") {
+            } else if name == HEAD_FILE {
+                let text = fs.read(&path).map_err(|e| io_err("read", &path, e))?;
+                let h = std::str::from_utf8(&text)
+                    .ok()
+                    .and_then(|t| u64::from_str_radix(t.trim(), 16).ok())
+                    .ok_or_else(|| corrupt(&path, 0, "not a segment number (16 hex digits)"))?;
+                head = Some(h);
+            } else if name.ends_with(".wal.tmp") || name == format!("{HEAD_FILE}{TMP_SUFFIX}") {
                 log::warn!("{}: removing a segment left half-created", path.display());
                 fs.remove(&path).map_err(|e| io_err("remove", &path, e))?;
                 removed_tmp = true;
@@ -200,6 +216,19 @@ impl Wal {
                 .map_err(|e| io_err("sync directory", dir, e))?;
         }
         segments.sort_by_key(|s| s.first_seq);
+        let newest = segments.last().map(|s| s.first_seq);
+        if let Some(h) = head
+            && newest.is_none_or(|n| n < h)
+        {
+            return Err(corrupt(
+                &dir.join(segment_name(h)),
+                0,
+                format!(
+                    "this segment is missing: {HEAD_FILE} says the newest segment starts at seq                      {h}, but the newest present is {}; a segment file was deleted",
+                    newest.map_or("none".to_string(), segment_name)
+                ),
+            ));
+        }
 
         let mut rec = Recovery::default();
         let mut next_seq = segments.first().map_or(1, |s| s.first_seq);
@@ -383,6 +412,11 @@ impl Wal {
                 }
             }
         };
+        if head != wal.segments.last().map(|s| s.first_seq) {
+            // A crash between creating a segment and recording it (or a truncation that
+            // did not finish): record the newest.
+            wal.write_head()?;
+        }
         wal.buf.reserve(64 << 10);
         Ok((wal, rec))
     }
@@ -554,13 +588,27 @@ impl Wal {
                     first_seq: self.next_seq,
                     path,
                 });
-                Ok(())
+                self.write_head()
             }
             Err(e) => {
                 self.failed = true;
                 Err(e)
             }
         }
+    }
+
+    /// Records the newest segment in `HEAD` (atomically), so that open can tell if it goes
+    /// missing.
+    fn write_head(&mut self) -> Result<(), Error> {
+        let Some(newest) = self.segments.last() else {
+            return Ok(());
+        };
+        let text = format!("{:016x}\n", newest.first_seq);
+        let r = write_atomic(&*self.fs, &self.dir, HEAD_FILE, text.as_bytes());
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
     }
 
     /// Deletes every whole segment whose records all have seq `< seq` (never the active
@@ -623,6 +671,13 @@ impl Wal {
             return Err(Error::BadRecord(format!(
                 "truncate at seq {from_seq}: that record does not start an append batch"
             )));
+        }
+        if self.segments.len() > k + 1 {
+            // HEAD first: a crash while deleting leaves newer segments than HEAD says,
+            // which open accepts (the truncation did not happen), never fewer.
+            let newer = self.segments.split_off(k + 1);
+            self.write_head()?;
+            self.segments.extend(newer);
         }
         while self.segments.len() > k + 1 {
             let s = self.segments.pop().expect("len > k + 1");

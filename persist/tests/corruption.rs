@@ -166,6 +166,7 @@ fn a_flipped_bit_before_the_last_record_is_refused_with_file_and_offset() {
         .list(dir)
         .unwrap()
         .into_iter()
+        .filter(|n| n.ends_with(".wal"))
         .map(|n| dir.join(n))
         .collect();
     segs.sort();
@@ -247,6 +248,27 @@ fn a_deleted_middle_segment_is_refused() {
     }
     // Refusing did not touch the files.
     assert_eq!(segments(&dir).len(), segs.len() - 1);
+}
+
+#[test]
+fn a_deleted_newest_segment_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    build(Arc::new(StdFs), &dir, 40);
+    let segs = segments(&dir);
+    let newest = segs.last().unwrap();
+    std::fs::remove_file(newest).unwrap();
+    match reopen(Arc::new(StdFs), &dir).unwrap_err() {
+        Error::Corrupt { file, what, .. } => {
+            assert_eq!(&file, newest);
+            assert!(what.contains("missing"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // HEAD itself damaged: refused, naming it.
+    std::fs::write(dir.join(persist::wal::HEAD_FILE), "not hex").unwrap();
+    let msg = reopen(Arc::new(StdFs), &dir).unwrap_err().to_string();
+    assert!(msg.contains("HEAD"), "{msg}");
 }
 
 #[test]

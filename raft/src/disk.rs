@@ -21,6 +21,7 @@
 //! | `LOCK` | an `flock` held while a process has the directory open; holds its pid | only when no process runs on the directory (it is recreated) |
 //! | `IDENTITY` | `cluster_id` and `node_id` this directory belongs to (text) | no |
 //! | `wal/<16 hex>.wal` | WAL segments: entries, hard state (term, vote, commit), snapshot markers | no |
+//! | `wal/HEAD` | the first seq of the newest WAL segment, so that a lost newest segment is noticed | no |
 //! | `snap-<index>-<term>.snap` | the snapshot the log's latest marker names: the service's state through `index`, with the voter set | no |
 //! | `*.tmp` | a file being written atomically; a leftover is from a crash | yes (open removes them) |
 //!
