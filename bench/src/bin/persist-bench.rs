@@ -3,9 +3,9 @@
 //! - **raw**: the device's own rate, a loop of one 100-byte append + `fdatasync` on a plain
 //!   file;
 //! - **batch B**: `Wal::append` of B records of 100 bytes then one `Wal::sync`, for
-//!   B = 1, 8, 64, 512: records/s, fsyncs/s, MB/s of payload. Raw and batch 1 are measured
-//!   in alternating slices (so a change in the machine's load hits both alike) and their
-//!   ratio printed;
+//!   B = 1, 8, 64, 512: records/s, fsyncs/s, MB/s of payload, and fsyncs/s over the raw
+//!   rate. Raw and all the batch sizes take turns in six rounds of short slices, so that
+//!   a change in the machine's load hits every row alike;
 //! - **reopen**: time to `Wal::open` a log of `--reopen-mib` MiB (default 1 GiB) of
 //!   100-byte records, every checksum verified and every record handed to a callback; MB/s
 //!   counts the records' bytes (headers and payloads, not preallocated zeros). The
@@ -38,8 +38,7 @@ struct Args {
     /// Payload bytes per record.
     #[arg(long, default_value_t = 100)]
     record_bytes: usize,
-    /// Measuring time per row, in seconds, at least 0.1 (raw and batch 1 get this much
-    /// each).
+    /// Measuring time per row, in seconds, at least 0.1 (spread over six rounds).
     #[arg(long, default_value_t = 3.0)]
     secs: f64,
     /// Size of the log to reopen, in MiB (0 skips; at most 16384).
@@ -147,31 +146,28 @@ fn run(args: &Args) -> Result<bool, String> {
             tmp.path().display()
         );
     }
-    // Raw fdatasync and WAL batch 1, in alternating slices.
+    // Raw fdatasync and every batch size take turns in short slices (round robin), so
+    // that a change in the machine's load or the device's speed hits every row alike.
     let raw_path = tmp.path().join("raw.dat");
     let mut raw = Count::default();
-    let mut one = Count::default();
-    let slices = 4;
-    let mut rows: Vec<(usize, Count)> = Vec::new();
-    {
-        let dir = tmp.path().join("wal-1");
-        let mut wal = open_wal(&dir)?;
-        for _ in 0..slices {
-            raw.add(raw_slice(&raw_path, &record, args.secs / slices as f64)?);
-            one.add(wal_slice(&mut wal, 1, &record, args.secs / slices as f64)?);
-        }
-    }
+    let rounds = 6;
+    let slice = args.secs / rounds as f64;
+    let mut wals = Vec::new();
     for &b in &batches {
-        if b == 1 {
-            rows.push((1, one));
-            continue;
-        }
-        let dir = tmp.path().join(format!("wal-{b}"));
-        let mut wal = open_wal(&dir)?;
-        rows.push((b, wal_slice(&mut wal, b, &record, args.secs)?));
-        drop(wal);
-        std::fs::remove_dir_all(&dir).map_err(|e| format!("remove {}: {e}", dir.display()))?;
+        wals.push((
+            b,
+            open_wal(&tmp.path().join(format!("wal-{b}")))?,
+            Count::default(),
+        ));
     }
+    for _ in 0..rounds {
+        raw.add(raw_slice(&raw_path, &record, slice)?);
+        for (b, wal, c) in wals.iter_mut() {
+            c.add(wal_slice(wal, *b, &record, slice)?);
+        }
+    }
+    let rows: Vec<(usize, Count)> = wals.iter().map(|(b, _, c)| (*b, *c)).collect();
+    drop(wals);
     if raw.records == 0 || rows.iter().any(|(_, c)| c.records == 0) {
         return Err("zero samples: a row completed no fdatasync in its time".into());
     }
