@@ -281,6 +281,10 @@ fn snapshot_with_a_conflicting_last_entry_discards_the_whole_log() {
     assert!(rds.iter().any(|r| r.apply_snapshot.is_some()));
     let stored = st.state();
     assert_eq!(stored.snapshot.index, 6);
-    assert!(stored.entries.is_empty(), "storage kept {:?}", stored.entries);
+    assert!(
+        stored.entries.is_empty(),
+        "storage kept {:?}",
+        stored.entries
+    );
     assert!(snapshot_replies(&rds).iter().any(|r| r.done));
 }

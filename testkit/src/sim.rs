@@ -20,7 +20,10 @@
 //! - no two nodes apply different commands at one index (State Machine Safety);
 //! - each node applies a gap-free prefix, snapshots included;
 //! - every message goes out in a term its sender has persisted, and every vote (granted or
-//!   asked for) only once the sender's storage holds it.
+//!   asked for) only once the sender's storage holds it;
+//! - every acknowledged entry is durable: when a node sends an AppendEntries success reply
+//!   with `match_index = k`, its storage already holds entries through `k` (or a snapshot
+//!   covering them), and the entry at `k` has the term of the leader's entry at `k`.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -782,6 +785,7 @@ impl Sim {
             Some(Body::InstallSnapshotReply(r)) => (r.term, None),
             None => return,
         };
+        self.check_ack_durable(id, m);
         if term > hs.term {
             self.fail(&format!(
                 "n{id} sends in term {term} but persisted only term {}: {}",
@@ -800,6 +804,50 @@ impl Sim {
                 describe(m),
                 hs.vote,
                 hs.term
+            ));
+        }
+    }
+
+    /// An AppendEntries success reply with `match_index = k` tells the leader that this
+    /// node's log matches the leader's through `k`, and the leader counts it toward a
+    /// commit (§5.3, §5.4.2). So the node's storage must hold those entries when the reply
+    /// goes out: a crash right after the send must not take back what was acknowledged
+    /// (the leader could then have committed an entry on a minority of disks).
+    fn check_ack_durable(&self, id: u64, m: &RaftMessage) {
+        let Some(Body::AppendEntriesReply(r)) = &m.body else {
+            return;
+        };
+        if !r.success || r.heartbeat || r.match_index == 0 {
+            return;
+        }
+        let k = r.match_index;
+        let (last, stored) = self.storages[Self::idx(id)].last_index_and_term(k);
+        if k > last {
+            self.fail(&format!(
+                "n{id} acknowledges entries through {k} but its storage holds only through \
+                 {last}: {}",
+                describe(m)
+            ));
+        }
+        let Some(stored) = stored else {
+            return; // inside the persisted snapshot: committed entries
+        };
+        // The leader of the reply's term, while it still leads that term, has an
+        // append-only log: its entry at `k` is the one acknowledged.
+        let leader_term = self
+            .leaders
+            .get(&r.term)
+            .and_then(|&l| self.raw(l))
+            .filter(|l| l.is_leader() && l.term() == r.term)
+            .and_then(|l| l.log_term(k));
+        if let Some(t) = leader_term
+            && t != stored
+        {
+            self.fail(&format!(
+                "n{id} acknowledges {k} for the leader of term {} (entry term {t}) but its \
+                 storage holds term {stored} there: {}",
+                r.term,
+                describe(m)
             ));
         }
     }
