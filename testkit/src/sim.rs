@@ -205,6 +205,10 @@ pub struct Sim {
     pub steps: u64,
     /// InstallSnapshot chunks sent.
     pub snapshot_chunks: u64,
+    /// Snapshot transfers that reached a node which already had the snapshot's last entry
+    /// (counted at the first chunk's delivery): the entries were on their way and the
+    /// transfer was wasted.
+    pub needless_snapshots: u64,
     /// Print one line per event (`SIM_TRACE=1`).
     pub trace: bool,
     /// When `Some`, every trace line is also recorded here (golden tests).
@@ -382,6 +386,7 @@ impl Sim {
             bytes: 0,
             steps: 0,
             snapshot_chunks: 0,
+            needless_snapshots: 0,
             trace: std::env::var_os("SIM_TRACE").is_some(),
             trace_log: None,
         };
@@ -517,6 +522,15 @@ impl Sim {
         self.crash(id);
         self.start_node(id);
     }
+    /// Crashes a node and restarts it with empty storage, as if its disk had been replaced:
+    /// it has forgotten its term, its vote and every entry it acknowledged. Raft assumes
+    /// this never happens to a voter (it can break safety); tests use it to check that the
+    /// leader notices a follower whose log went backwards and catches it up.
+    pub fn restart_with_empty_disk(&mut self, id: u64) {
+        self.crash(id);
+        self.storages[Self::idx(id)] = MemStorage::new();
+        self.start_node(id);
+    }
     /// True if the node is running.
     pub fn is_up(&self, id: u64) -> bool {
         self.nodes[Self::idx(id)].is_some()
@@ -601,6 +615,13 @@ impl Sim {
                     let Some(node) = self.nodes[Self::idx(to)].as_mut() else {
                         continue;
                     };
+                    if let Some(Body::InstallSnapshot(x)) = &m.body
+                        && x.offset == 0
+                        && (node.raw.log_term(x.last_included_index) == Some(x.last_included_term)
+                            || node.raw.status().commit >= x.last_included_index)
+                    {
+                        self.needless_snapshots += 1;
+                    }
                     node.raw.step(m);
                     self.process(to);
                 }
