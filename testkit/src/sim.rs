@@ -197,6 +197,8 @@ pub struct Sim {
     pub rpcs: u64,
     /// Request messages sent per (from, to) link.
     pub rpcs_by_link: BTreeMap<(u64, u64), u64>,
+    /// AppendEntries that carry a log position (not heartbeats) sent per (from, to) link.
+    pub appends_by_link: BTreeMap<(u64, u64), u64>,
     /// All messages sent, replies included.
     pub msgs: u64,
     /// Encoded bytes of all messages sent.
@@ -382,6 +384,7 @@ impl Sim {
             read_required: HashMap::new(),
             rpcs: 0,
             rpcs_by_link: BTreeMap::new(),
+            appends_by_link: BTreeMap::new(),
             msgs: 0,
             bytes: 0,
             steps: 0,
@@ -665,6 +668,9 @@ impl Sim {
         }
         if matches!(m.body, Some(Body::InstallSnapshot(_))) {
             self.snapshot_chunks += 1;
+        }
+        if matches!(&m.body, Some(Body::AppendEntries(a)) if !a.heartbeat) {
+            *self.appends_by_link.entry((m.from, m.to)).or_default() += 1;
         }
         if !self.link_ok(m.from, m.to) || self.rng.chance(self.net.drop) {
             self.emit(|| format!("drop    {}", describe(&m)));
