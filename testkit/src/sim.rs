@@ -2,7 +2,7 @@
 //!
 //! Everything runs on one thread in simulated milliseconds; every random choice (message
 //! delay, drop, duplication, tick phase, workload) comes from one seeded RNG, so a seed
-//! replays a run exactly. Each node's `Ready` is handled atomically in the contract order
+//! replays a run exactly (a failure prints the command, see [`replay_command`]). Each node's `Ready` is handled atomically in the contract order
 //! (persist, send, apply, advance) unless the test asks for a crash in the middle of one.
 //!
 //! `SIM_TRACE=1` prints one line per event (send drops, deliveries, crashes, restarts,
@@ -67,12 +67,46 @@ impl Rng {
     }
 }
 
-/// The seed for a test: `SEED` from the environment if set, else `default`.
+/// A number from the environment variable `name`: `None` if it is unset. A value that is
+/// not a decimal `u64` panics with a message saying so (a typo must not silently run the
+/// default seeds instead of the one asked for).
+pub fn u64_from_env(name: &str) -> Option<u64> {
+    let v = std::env::var_os(name)?;
+    match v.to_str().map(str::trim).map(str::parse::<u64>) {
+        Some(Ok(n)) => Some(n),
+        _ => panic!(
+            "{name}={v:?} is not a number: give a decimal u64, e.g. {name}=215673 (a failing \
+             run prints the seed to replay and the whole command)"
+        ),
+    }
+}
+
+/// The seed for a test: `SEED` from the environment if set, else `default`. Panics if
+/// `SEED` is set but is not a decimal `u64`.
 pub fn seed_from_env(default: u64) -> u64 {
-    std::env::var("SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+    u64_from_env("SEED").unwrap_or(default)
+}
+
+/// The command that replays `seed` in the running test: `SEED=… cargo test -p testkit
+/// --profile ci --test <file> <test name>` (the test binary's and thread's names).
+pub fn replay_command(seed: u64) -> String {
+    let file = std::env::args()
+        .next()
+        .as_deref()
+        .and_then(|p| {
+            std::path::Path::new(p)
+                .file_name()?
+                .to_str()
+                .map(str::to_owned)
+        })
+        .and_then(|f| f.rsplit_once('-').map(|(name, _hash)| name.to_owned()))
+        .unwrap_or_else(|| "<file>".to_owned());
+    let test = std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .unwrap_or("<test>")
+        .to_owned();
+    format!("SEED={seed} cargo test -p testkit --profile ci --test {file} {test} -- --exact")
 }
 
 /// Network behaviour.
@@ -433,7 +467,12 @@ impl Sim {
                 None => eprintln!("  n{id} down"),
             }
         }
-        panic!("{msg} (t={} ms; replay with SEED={})", self.now, self.seed);
+        panic!(
+            "{msg} (t={} ms; replay with SEED={}: {})",
+            self.now,
+            self.seed,
+            replay_command(self.seed)
+        );
     }
 
     fn idx(id: u64) -> usize {
@@ -1191,7 +1230,11 @@ impl Sim {
 impl Drop for Sim {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("simulation failed; replay with SEED={}", self.seed);
+            eprintln!(
+                "simulation failed; replay with SEED={}: {}",
+                self.seed,
+                replay_command(self.seed)
+            );
         }
     }
 }
