@@ -152,30 +152,32 @@ pub struct ReadState {
     pub index: u64,
 }
 
-/// Everything the driver must do after a batch of `tick` / `step` / `propose` calls, in
-/// the order of the crate-level contract: persist, send, apply, then [`RawNode::advance`].
+/// Everything the driver must do after a batch of `tick` / `step` / `propose` calls. The
+/// step numbers are those of the driver contract in the crate docs: take this Ready (1),
+/// persist (2), send what waited for the persist (3), apply (4), then call
+/// [`RawNode::advance`] (5).
 #[derive(Debug, Default)]
 pub struct Ready {
-    /// Persist (step 1) if `Some`: the term, vote and commit index changed.
+    /// Persist (step 2) if `Some`: the term, vote and commit index changed.
     pub hard_state: Option<HardState>,
-    /// Persist (step 1, before `entries`): a snapshot taken locally or received from the
+    /// Persist (step 2, before `entries`): a snapshot taken locally or received from the
     /// leader. See [`Storage::persist`](crate::Storage::persist) for what it drops.
     pub snapshot: Option<Snapshot>,
-    /// Persist (step 1): append, replacing any stored entry at or after `entries[0].index`.
+    /// Persist (step 2): append, replacing any stored entry at or after `entries[0].index`.
     pub entries: Vec<Entry>,
-    /// Send (step 2) — may also go before or during the persist: a leader's AppendEntries,
+    /// Send at once (step 1), before or during the persist: a leader's AppendEntries,
     /// heartbeats and snapshot chunks, which promise nothing about this node's disk.
     pub messages: Vec<RaftMessage>,
-    /// Send (step 2) only after step 1 completed: votes, replies and vote requests, which
+    /// Send (step 3) only after step 2 completed: votes, replies and vote requests, which
     /// promise that this node's term, vote and log are durable.
     pub persisted_messages: Vec<RaftMessage>,
-    /// Apply (step 3, before `committed_entries`): replace the state machine with this
+    /// Apply (step 4, before `committed_entries`): replace the state machine with this
     /// snapshot.
     pub apply_snapshot: Option<Snapshot>,
-    /// Apply (step 3) in order: committed entries (no-op entries included, with empty
+    /// Apply (step 4) in order: committed entries (no-op entries included, with empty
     /// data; the driver skips them).
     pub committed_entries: Vec<Entry>,
-    /// ReadIndex answers (step 3): serve each read once the state machine has applied
+    /// ReadIndex answers (step 4): serve each read once the state machine has applied
     /// through its index.
     pub read_states: Vec<ReadState>,
 }
@@ -653,8 +655,9 @@ impl RawNode {
         }
     }
 
-    /// The driver has persisted `rd` (step 1) and sent and applied it. The leader may now
-    /// count its own copy of the new entries towards a commit.
+    /// Step 5: the driver has persisted `rd` (step 2), sent it (steps 1 and 3) and applied
+    /// it (step 4). The leader may now count its own copy of the new entries towards a
+    /// commit.
     pub fn advance(&mut self, rd: &Ready) {
         if let Some(s) = &rd.snapshot {
             self.log.stable = self.log.stable.max(s.index.min(self.log.last_index()));
