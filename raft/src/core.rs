@@ -135,6 +135,11 @@ pub struct Stats {
     pub stale_term: u64,
     /// Elections this node started (real ones, not PreVote).
     pub elections: u64,
+    /// Followers found with a log shorter than what this leader recorded as matched
+    /// (their disk was replaced or lost, or a bug): the probe at the match index was
+    /// rejected twice, a resend interval apart. The leader then forgets the match and
+    /// probes from what the follower has (a warning is logged each time).
+    pub follower_log_regressions: u64,
 }
 
 /// The answer to a ReadIndex request: once the state machine has applied through
@@ -147,30 +152,32 @@ pub struct ReadState {
     pub index: u64,
 }
 
-/// Everything the driver must do after a batch of `tick` / `step` / `propose` calls, in
-/// the order of the crate-level contract: persist, send, apply, then [`RawNode::advance`].
+/// Everything the driver must do after a batch of `tick` / `step` / `propose` calls. The
+/// step numbers are those of the driver contract in the crate docs: take this Ready (1),
+/// persist (2), send what waited for the persist (3), apply (4), then call
+/// [`RawNode::advance`] (5).
 #[derive(Debug, Default)]
 pub struct Ready {
-    /// Persist (step 1) if `Some`: the term, vote and commit index changed.
+    /// Persist (step 2) if `Some`: the term, vote and commit index changed.
     pub hard_state: Option<HardState>,
-    /// Persist (step 1, before `entries`): a snapshot taken locally or received from the
+    /// Persist (step 2, before `entries`): a snapshot taken locally or received from the
     /// leader. See [`Storage::persist`](crate::Storage::persist) for what it drops.
     pub snapshot: Option<Snapshot>,
-    /// Persist (step 1): append, replacing any stored entry at or after `entries[0].index`.
+    /// Persist (step 2): append, replacing any stored entry at or after `entries[0].index`.
     pub entries: Vec<Entry>,
-    /// Send (step 2) — may also go before or during the persist: a leader's AppendEntries,
+    /// Send at once (step 1), before or during the persist: a leader's AppendEntries,
     /// heartbeats and snapshot chunks, which promise nothing about this node's disk.
     pub messages: Vec<RaftMessage>,
-    /// Send (step 2) only after step 1 completed: votes, replies and vote requests, which
+    /// Send (step 3) only after step 2 completed: votes, replies and vote requests, which
     /// promise that this node's term, vote and log are durable.
     pub persisted_messages: Vec<RaftMessage>,
-    /// Apply (step 3, before `committed_entries`): replace the state machine with this
+    /// Apply (step 4, before `committed_entries`): replace the state machine with this
     /// snapshot.
     pub apply_snapshot: Option<Snapshot>,
-    /// Apply (step 3) in order: committed entries (no-op entries included, with empty
+    /// Apply (step 4) in order: committed entries (no-op entries included, with empty
     /// data; the driver skips them).
     pub committed_entries: Vec<Entry>,
-    /// ReadIndex answers (step 3): serve each read once the state machine has applied
+    /// ReadIndex answers (step 4): serve each read once the state machine has applied
     /// through its index.
     pub read_states: Vec<ReadState>,
 }
@@ -231,6 +238,9 @@ struct Progress {
     stall: u32,
     /// Highest commit index this follower has been told about.
     commit_sent: u64,
+    /// Rejections of the probe at `matched` since the last success (see
+    /// `handle_append_reply`): the second means the follower's log went backwards.
+    regress_rejections: u8,
     /// Highest index carried by an AppendEntries possibly still on its way (reset when
     /// the leader resends after a silence): while it covers the snapshot, a follower whose
     /// `next` a late reply moved below the snapshot is caught up by those entries rather
@@ -645,8 +655,9 @@ impl RawNode {
         }
     }
 
-    /// The driver has persisted `rd` (step 1) and sent and applied it. The leader may now
-    /// count its own copy of the new entries towards a commit.
+    /// Step 5: the driver has persisted `rd` (step 2), sent it (steps 1 and 3) and applied
+    /// it (step 4). The leader may now count its own copy of the new entries towards a
+    /// commit.
     pub fn advance(&mut self, rd: &Ready) {
         if let Some(s) = &rd.snapshot {
             self.log.stable = self.log.stable.max(s.index.min(self.log.last_index()));
@@ -778,6 +789,7 @@ impl RawNode {
                         stall: 0,
                         commit_sent: 0,
                         sent_to: 0,
+                        regress_rejections: 0,
                     },
                 )
             })
@@ -1093,6 +1105,7 @@ impl RawNode {
                 return;
             }
             pr.stall = 0;
+            pr.regress_rejections = 0;
             let updated = r.match_index > pr.matched;
             if updated {
                 pr.matched = r.match_index;
@@ -1140,16 +1153,50 @@ impl RawNode {
             let Some(pr) = l.progress.get_mut(&from) else {
                 return;
             };
-            let current = match &pr.state {
-                ProgressState::Replicate { .. } => r.reject_index > pr.matched,
-                ProgressState::Probe { .. } => r.reject_index == pr.next - 1,
-                ProgressState::Snapshot { .. } => false,
+            let (current, probing) = match &pr.state {
+                ProgressState::Replicate { .. } => (r.reject_index > pr.matched, false),
+                ProgressState::Probe { .. } => (r.reject_index == pr.next - 1, true),
+                ProgressState::Snapshot { .. } => (false, false),
             };
             if !current {
                 return;
             }
             pr.stall = 0;
-            pr.next = hint.min(r.reject_index).max(pr.matched + 1);
+            let mut next = hint.min(r.reject_index).max(pr.matched + 1);
+            if probing && next == pr.next {
+                // The follower rejects the probe at `matched`: it lacks an entry it
+                // acknowledged in this term. A correct follower never drops an entry that
+                // matches the leader's, so either this is a stale duplicate of an old
+                // rejection, or the follower's log went backwards (its disk was replaced or
+                // lost, or a bug). Resending the same probe at once would ping-pong with the
+                // follower as fast as the network allows, so wait for the resend timer. If
+                // the answer to that resent probe is the same rejection, the follower
+                // really lost its log: forget the recorded match and probe from what it
+                // says it has (or send the snapshot if that is compacted away).
+                pr.regress_rejections += 1;
+                if pr.regress_rejections < 2 {
+                    pr.state = ProgressState::Probe { paused: true };
+                    return;
+                }
+                ::log::warn!(
+                    "raft: n{from} rejected the append at its match index {} twice, with its \
+                     last index at {}: its log went backwards (replaced disk?); probing again \
+                     from what it has",
+                    pr.matched,
+                    r.last_log_index
+                );
+                self.stats.follower_log_regressions += 1;
+                pr.regress_rejections = 0;
+                pr.matched = 0;
+                pr.sent_to = 0;
+                next = hint.min(r.reject_index).max(1);
+                if next == pr.next {
+                    // Nothing lower to try (a rejection of `prev = 0`: malformed).
+                    pr.state = ProgressState::Probe { paused: true };
+                    return;
+                }
+            }
+            pr.next = next;
             pr.state = ProgressState::Probe { paused: false };
             self.send_append(from);
         }

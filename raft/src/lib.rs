@@ -60,7 +60,14 @@
 //! committed one) and appends (§5.3). A rejection echoes the rejected `prev_log_index`,
 //! so a late rejection of a superseded message is recognized and ignored. If nothing is
 //! acknowledged for two heartbeat intervals the leader resends: the same probe in probe
-//! mode, and in replicate mode it falls back to probing from the last known match.
+//! mode, and in replicate mode it falls back to probing from the last known match. A
+//! rejection that cannot move the next index is never answered by an immediate resend
+//! (that would ping-pong as fast as the network allows). A follower that rejects the probe
+//! at its recorded match twice in a row has lost entries it acknowledged (its log went
+//! backwards: a replaced disk, or a bug): the leader logs a warning, counts it in
+//! [`Stats::follower_log_regressions`], forgets the match and probes from what the
+//! follower has, or sends the snapshot. See the README: a voter's data directory must
+//! never be deleted.
 //!
 //! The leader **commits** the highest index stored on a majority (its own copy counts only
 //! once persisted) *if that entry is of the current term* (§5.4.2, Figure 8). Followers

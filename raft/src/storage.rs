@@ -112,6 +112,23 @@ impl MemStorage {
         self.lock().state.snapshot.data.len()
     }
 
+    /// The persisted log's last index (the snapshot's if no entry follows it) and the term
+    /// of the persisted entry at `index` (`None` if it is not stored; the snapshot's term
+    /// at the snapshot's index). For checks that must not copy the whole log.
+    pub fn last_index_and_term(&self, index: u64) -> (u64, Option<u64>) {
+        let g = self.lock();
+        let (snap, entries) = (&g.state.snapshot, &g.state.entries);
+        let last = snap.index + entries.len() as u64;
+        let term = if index == snap.index {
+            Some(snap.term)
+        } else if index > snap.index && index <= last {
+            Some(entries[(index - snap.index - 1) as usize].term)
+        } else {
+            None
+        };
+        (last, term)
+    }
+
     /// A copy of everything persisted.
     pub fn state(&self) -> InitialState {
         self.lock().state.clone()

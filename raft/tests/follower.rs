@@ -248,3 +248,43 @@ fn stale_term_requests_get_the_newer_term_back() {
         "each stale request gets one reply carrying the newer term"
     );
 }
+
+/// InstallSnapshot whose last entry conflicts with the follower's entry at that index
+/// (another term): the follower's log after it came from a deposed leader and may differ
+/// from the committed history, so the whole log is replaced by the snapshot (Figure 13,
+/// step 7: "discard the entire log"), in memory and in storage.
+#[test]
+fn snapshot_with_a_conflicting_last_entry_discards_the_whole_log() {
+    let (mut n, mut st) = follower();
+    // Term 1: entries 1..10, of which 1..3 are committed.
+    n.step(append(0, entries(1, 10), 3));
+    drive(&mut n, &mut st);
+    // The leader of term 2 sends a snapshot through 6, whose last entry has term 2.
+    n.step(from_leader(Body::InstallSnapshot(InstallSnapshotRequest {
+        term: 2,
+        leader_id: LEADER,
+        last_included_index: 6,
+        last_included_term: 2,
+        offset: 0,
+        data: Bytes::from_static(b"image"),
+        done: true,
+    })));
+    let rds = drive(&mut n, &mut st);
+    let s = n.status();
+    assert_eq!(
+        (s.snapshot_index, s.last_index, s.commit),
+        (6, 6, 6),
+        "entries 7..10 of term 1 survived a snapshot that conflicts at 6"
+    );
+    assert_eq!(n.log_term(6), Some(2));
+    assert_eq!(n.log_term(7), None);
+    assert!(rds.iter().any(|r| r.apply_snapshot.is_some()));
+    let stored = st.state();
+    assert_eq!(stored.snapshot.index, 6);
+    assert!(
+        stored.entries.is_empty(),
+        "storage kept {:?}",
+        stored.entries
+    );
+    assert!(snapshot_replies(&rds).iter().any(|r| r.done));
+}

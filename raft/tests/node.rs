@@ -10,6 +10,10 @@ use raft::transport::LocalNetwork;
 use raft::{ApplyMsg, Config, Error, MemStorage, Node};
 
 const TICK: Duration = Duration::from_millis(10);
+/// How long a wait may take before the test calls it a hang. Real threads on a busy
+/// machine can be slow by seconds, so this only catches a cluster that is stuck; speed is
+/// measured by the figures the tests print, never asserted.
+const HANG_GUARD: Duration = Duration::from_secs(60);
 
 struct Member {
     node: Option<Node>,
@@ -77,7 +81,7 @@ fn decode(b: &Bytes) -> Vec<(u64, Bytes)> {
 
 fn wait_until(ms: &mut [Member], what: &str, mut f: impl FnMut(&mut [Member]) -> bool) {
     let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
+    while t0.elapsed() < HANG_GUARD {
         for m in ms.iter_mut() {
             m.pump();
         }
@@ -106,10 +110,7 @@ fn leader(ms: &mut [Member]) -> usize {
 fn propose(ms: &mut [Member], data: Bytes) -> u64 {
     let t0 = Instant::now();
     loop {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "no leader accepted the command"
-        );
+        assert!(t0.elapsed() < HANG_GUARD, "no leader accepted the command");
         let l = leader(ms);
         match ms[l].node.as_ref().map(|n| n.start(data.clone())) {
             Some(Ok((index, _))) => return index,

@@ -136,6 +136,11 @@ fn stop_node(p: &mut Peer) {
     }
 }
 
+/// How long a wait may take before the test calls it a hang. Real threads on a busy
+/// machine can be slow by seconds, so this only catches a cluster that is stuck; speed is
+/// measured by the figures the test prints, never asserted.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
 fn leader(peers: &[Peer]) -> Option<usize> {
     peers.iter().position(|p| {
         p.node
@@ -173,7 +178,7 @@ fn wait_applied(shared: &Shared, index: u64, within: Duration) -> bool {
 /// `total` commands from `proposers` threads, each waiting for its command to apply on
 /// the leader before sending the next. Returns commands/s and the last index.
 fn load(peers: &[Peer], proposers: usize, total: usize, tag: u8) -> (f64, u64) {
-    let l = wait_leader(peers, Duration::from_secs(5));
+    let l = wait_leader(peers, HANG_GUARD);
     let node = peers[l].node.clone().expect("leader node");
     let shared = peers[l].applied.clone();
     let per = total / proposers;
@@ -193,8 +198,8 @@ fn load(peers: &[Peer], proposers: usize, total: usize, tag: u8) -> (f64, u64) {
                             Err(e) => panic!("start: {e}"),
                         };
                         assert!(
-                            wait_applied(&shared, index, Duration::from_secs(10)),
-                            "command {index} not applied in 10 s"
+                            wait_applied(&shared, index, HANG_GUARD),
+                            "command {index} not applied in {HANG_GUARD:?}"
                         );
                         last = last.max(index);
                     }
@@ -238,7 +243,7 @@ fn three_nodes_over_rpc() {
     for p in &mut peers {
         start_node(p, &rt, &addrs);
     }
-    let l = wait_leader(&peers, Duration::from_secs(5));
+    let l = wait_leader(&peers, HANG_GUARD);
     eprintln!(
         "rpc cluster: n{} elected after {:?} (tick {DEFAULT_TICK:?})",
         l + 1,
@@ -250,15 +255,11 @@ fn three_nodes_over_rpc() {
     let (rate64, last) = load(&peers, 64, 10_048, 2);
     eprintln!("rpc cluster: {rate64:.0} commands/s committed with 64 proposers");
     for p in &peers {
-        assert!(
-            wait_applied(&p.applied, last, Duration::from_secs(10)),
-            "n{} lags",
-            p.id
-        );
+        assert!(wait_applied(&p.applied, last, HANG_GUARD), "n{} lags", p.id);
     }
 
     // The leader shuts down (node and server); the other two elect and go on.
-    let old = wait_leader(&peers, Duration::from_secs(5));
+    let old = wait_leader(&peers, HANG_GUARD);
     let old_last = peers[old].applied.0.lock().expect("lock").last;
     stop_node(&mut peers[old]);
     peers[old].server.take();
@@ -288,7 +289,7 @@ fn three_nodes_over_rpc() {
     peers[old].server = Some(server);
     start_node(&mut peers[old], &rt, &addrs);
     assert!(
-        wait_applied(&peers[old].applied, last, Duration::from_secs(10)),
+        wait_applied(&peers[old].applied, last, HANG_GUARD),
         "restarted node did not catch up"
     );
     let snaps = peers[old].applied.0.lock().expect("lock").snapshots.clone();

@@ -156,6 +156,12 @@ impl SimStorage for SimDisk {
         }
     }
 
+    fn last_index_and_term(&self, index: u64) -> (u64, Option<u64>) {
+        // After each `persist` the disk holds what the shadow holds (checked at every
+        // restart), so the shadow answers for what is durable.
+        self.shadow.last_index_and_term(index)
+    }
+
     fn restart(&mut self) -> Result<(), String> {
         self.disk = None;
         let loss = [Loss::Synced, Loss::Prefix, Loss::Sectors][self.rng.range(0, 3) as usize];

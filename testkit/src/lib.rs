@@ -5,7 +5,8 @@
 //! - [`disk`]: `SimDisk`, the real on-disk storage (`raft::DiskStorage`) over a file
 //!   system that loses power, as a simulated node's storage.
 //!
-//! Its tests (`cargo test -p testkit --release`):
+//! Its tests (`cargo test -p testkit --profile ci`: optimized, with overflow checks and debug
+//! assertions on, as CI runs them):
 //! - `tests/lab3.rs`: the MIT 6.5840 lab 3A-3D scenarios with their limits;
 //! - `tests/scenarios.rs`: PreVote, CheckQuorum, one-way links, ReadIndex, bad input, a
 //!   staged Figure 8, vote durability, the leader's unpersisted copy;
@@ -13,8 +14,10 @@
 //! - `tests/power_loss.rs`: hundreds of seeds over `SimDisk` with crashes that lose
 //!   unsynced data and power cuts in the middle of a persist (`POWER_SEEDS`).
 //!
-//! A failing run prints `replay with SEED=…`; `SEED=… cargo test -p testkit --release
-//! --test <file> <name>` replays it exactly, and `SIM_TRACE=1` prints every event.
+//! A failing run prints the seed and the command that replays it exactly, e.g.
+//! `SEED=401 cargo test -p testkit --profile ci --test lab3 snapshot_basic_3d -- --exact`;
+//! add `SIM_TRACE=1` to print every event. `SEED` must be a decimal number: anything else
+//! (a typo, or a placeholder copied from a doc) is rejected with a message.
 //!
 //! Still to come (other issues): a linearizability checker for key-value histories and a
 //! launcher for real multi-process clusters.

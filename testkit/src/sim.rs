@@ -2,7 +2,7 @@
 //!
 //! Everything runs on one thread in simulated milliseconds; every random choice (message
 //! delay, drop, duplication, tick phase, workload) comes from one seeded RNG, so a seed
-//! replays a run exactly. Each node's `Ready` is handled atomically in the contract order
+//! replays a run exactly (a failure prints the command, see [`replay_command`]). Each node's `Ready` is handled atomically in the contract order
 //! (persist, send, apply, advance) unless the test asks for a crash in the middle of one.
 //!
 //! `SIM_TRACE=1` prints one line per event (send drops, deliveries, crashes, restarts,
@@ -20,7 +20,10 @@
 //! - no two nodes apply different commands at one index (State Machine Safety);
 //! - each node applies a gap-free prefix, snapshots included;
 //! - every message goes out in a term its sender has persisted, and every vote (granted or
-//!   asked for) only once the sender's storage holds it.
+//!   asked for) only once the sender's storage holds it;
+//! - every acknowledged entry is durable: when a node sends an AppendEntries success reply
+//!   with `match_index = k`, its storage already holds entries through `k` (or a snapshot
+//!   covering them), and the entry at `k` has the term of the leader's entry at `k`;
 //! - no node votes for two candidates in one term, across any number of crashes.
 //!
 //! Storage is [`MemStorage`] unless the test passes another [`SimStorage`] to
@@ -69,12 +72,46 @@ impl Rng {
     }
 }
 
-/// The seed for a test: `SEED` from the environment if set, else `default`.
+/// A number from the environment variable `name`: `None` if it is unset. A value that is
+/// not a decimal `u64` panics with a message saying so (a typo must not silently run the
+/// default seeds instead of the one asked for).
+pub fn u64_from_env(name: &str) -> Option<u64> {
+    let v = std::env::var_os(name)?;
+    match v.to_str().map(str::trim).map(str::parse::<u64>) {
+        Some(Ok(n)) => Some(n),
+        _ => panic!(
+            "{name}={v:?} is not a number: give a decimal u64, e.g. {name}=215673 (a failing \
+             run prints the seed to replay and the whole command)"
+        ),
+    }
+}
+
+/// The seed for a test: `SEED` from the environment if set, else `default`. Panics if
+/// `SEED` is set but is not a decimal `u64`.
 pub fn seed_from_env(default: u64) -> u64 {
-    std::env::var("SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+    u64_from_env("SEED").unwrap_or(default)
+}
+
+/// The command that replays `seed` in the running test: `SEED=… cargo test -p testkit
+/// --profile ci --test <file> <test name>` (the test binary's and thread's names).
+pub fn replay_command(seed: u64) -> String {
+    let file = std::env::args()
+        .next()
+        .as_deref()
+        .and_then(|p| {
+            std::path::Path::new(p)
+                .file_name()?
+                .to_str()
+                .map(str::to_owned)
+        })
+        .and_then(|f| f.rsplit_once('-').map(|(name, _hash)| name.to_owned()))
+        .unwrap_or_else(|| "<file>".to_owned());
+    let test = std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .unwrap_or("<test>")
+        .to_owned();
+    format!("SEED={seed} cargo test -p testkit --profile ci --test {file} {test} -- --exact")
 }
 
 /// Network behaviour.
@@ -164,6 +201,9 @@ pub trait SimStorage: Storage + std::fmt::Debug {
     fn hard_state(&self) -> HardState;
     /// Bytes of persisted hard state and log (the lab's "Raft state size").
     fn raft_state_size(&self) -> usize;
+    /// The persisted log's last index and the persisted term at `index` (see
+    /// [`MemStorage::last_index_and_term`]); for checks that must not copy the log.
+    fn last_index_and_term(&self, index: u64) -> (u64, Option<u64>);
     /// Called before a node (re)starts from this storage, after a crash: a disk loses
     /// what was not synced here. An error fails the run.
     fn restart(&mut self) -> Result<(), String> {
@@ -177,6 +217,9 @@ impl SimStorage for MemStorage {
     }
     fn raft_state_size(&self) -> usize {
         MemStorage::raft_state_size(self)
+    }
+    fn last_index_and_term(&self, index: u64) -> (u64, Option<u64>) {
+        MemStorage::last_index_and_term(self, index)
     }
 }
 
@@ -225,6 +268,8 @@ pub struct Sim<S: SimStorage = MemStorage> {
     pub rpcs: u64,
     /// Request messages sent per (from, to) link.
     pub rpcs_by_link: BTreeMap<(u64, u64), u64>,
+    /// AppendEntries that carry a log position (not heartbeats) sent per (from, to) link.
+    pub appends_by_link: BTreeMap<(u64, u64), u64>,
     /// All messages sent, replies included.
     pub msgs: u64,
     /// Encoded bytes of all messages sent.
@@ -233,6 +278,10 @@ pub struct Sim<S: SimStorage = MemStorage> {
     pub steps: u64,
     /// InstallSnapshot chunks sent.
     pub snapshot_chunks: u64,
+    /// Snapshot transfers that reached a node which already had the snapshot's last entry
+    /// (counted at the first chunk's delivery): the entries were on their way and the
+    /// transfer was wasted.
+    pub needless_snapshots: u64,
     /// Print one line per event (`SIM_TRACE=1`).
     pub trace: bool,
     /// When `Some`, every trace line is also recorded here (golden tests).
@@ -419,10 +468,12 @@ impl<S: SimStorage> Sim<S> {
             votes: HashMap::new(),
             rpcs: 0,
             rpcs_by_link: BTreeMap::new(),
+            appends_by_link: BTreeMap::new(),
             msgs: 0,
             bytes: 0,
             steps: 0,
             snapshot_chunks: 0,
+            needless_snapshots: 0,
             trace: std::env::var_os("SIM_TRACE").is_some(),
             trace_log: None,
         };
@@ -466,7 +517,12 @@ impl<S: SimStorage> Sim<S> {
                 None => eprintln!("  n{id} down"),
             }
         }
-        panic!("{msg} (t={} ms; replay with SEED={})", self.now, self.seed);
+        panic!(
+            "{msg} (t={} ms; replay with SEED={}: {})",
+            self.now,
+            self.seed,
+            replay_command(self.seed)
+        );
     }
 
     fn idx(id: u64) -> usize {
@@ -649,6 +705,13 @@ impl<S: SimStorage> Sim<S> {
                     let Some(node) = self.nodes[Self::idx(to)].as_mut() else {
                         continue;
                     };
+                    if let Some(Body::InstallSnapshot(x)) = &m.body
+                        && x.offset == 0
+                        && (node.raw.log_term(x.last_included_index) == Some(x.last_included_term)
+                            || node.raw.status().commit >= x.last_included_index)
+                    {
+                        self.needless_snapshots += 1;
+                    }
                     node.raw.step(m);
                     self.process(to);
                 }
@@ -692,6 +755,9 @@ impl<S: SimStorage> Sim<S> {
         }
         if matches!(m.body, Some(Body::InstallSnapshot(_))) {
             self.snapshot_chunks += 1;
+        }
+        if matches!(&m.body, Some(Body::AppendEntries(a)) if !a.heartbeat) {
+            *self.appends_by_link.entry((m.from, m.to)).or_default() += 1;
         }
         if !self.link_ok(m.from, m.to) || self.rng.chance(self.net.drop) {
             self.emit(|| format!("drop    {}", describe(&m)));
@@ -838,6 +904,7 @@ impl<S: SimStorage> Sim<S> {
             Some(Body::InstallSnapshotReply(r)) => (r.term, None),
             None => return,
         };
+        self.check_ack_durable(id, m);
         if term > hs.term {
             self.fail(&format!(
                 "n{id} sends in term {term} but persisted only term {}: {}",
@@ -867,6 +934,50 @@ impl<S: SimStorage> Sim<S> {
                 )),
                 _ => {}
             }
+        }
+    }
+
+    /// An AppendEntries success reply with `match_index = k` tells the leader that this
+    /// node's log matches the leader's through `k`, and the leader counts it toward a
+    /// commit (§5.3, §5.4.2). So the node's storage must hold those entries when the reply
+    /// goes out: a crash right after the send must not take back what was acknowledged
+    /// (the leader could then have committed an entry on a minority of disks).
+    fn check_ack_durable(&self, id: u64, m: &RaftMessage) {
+        let Some(Body::AppendEntriesReply(r)) = &m.body else {
+            return;
+        };
+        if !r.success || r.heartbeat || r.match_index == 0 {
+            return;
+        }
+        let k = r.match_index;
+        let (last, stored) = self.storages[Self::idx(id)].last_index_and_term(k);
+        if k > last {
+            self.fail(&format!(
+                "n{id} acknowledges entries through {k} but its storage holds only through \
+                 {last}: {}",
+                describe(m)
+            ));
+        }
+        let Some(stored) = stored else {
+            return; // inside the persisted snapshot: committed entries
+        };
+        // The leader of the reply's term, while it still leads that term, has an
+        // append-only log: its entry at `k` is the one acknowledged.
+        let leader_term = self
+            .leaders
+            .get(&r.term)
+            .and_then(|&l| self.raw(l))
+            .filter(|l| l.is_leader() && l.term() == r.term)
+            .and_then(|l| l.log_term(k));
+        if let Some(t) = leader_term
+            && t != stored
+        {
+            self.fail(&format!(
+                "n{id} acknowledges {k} for the leader of term {} (entry term {t}) but its \
+                 storage holds term {stored} there: {}",
+                r.term,
+                describe(m)
+            ));
         }
     }
 
@@ -1179,10 +1290,29 @@ impl<S: SimStorage> Sim<S> {
     }
 }
 
+impl Sim<MemStorage> {
+    /// Crashes a node and restarts it with empty storage, as if its disk had been replaced:
+    /// it has forgotten its term, its vote and every entry it acknowledged. Raft assumes
+    /// this never happens to a voter (it can break safety); tests use it to check that the
+    /// leader notices a follower whose log went backwards and catches it up.
+    pub fn restart_with_empty_disk(&mut self, id: u64) {
+        self.crash(id);
+        self.storages[Self::idx(id)] = MemStorage::new();
+        // The node forgot its votes with its disk: a second vote in a term it voted in
+        // before is what this fault does, not a bug the one-vote check should report.
+        self.votes.retain(|&(voter, _), _| voter != id);
+        self.start_node(id);
+    }
+}
+
 impl<S: SimStorage> Drop for Sim<S> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("simulation failed; replay with SEED={}", self.seed);
+            eprintln!(
+                "simulation failed; replay with SEED={}: {}",
+                self.seed,
+                replay_command(self.seed)
+            );
         }
     }
 }

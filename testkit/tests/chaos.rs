@@ -4,15 +4,18 @@
 //! proposals and reads. The simulator checks safety after every event; at the end the
 //! faults heal and the cluster must commit a new command on every node (liveness).
 //!
-//! `CHAOS_SEEDS=n` runs n seeds (default 5000 in release builds, 500 in debug), `CHAOS_BASE=b` starts at seed b, and
-//! `SEED=s` replays exactly one seed.
+//! `CHAOS_SEEDS=n` runs n seeds (default 5000 in optimized builds such as `--profile ci`,
+//! 500 in debug), `CHAOS_BASE=b` starts at seed b, and `SEED=s` replays exactly one seed:
+//! `SEED=s cargo test -p testkit --profile ci --test chaos`. A value that is not a decimal
+//! number is rejected with a message, not ignored.
 
 use std::time::Instant;
 
-use testkit::sim::{CrashPoint, NetConfig, Rng, Sim, default_config, rand_cmd};
+use testkit::sim::{CrashPoint, NetConfig, Rng, Sim, default_config, rand_cmd, u64_from_env};
 
+/// A number from the environment; a value that is not a decimal u64 panics and says so.
 fn env(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|s| s.parse().ok())
+    u64_from_env(name)
 }
 
 /// One chaos run; returns simulated ms.

@@ -858,11 +858,16 @@ fn snapcommon(default_seed: u64, disconnect: bool, reliable: bool, crash: bool) 
     if (disconnect || crash) && s.snapshot_chunks == 0 {
         s.fail("no InstallSnapshot was needed; the scenario did not exercise it");
     }
-    // With every node up and no message lost, no follower ever needs the snapshot.
-    if !disconnect && !crash && reliable && s.snapshot_chunks > 0 {
+    // With every node up and no message lost, a follower needs the snapshot only if
+    // reordering left it an entry short just when the leader compacted; a snapshot sent to
+    // a follower that the entries in flight were about to catch up is waste. (This once
+    // asserted that no chunk at all is sent; that held for the default seed only: 14 of
+    // seeds 1..=60 sent a snapshot that the lagging follower did need.)
+    if !disconnect && !crash && reliable && s.needless_snapshots > 0 {
         s.fail(&format!(
-            "{} InstallSnapshot chunks sent although no follower lagged",
-            s.snapshot_chunks
+            "{} snapshot transfers reached a follower that already had their last entry \
+             ({} chunks in all)",
+            s.needless_snapshots, s.snapshot_chunks
         ));
     }
 }

@@ -69,11 +69,14 @@ fn live_bytes() -> usize {
     LIVE.load(Ordering::Relaxed)
 }
 
+/// The smallest data set: every operation, range100 included, needs samples.
+const MIN_N: usize = 101;
+
 #[derive(Parser, Debug)]
 #[command(about = "raftkv SkipMap vs std BTreeMap vs crossbeam-skiplist, single thread")]
 struct Args {
-    /// Sizes of the u64 data sets, comma-separated (default 100000,1000000; the bytes16
-    /// data set uses the largest).
+    /// Sizes of the u64 data sets, comma-separated, each at least 101 (default
+    /// 100000,1000000; the bytes16 data set uses the largest).
     #[arg(long, value_delimiter = ',')]
     n: Vec<usize>,
     /// Seed for keys, orders and the maps' RNG.
@@ -443,7 +446,18 @@ fn main() {
     };
     sizes.sort_unstable();
     sizes.dedup();
-    let largest = *sizes.last().expect("at least one size");
+    if let Some(&bad) = sizes.iter().find(|&&n| n < MIN_N) {
+        eprintln!(
+            "skiplist-bench: --n {bad} is too small: each size needs at least {MIN_N} entries \
+             (range100 scans 100 keys at a time; with fewer, some operations get zero samples \
+             and there is nothing to report). Try --n 10000 or --quick."
+        );
+        std::process::exit(2);
+    }
+    let Some(&largest) = sizes.last() else {
+        eprintln!("skiplist-bench: no data set size given; try --n 100000");
+        std::process::exit(2);
+    };
 
     if !args.json {
         println!(
@@ -488,6 +502,23 @@ fn main() {
         print_table(&res);
     }
     all.push(res);
+
+    // A measurement without samples is an error, never a row of NaN or zeros.
+    for r in &all {
+        for (s, structure) in STRUCTURES.iter().enumerate() {
+            for (i, op) in OPS.iter().enumerate() {
+                let v = r.ops[s][i];
+                if !v.is_finite() || v <= 0.0 {
+                    eprintln!(
+                        "skiplist-bench: {structure} {op} on {} {} entries got no samples \
+                         ({v} ops/s); nothing is reported",
+                        r.n, r.key
+                    );
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
 
     if args.json {
         for r in &all {
