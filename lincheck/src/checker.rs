@@ -199,10 +199,7 @@ pub fn check<M: Model>(
     let mut order: Vec<usize> = (0..parts.len()).collect();
     order.sort_by_key(|&i| parts[i].1.len());
     let work = || {
-        loop {
-            let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                break;
-            };
+        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
             let (key, ops) = &parts[i];
             let r = check_partition(model, history, key, ops, deadline, &cancel);
             if r.verdict == Verdict::NotLinearizable
