@@ -270,7 +270,8 @@ fn render_partition<M: Model>(
             );
         }
         out.push_str(
-            "</ul><div class=\"prefix\"><b>Prefix</b> (linearization order, ⟹ state after):<br>",
+            "</ul><div><b>The prefix</b> (linearization order, ⟹ state after each operation):</div>\
+             <div class=\"prefix\">",
         );
         if f.prefix.is_empty() {
             out.push_str("<i>empty — not even the first operation fits</i>");
@@ -476,7 +477,17 @@ fn render_partition<M: Model>(
         }
         let room = ((x0 + w - tx - 2.0) / CHAR_W).floor().max(0.0) as usize;
         let label = truncate(&desc, room);
-        if !label.is_empty() {
+        if heavy && label.chars().count() < desc.chars().count() {
+            // The operations that cannot be placed are the point of the picture: their
+            // full text goes beside the bar when it does not fit inside.
+            let _ = write!(
+                out,
+                "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{stroke}\" font-weight=\"700\">{}</text>",
+                x0 + w + 5.0,
+                y + 14.0,
+                esc(&desc)
+            );
+        } else if !label.is_empty() {
             let _ = write!(
                 out,
                 "<text x=\"{tx:.1}\" y=\"{:.1}\" fill=\"#1d2430\">{}</text>",
