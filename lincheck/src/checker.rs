@@ -28,6 +28,14 @@
 //! for equality, so a hash collision can cost time but never a wrong verdict. Backtracking
 //! restores the state saved on the stack (an undo, not a clone of the search).
 //!
+//! **Reads go first.** If an operation the model declares read-only
+//! ([`Model::is_read_only`]) is a candidate (its call is before the earliest pending
+//! return) and fits the current state, it is linearized at once, as the only child of the
+//! search node: any completion that places it later can place it here instead (it changes
+//! no state, fits here, and every operation that must precede it in real time returned
+//! before its call, so is already linearized). On histories with many concurrent readers
+//! this removes most of the branching.
+//!
 //! A history is split by [`Model::partition_key`] and each partition is checked alone
 //! (Herlihy & Wing's locality: a history is linearizable iff each object's sub-history is);
 //! partitions run on all available cores. The time budget makes the answer
@@ -381,8 +389,8 @@ fn check_partition<M: Model>(
     let mut linearized = Bitset(vec![0; n.div_ceil(64)]);
     let mut set_hash = 0u64;
     let mut state = model.init();
-    // (call node, state before it)
-    let mut stack: Vec<(usize, M::State)> = Vec::new();
+    // (call node, state before it, forced: a read linearized as its node's only child)
+    let mut stack: Vec<(usize, M::State, bool)> = Vec::new();
     let mut cache: Memo = HashMap::new();
     let mut interned: HashMap<M::State, usize> = HashMap::new();
     let mut cache_entries = 0usize;
@@ -390,8 +398,14 @@ fn check_partition<M: Model>(
     let mut best: Option<Deepest<M::State>> = None;
 
     let mut abandoned = false;
+    let read_only: Vec<bool> = ops
+        .iter()
+        .map(|&i| model.is_read_only(&history[i].input))
+        .collect();
     let mut entry = list.next[list.head];
-    let verdict = loop {
+    // A node is fresh when the search just arrived at it (not when it came back to it).
+    let mut fresh = true;
+    let verdict = 'search: loop {
         if list.next[list.head] == NIL {
             break Verdict::Linearizable;
         }
@@ -405,65 +419,109 @@ fn check_partition<M: Model>(
                 break Verdict::Unknown;
             }
         }
-        if list.is_call(entry) {
-            let local = list.op[entry];
-            let op = &history[ops[local]];
-            if let Some(new_state) = model.step(&state, &op.input, op.output.as_ref()) {
-                linearized.set(local);
-                set_hash ^= zobrist(local);
-                let id = match interned.get(&new_state) {
-                    Some(&id) => id,
-                    None => {
-                        let id = interned.len();
-                        interned.insert(new_state.clone(), id);
-                        id
+        // What to linearize next: (call node, state after it, forced).
+        let mut attempt = None;
+        if fresh {
+            // A read-only candidate that fits here is linearized here, as the only child
+            // of this node (see "Reads go first" in the module docs).
+            fresh = false;
+            let mut k = list.next[list.head];
+            while list.is_call(k) {
+                let local = list.op[k];
+                if read_only[local] {
+                    let op = &history[ops[local]];
+                    if let Some(next) = model.step(&state, &op.input, op.output.as_ref()) {
+                        debug_assert!(next == state, "a read-only operation changed the state");
+                        attempt = Some((k, next, true));
+                        break;
                     }
-                };
-                let cache_key = set_hash ^ zobrist(id).rotate_left(17);
-                let bucket = cache.entry(cache_key).or_default();
-                let seen = bucket
-                    .iter()
-                    .any(|(bits, s)| *s == id && bits[..] == linearized.0[..]);
-                if seen {
-                    linearized.clear(local);
-                    set_hash ^= zobrist(local);
-                    entry = list.next[entry];
-                } else {
-                    bucket.push((linearized.0.clone().into_boxed_slice(), id));
-                    cache_entries += 1;
-                    stack.push((entry, std::mem::replace(&mut state, new_state)));
-                    list.lift(entry);
-                    entry = list.next[list.head];
+                }
+                k = list.next[k];
+            }
+        }
+        let mut node_fails = false;
+        if attempt.is_none() {
+            if list.is_call(entry) {
+                let op = &history[ops[list.op[entry]]];
+                match model.step(&state, &op.input, op.output.as_ref()) {
+                    Some(next) => attempt = Some((entry, next, false)),
+                    None => {
+                        entry = list.next[entry];
+                        continue;
+                    }
                 }
             } else {
-                entry = list.next[entry];
-            }
-        } else {
-            // A return entry: its operation should have been linearized already.
-            if best.as_ref().is_none_or(|b| stack.len() > b.prefix.len()) {
-                let prefix = stack.iter().map(|&(node, _)| list.op[node]).collect();
-                let mut candidates = Vec::new();
-                let mut k = list.next[list.head];
-                while k != entry {
-                    candidates.push(list.op[k]);
-                    k = list.next[k];
+                // A return entry: its operation should have been linearized already.
+                if best.as_ref().is_none_or(|b| stack.len() > b.prefix.len()) {
+                    let prefix = stack.iter().map(|(node, _, _)| list.op[*node]).collect();
+                    let mut candidates = Vec::new();
+                    let mut k = list.next[list.head];
+                    while k != entry {
+                        candidates.push(list.op[k]);
+                        k = list.next[k];
+                    }
+                    best = Some(Deepest {
+                        prefix,
+                        state: state.clone(),
+                        candidates,
+                        blocking: list.op[entry],
+                    });
                 }
-                best = Some(Deepest {
-                    prefix,
-                    state: state.clone(),
-                    candidates,
-                    blocking: list.op[entry],
-                });
+                node_fails = true;
             }
-            let Some((node, old_state)) = stack.pop() else {
-                break Verdict::NotLinearizable;
-            };
-            state = old_state;
+        }
+        if let Some((node, new_state, forced)) = attempt {
             let local = list.op[node];
+            linearized.set(local);
+            set_hash ^= zobrist(local);
+            let id = match interned.get(&new_state) {
+                Some(&id) => id,
+                None => {
+                    let id = interned.len();
+                    interned.insert(new_state.clone(), id);
+                    id
+                }
+            };
+            let cache_key = set_hash ^ zobrist(id).rotate_left(17);
+            let bucket = cache.entry(cache_key).or_default();
+            let seen = bucket
+                .iter()
+                .any(|(bits, s)| *s == id && bits[..] == linearized.0[..]);
+            if !seen {
+                bucket.push((linearized.0.clone().into_boxed_slice(), id));
+                cache_entries += 1;
+                stack.push((node, std::mem::replace(&mut state, new_state), forced));
+                list.lift(node);
+                entry = list.next[list.head];
+                fresh = true;
+                continue;
+            }
+            // Explored before, without success.
             linearized.clear(local);
             set_hash ^= zobrist(local);
-            list.unlift(node);
-            entry = list.next[node];
+            if forced {
+                node_fails = true;
+            } else {
+                entry = list.next[node];
+            }
+        }
+        if node_fails {
+            // Backtrack: undo the last linearized operation and try the next candidate
+            // after it; a node whose only child (a forced read) failed fails too.
+            loop {
+                let Some((node, old_state, forced)) = stack.pop() else {
+                    break 'search Verdict::NotLinearizable;
+                };
+                state = old_state;
+                let local = list.op[node];
+                linearized.clear(local);
+                set_hash ^= zobrist(local);
+                list.unlift(node);
+                if !forced {
+                    entry = list.next[node];
+                    break;
+                }
+            }
         }
     };
 
@@ -471,7 +529,10 @@ fn check_partition<M: Model>(
     let mut failure = None;
     match verdict {
         Verdict::Linearizable => {
-            linearization = stack.iter().map(|&(node, _)| ops[list.op[node]]).collect();
+            linearization = stack
+                .iter()
+                .map(|(node, _, _)| ops[list.op[*node]])
+                .collect();
         }
         Verdict::NotLinearizable => {
             let Deepest {

@@ -44,6 +44,16 @@ pub trait Model: Sync {
         output: Option<&Self::Output>,
     ) -> Option<Self::State>;
 
+    /// Whether the operation never changes the state: `step` returns the state it was
+    /// given whenever it succeeds (a read). The checker then linearizes such an operation
+    /// as soon as it fits, without trying alternatives, which is exact for read-only
+    /// operations (see the [`crate::checker`] docs) and makes many concurrent readers cheap.
+    /// Saying `true` for an operation that can change the state makes verdicts wrong; the
+    /// default `false` is always safe.
+    fn is_read_only(&self, _input: &Self::Input) -> bool {
+        false
+    }
+
     /// The independent object this input touches (a key); one partition per distinct value.
     /// The default puts every operation in one partition.
     fn partition_key(&self, _input: &Self::Input) -> String {
@@ -133,6 +143,10 @@ impl Model for RegisterModel {
             // An output of the wrong kind is never legal.
             _ => None,
         }
+    }
+
+    fn is_read_only(&self, input: &RegisterInput) -> bool {
+        matches!(input, RegisterInput::Read)
     }
 
     fn describe_operation(&self, input: &RegisterInput, output: Option<&RegisterOutput>) -> String {
@@ -264,6 +278,10 @@ impl Model for KvModel {
             (KvInput::Delete { .. }, None | Some(KvOutput::Done)) => Some(None),
             _ => None,
         }
+    }
+
+    fn is_read_only(&self, input: &KvInput) -> bool {
+        matches!(input, KvInput::Get { .. })
     }
 
     fn partition_key(&self, input: &KvInput) -> String {
