@@ -36,6 +36,17 @@
 //! before its call, so is already linearized). On histories with many concurrent readers
 //! this removes most of the branching.
 //!
+//! **Dominated nodes skipped.** An operation whose outcome is
+//! unknown never returns, so it stays a candidate to the end, and each one pending doubles
+//! the nodes. The memo key leaves the operations of unknown outcome out of the set's hash, and a node
+//! counts as explored if a failed node had the same state, the same known operations and a
+//! *subset* of its unknown ones: any completion of the larger node, followed by the missing
+//! unknown operations (which may always go last: nothing must follow them in real time, and
+//! [`Model::step`] accepts any outcome for them), completes the smaller one, so the larger
+//! fails too. An unknown write that was overwritten then costs one branch, not a doubling.
+//! Accordingly the search succeeds as soon as every operation of known outcome is placed;
+//! the operations of unknown outcome it did not place go last in the witness order.
+//!
 //! A history is split by [`Model::partition_key`] and each partition is checked alone
 //! (Herlihy & Wing's locality: a history is linearizable iff each object's sub-history is);
 //! partitions run on all available cores. The time budget makes the answer
@@ -258,7 +269,7 @@ const NIL: usize = usize::MAX;
 
 /// Lowe's memo: (hash of linearized set and state id) → the (set, state id) pairs seen.
 /// States are interned (one copy of each distinct state, compared by id), so an entry costs
-/// the bitset and four bytes however large the state is.
+/// the bitset and one word however large the state is.
 type Memo = HashMap<u64, Vec<(Box<[u64]>, usize)>>;
 
 /// The deepest point of a failed search, in local operation indices.
@@ -402,11 +413,23 @@ fn check_partition<M: Model>(
         .iter()
         .map(|&i| model.is_read_only(&history[i].input))
         .collect();
+    // Operations with unknown outcome, as a bitmask over local indices.
+    let unknown: Vec<bool> = ops.iter().map(|&i| history[i].output.is_none()).collect();
+    let mut unknown_mask = vec![0u64; n.div_ceil(64)];
+    for (i, &u) in unknown.iter().enumerate() {
+        if u {
+            unknown_mask[i / 64] |= 1 << (i % 64);
+        }
+    }
     let mut entry = list.next[list.head];
     // A node is fresh when the search just arrived at it (not when it came back to it).
     let mut fresh = true;
+    let known_total = unknown.iter().filter(|&&u| !u).count();
+    let mut known_placed = 0usize;
     let verdict = 'search: loop {
-        if list.next[list.head] == NIL {
+        // Success once every operation of known outcome is placed: those of unknown outcome
+        // still pending may all go last.
+        if known_placed == known_total {
             break Verdict::Linearizable;
         }
         steps += 1;
@@ -428,7 +451,7 @@ fn check_partition<M: Model>(
             let mut k = list.next[list.head];
             while list.is_call(k) {
                 let local = list.op[k];
-                if read_only[local] {
+                if read_only[local] && !unknown[local] {
                     let op = &history[ops[local]];
                     if let Some(next) = model.step(&state, &op.input, op.output.as_ref()) {
                         debug_assert!(next == state, "a read-only operation changed the state");
@@ -453,7 +476,7 @@ fn check_partition<M: Model>(
             } else {
                 // A return entry: its operation should have been linearized already.
                 if best.as_ref().is_none_or(|b| stack.len() > b.prefix.len()) {
-                    let prefix = stack.iter().map(|(node, _, _)| list.op[*node]).collect();
+                    let prefix = stack.iter().map(|(node, ..)| list.op[*node]).collect();
                     let mut candidates = Vec::new();
                     let mut k = list.next[list.head];
                     while k != entry {
@@ -473,7 +496,9 @@ fn check_partition<M: Model>(
         if let Some((node, new_state, forced)) = attempt {
             let local = list.op[node];
             linearized.set(local);
-            set_hash ^= zobrist(local);
+            if !unknown[local] {
+                set_hash ^= zobrist(local);
+            }
             let id = match interned.get(&new_state) {
                 Some(&id) => id,
                 None => {
@@ -484,12 +509,21 @@ fn check_partition<M: Model>(
             };
             let cache_key = set_hash ^ zobrist(id).rotate_left(17);
             let bucket = cache.entry(cache_key).or_default();
-            let seen = bucket
-                .iter()
-                .any(|(bits, s)| *s == id && bits[..] == linearized.0[..]);
+            // Seen, or dominated: a failed node with the same state, the same operations
+            // of known outcome and a subset of these of unknown outcome (see the module
+            // docs).
+            let seen = bucket.iter().any(|(bits, s)| {
+                *s == id
+                    && bits
+                        .iter()
+                        .zip(&linearized.0)
+                        .zip(&unknown_mask)
+                        .all(|((&e, &l), &u)| e & !l == 0 && (e ^ l) & !u == 0)
+            });
             if !seen {
                 bucket.push((linearized.0.clone().into_boxed_slice(), id));
                 cache_entries += 1;
+                known_placed += usize::from(!unknown[local]);
                 stack.push((node, std::mem::replace(&mut state, new_state), forced));
                 list.lift(node);
                 entry = list.next[list.head];
@@ -498,7 +532,9 @@ fn check_partition<M: Model>(
             }
             // Explored before, without success.
             linearized.clear(local);
-            set_hash ^= zobrist(local);
+            if !unknown[local] {
+                set_hash ^= zobrist(local);
+            }
             if forced {
                 node_fails = true;
             } else {
@@ -514,8 +550,11 @@ fn check_partition<M: Model>(
                 };
                 state = old_state;
                 let local = list.op[node];
+                known_placed -= usize::from(!unknown[local]);
                 linearized.clear(local);
-                set_hash ^= zobrist(local);
+                if !unknown[local] {
+                    set_hash ^= zobrist(local);
+                }
                 list.unlift(node);
                 if !forced {
                     entry = list.next[node];
@@ -529,10 +568,13 @@ fn check_partition<M: Model>(
     let mut failure = None;
     match verdict {
         Verdict::Linearizable => {
-            linearization = stack
-                .iter()
-                .map(|(node, _, _)| ops[list.op[*node]])
-                .collect();
+            // The operations of unknown outcome not placed go last.
+            let mut placed = vec![false; n];
+            for (node, ..) in &stack {
+                placed[list.op[*node]] = true;
+            }
+            linearization = stack.iter().map(|(node, ..)| ops[list.op[*node]]).collect();
+            linearization.extend((0..n).filter(|&l| !placed[l]).map(|l| ops[l]));
         }
         Verdict::NotLinearizable => {
             let Deepest {

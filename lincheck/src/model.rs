@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 /// - `step` is a pure function of its arguments (no interior state, no randomness);
 /// - `step` with `output == None` (the outcome is unknown: Jepsen's `info`, or a call that
 ///   never returned) applies the operation and accepts whatever it would return; it must
-///   return `Some` whenever the input can be applied at all;
+///   return `Some` from every state (the checker relies on an operation of unknown outcome
+///   always fitting at the end of a linearization);
 /// - states that behave the same must compare equal and hash equally (the memo cache of
 ///   Lowe's algorithm relies on it: equal states are explored once per linearized set);
 /// - operations with different [`Model::partition_key`]s must not affect each other (the
