@@ -695,8 +695,20 @@ impl EventLoop {
                 Ok(delta) => conn.in_flight = conn.in_flight.wrapping_add_signed(delta),
                 Err((e, delta)) => {
                     conn.in_flight = conn.in_flight.wrapping_add_signed(delta);
-                    log::error!("rpc server: closing connection from {:?}: {e}", conn.peer);
-                    return ReadOutcome::Close;
+                    log::error!(
+                        "rpc server: closing connection from {:?} once the requests before \
+                         the bad bytes are answered: {e}",
+                        conn.peer
+                    );
+                    // Framing is lost: read nothing more, but the requests before the bad
+                    // bytes were dispatched and their replies are owed. `flush` closes
+                    // once the last one is written.
+                    conn.read_closed = true;
+                    return if conn.in_flight == 0 && conn.out_pos == conn.out.len() {
+                        ReadOutcome::Close
+                    } else {
+                        ReadOutcome::Open
+                    };
                 }
             }
             // Flush what inline handlers answered before reading more.

@@ -1275,3 +1275,28 @@ fn without_polling_before_sleep_calls_still_complete() {
     c.echo_async(&req(b"async"), T, move |r| tx.send(r).unwrap());
     assert_eq!(&rx.recv_timeout(T).unwrap().unwrap().payload[..], b"async");
 }
+
+/// Issue 7, item 7: valid requests followed by bad bytes in the same write (so, on
+/// loopback, the same read) are answered before the connection closes, on the inline
+/// path and on the pool.
+#[test]
+fn a_framing_error_after_valid_requests_closes_only_after_their_replies() {
+    for inline in [true, false] {
+        let s = server(inline);
+        while_served(&s, |addr, served| {
+            let mut sock = TcpStream::connect(addr).unwrap();
+            let mut bytes = echo_frame(1, b"one");
+            bytes.extend_from_slice(&echo_frame(2, b"two"));
+            let mut bad = echo_frame(3, b"x");
+            bad[4] = b'X'; // wrong magic: framing is lost here
+            bytes.extend_from_slice(&bad);
+            sock.write_all(&bytes).unwrap();
+            let r = read_frames(&mut sock, 2);
+            let mut ids: Vec<u64> = r.iter().map(|f| f.1).collect();
+            ids.sort();
+            assert_eq!(ids, [1, 2], "inline={inline}");
+            served();
+            expect_closed(&mut sock);
+        });
+    }
+}
