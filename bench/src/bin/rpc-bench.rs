@@ -173,6 +173,8 @@ struct Result_ {
     p99: f64,
     p999: f64,
     errors: u64,
+    /// The first failure's text, to say why a row got no samples.
+    first_error: Option<String>,
 }
 
 /// State shared by every call loop of one row.
@@ -181,9 +183,28 @@ struct Driver {
     stop: AtomicBool,
     done: AtomicU64,
     errors: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
     outstanding: AtomicUsize,
     hist: Histogram,
     request: EchoRequest,
+}
+
+impl Driver {
+    fn fail(&self, what: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert(what);
+    }
+}
+
+fn describe<T>(r: &Result<T, rpc::CallError>) -> String {
+    match r {
+        Ok(_) => "reply of the wrong length".to_string(),
+        Err(e) => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 fn issue(d: Arc<Driver>, client: Arc<EchoServiceClient<Channel>>) {
@@ -202,11 +223,11 @@ fn issue(d: Arc<Driver>, client: Arc<EchoServiceClient<Channel>>) {
                     d2.done.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            _ => {
+            other => {
                 // Counted and reported; this slot stops. Re-issuing at once would recurse
                 // without end when calls fail synchronously (server down, backing off),
                 // overflowing the stack of the I/O thread or of this one.
-                d2.errors.fetch_add(1, Ordering::Relaxed);
+                d2.fail(describe(&other));
                 d2.outstanding.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
@@ -226,9 +247,7 @@ fn blocking_loop(d: &Driver, client: &EchoServiceClient<Channel>) {
                     d.done.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            _ => {
-                d.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            other => d.fail(describe(&other)),
         }
     }
     d.outstanding.fetch_sub(1, Ordering::AcqRel);
@@ -240,6 +259,7 @@ fn run_row(rt: &ClientRuntime, addr: SocketAddr, row: Row, secs: f64, blocking: 
         stop: AtomicBool::new(false),
         done: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        first_error: std::sync::Mutex::new(None),
         outstanding: AtomicUsize::new(0),
         hist: Histogram::new(),
         request: EchoRequest {
@@ -251,7 +271,10 @@ fn run_row(rt: &ClientRuntime, addr: SocketAddr, row: Row, secs: f64, blocking: 
         .collect();
     // Connect first, so that the warm-up is not spent in handshakes.
     for c in &clients {
-        let _ = c.echo(&d.request, Duration::from_secs(5));
+        let r = c.echo(&d.request, Duration::from_secs(5));
+        if r.is_err() {
+            d.fail(describe(&r));
+        }
     }
     let mut threads = Vec::new();
     for c in &clients {
@@ -289,7 +312,23 @@ fn run_row(rt: &ClientRuntime, addr: SocketAddr, row: Row, secs: f64, blocking: 
         p99: d.hist.quantile_us(0.99),
         p999: d.hist.quantile_us(0.999),
         errors: d.errors.load(Ordering::Relaxed),
+        first_error: d
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(),
     }
+}
+
+/// The soft limit on open files of this process (`ulimit -n`), from /proc (Linux).
+fn open_files_limit() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = s.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    if soft == "unlimited" {
+        return Some(u64::MAX);
+    }
+    soft.parse().ok()
 }
 
 /// The issue's targets, for the rows they name.
@@ -299,6 +338,9 @@ fn target(r: &Result_) -> Option<(&'static str, bool)> {
         connections: c,
         in_flight: f,
     } = r.row;
+    if r.calls_per_sec == 0.0 {
+        return Some(("no samples", false));
+    }
     match (p, c, f) {
         (16, 1, 1) => Some(("p50 <= 30 us", r.p50 <= 30.0)),
         (16, 1, 64) => Some(("calls/s >= 450k", r.calls_per_sec >= 450_000.0)),
@@ -454,8 +496,21 @@ fn main() {
             "payload", "conns", "in_flight", "calls/s", "MB/s", "p50_us", "p99_us", "p999_us"
         );
     }
+    let mut empty_rows = 0;
     for row in rows {
         let r = run_row(&rt, addr, row, args.secs, args.blocking);
+        if r.calls_per_sec == 0.0 {
+            empty_rows += 1;
+            eprintln!(
+                "rpc-bench: row payload={} conns={} in_flight={}: no call succeeded \
+                 ({} errors; first: {}); is a server listening at {addr}?",
+                row.payload,
+                row.connections,
+                row.in_flight,
+                r.errors,
+                r.first_error.as_deref().unwrap_or("none recorded")
+            );
+        }
         if args.json {
             println!(
                 "{}",
@@ -495,9 +550,29 @@ fn main() {
     }
     drop(rt);
     drop(local);
-    if args.idle > 0
-        && let Err(e) = idle_test(args.idle, args.json)
-    {
-        eprintln!("rpc-bench: idle-connection test failed: {e}");
+    if empty_rows > 0 {
+        eprintln!("rpc-bench: {empty_rows} row(s) got zero samples; the figures above are not measurements");
+        std::process::exit(1);
+    }
+    if args.idle > 0 {
+        // The client side of the idle test holds `idle` sockets in this process, and the
+        // server child as many: both need that many descriptors and some to spare.
+        let need = args.idle as u64 + 64;
+        match open_files_limit() {
+            Some(limit) if limit < need => {
+                eprintln!(
+                    "rpc-bench: --idle {} needs at least {need} open files per process, but \
+                     the limit (ulimit -n) is {limit}; raise it (e.g. `ulimit -n {}`) or lower --idle",
+                    args.idle,
+                    need.max(65_536)
+                );
+                std::process::exit(1);
+            }
+            _ => {}
+        }
+        if let Err(e) = idle_test(args.idle, args.json) {
+            eprintln!("rpc-bench: idle-connection test failed: {e}");
+            std::process::exit(1);
+        }
     }
 }
