@@ -51,6 +51,26 @@ pub struct ServerConfig {
     /// microseconds; a request that comes within this window costs no wake-up.
     /// Default 50 µs; `Duration::ZERO` always sleeps at once.
     pub spin: Duration,
+    /// Unsent reply bytes of one connection beyond which the server stops reading that
+    /// connection (its readable interest is dropped) until the queue drains below half of
+    /// this: a peer that sends requests and never reads its replies holds at most about
+    /// this much of the server's memory. Default 8 MiB.
+    pub max_write_queue: usize,
+}
+
+/// Counters of a running server's state, from [`Server::stats`]; for tests, metrics and
+/// benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Open connections.
+    pub connections: usize,
+    /// Reply bytes queued and not yet accepted by the kernel, all connections together.
+    pub queued_reply_bytes: usize,
+    /// The most reply bytes ever queued for one connection at once (high-water mark).
+    pub max_queued_reply_bytes: usize,
+    /// Connections whose reading is paused because their write queue is over
+    /// [`ServerConfig::max_write_queue`].
+    pub read_paused: usize,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +83,7 @@ impl Default for ServerConfig {
             idle_timeout: Some(Duration::from_secs(600)),
             shutdown_grace: Duration::from_secs(1),
             spin: Duration::from_micros(50),
+            max_write_queue: 8 << 20,
         }
     }
 }
@@ -177,6 +198,7 @@ impl ServerBuilder {
             shutdown: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             max_frame: self.config.max_frame,
+            stats: Mutex::new(ServerStats::default()),
         });
         let needs_pool = self.services.values().any(|e| !e.inline);
         let mut workers = Vec::new();
@@ -246,6 +268,15 @@ impl Server {
         self.local_addr
     }
 
+    /// The server's counters as the event loop last published them.
+    pub fn stats(&self) -> ServerStats {
+        *self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Shuts down and waits for every thread (same as dropping).
     pub fn shutdown(self) {}
 }
@@ -286,6 +317,8 @@ struct Shared {
     stopped: AtomicBool,
     /// Replies longer than this are answered `RESOURCE_EXHAUSTED` instead.
     max_frame: usize,
+    /// Published by the event loop after every turn.
+    stats: Mutex<ServerStats>,
 }
 
 /// While the event loop runs inline handlers of one connection, that connection's write
@@ -414,6 +447,12 @@ struct Conn {
     /// The peer closed its side, or we stopped reading after a framing error: close as
     /// soon as the in-flight calls are answered and written.
     read_closed: bool,
+    /// Reading stopped (readable interest dropped) because the write queue is over
+    /// `max_write_queue`; resumes below half of it.
+    read_paused: bool,
+    /// When the peer last took reply bytes, or the queue last went from empty to not
+    /// empty: a queue that does not move for the idle timeout closes the connection.
+    write_progress: Instant,
 }
 
 struct EventLoop {
@@ -505,6 +544,7 @@ impl EventLoop {
             }
             // Replies from other threads (cheap to check; the waker may have fired).
             self.drain_replies();
+            self.publish_stats();
 
             if draining_until.is_none() && self.shared.shutdown.load(Ordering::SeqCst) {
                 if let Some(mut l) = self.listener.take() {
@@ -589,6 +629,8 @@ impl EventLoop {
                             in_flight: 0,
                             last_active: Instant::now(),
                             read_closed: false,
+                            read_paused: false,
+                            write_progress: Instant::now(),
                         },
                     );
                 }
@@ -635,7 +677,21 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(&token) else {
                 return ReadOutcome::Close;
             };
-            if conn.read_closed {
+            if conn.read_closed || conn.read_paused {
+                return ReadOutcome::Open;
+            }
+            if conn.out.len() - conn.out_pos > self.config.max_write_queue {
+                // Backpressure: the peer does not read its replies; stop reading its
+                // requests until it does (`flush` resumes).
+                conn.read_paused = true;
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .reregister(&mut conn.stream, token, Interest::WRITABLE)
+                {
+                    log::error!("rpc server: cannot pause reading {:?}: {e}", conn.peer);
+                    return ReadOutcome::Close;
+                }
                 return ReadOutcome::Open;
             }
             // A large frame in progress is read straight into its own buffer.
@@ -892,8 +948,17 @@ impl EventLoop {
                     self.close(token);
                     return;
                 }
-                Ok(n) => conn.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(n) => {
+                    conn.out_pos += n;
+                    conn.write_progress = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let queued = conn.out.len() - conn.out_pos;
+                    if conn.read_paused && queued <= self.config.max_write_queue / 2 {
+                        self.resume(token);
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("rpc server: write to {:?} failed: {e}", conn.peer);
@@ -903,6 +968,7 @@ impl EventLoop {
             }
         }
         conn.out_pos = 0;
+        conn.write_progress = Instant::now();
         if conn.out.capacity() > KEEP_BUF {
             conn.out = Vec::new();
         } else {
@@ -910,6 +976,46 @@ impl EventLoop {
         }
         if conn.read_closed && conn.in_flight == 0 {
             self.close(token);
+            return;
+        }
+        if conn.read_paused {
+            self.resume(token);
+        }
+    }
+
+    /// Reads a paused connection again: its readable interest comes back, and what
+    /// arrived meanwhile is read now (no new edge may announce it).
+    fn resume(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        conn.read_paused = false;
+        if let Err(e) = self.poll.registry().reregister(
+            &mut conn.stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::error!("rpc server: cannot resume reading {:?}: {e}", conn.peer);
+            self.close(token);
+            return;
+        }
+        self.conn_event(token, true, false);
+    }
+
+    fn publish_stats(&mut self) {
+        let mut st = self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        st.connections = self.conns.len();
+        st.queued_reply_bytes = 0;
+        st.read_paused = 0;
+        for c in self.conns.values() {
+            let q = c.out.len() - c.out_pos;
+            st.queued_reply_bytes += q;
+            st.max_queued_reply_bytes = st.max_queued_reply_bytes.max(q);
+            st.read_paused += usize::from(c.read_paused);
         }
     }
 
@@ -919,9 +1025,13 @@ impl EventLoop {
             .conns
             .iter()
             .filter(|(_, c)| {
-                c.in_flight == 0
+                let idle_conn = c.in_flight == 0
                     && c.out_pos == c.out.len()
-                    && now.duration_since(c.last_active) >= idle
+                    && now.duration_since(c.last_active) >= idle;
+                // A peer that has taken none of its queued replies for that long (also
+                // after it half-closed) is gone or hostile: its queue is freed.
+                let stuck = c.out_pos < c.out.len() && now.duration_since(c.write_progress) >= idle;
+                idle_conn || stuck
             })
             .map(|(t, _)| *t)
             .collect();

@@ -1300,3 +1300,93 @@ fn a_framing_error_after_valid_requests_closes_only_after_their_replies() {
         });
     }
 }
+
+/// A 64 KiB echo request.
+fn big_echo(id: u64) -> Vec<u8> {
+    echo_frame(id, &[0x5A; 64 * 1024])
+}
+
+/// Issue 7, item 1: a client that pipelines 64 KiB echoes and never reads its replies
+/// makes the server stop reading it once its reply queue passes the cap, instead of
+/// queueing without bound; a second client is served meanwhile. Observed through the
+/// server's counters, not memory or time.
+#[test]
+fn a_client_that_never_reads_is_paused_at_the_write_queue_cap() {
+    const CAP: usize = 1 << 20;
+    let s = ServerBuilder::new()
+        .config(rpc::ServerConfig {
+            max_write_queue: CAP,
+            ..Default::default()
+        })
+        .register_inline(EchoServiceServer::new(TestEcho))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    while_served(&s, |addr, served| {
+        let sock = TcpStream::connect(addr).unwrap();
+        let mut w = sock.try_clone().unwrap();
+        // 64 MiB of requests: far more than the cap plus every kernel buffer on the way.
+        let writer = std::thread::spawn(move || {
+            for id in 0..1024 {
+                if w.write_all(&big_echo(id)).is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+        let t0 = Instant::now();
+        while s.stats().read_paused == 0 && !writer.is_finished() {
+            assert!(t0.elapsed() < T, "never paused: {:?}", s.stats());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let st = s.stats();
+        assert_eq!(st.read_paused, 1, "the flood was read to its end: {st:?}");
+        // One read's worth of replies (at most 64 KiB of requests) may land past the cap.
+        assert!(
+            st.max_queued_reply_bytes <= CAP + 256 * 1024,
+            "queue passed the cap: {st:?}"
+        );
+        served();
+        // Paused, not closed; the flooder's writes are blocked by TCP itself.
+        assert!(!writer.is_finished());
+        sock.shutdown(std::net::Shutdown::Both).unwrap();
+        writer.join().unwrap();
+    });
+}
+
+/// Issue 7, item 1: a peer that half-closes and then never reads is closed by the idle
+/// timeout even though replies are still queued for it.
+#[test]
+fn a_peer_that_reads_nothing_is_closed_at_the_idle_timeout_even_with_replies_queued() {
+    let s = ServerBuilder::new()
+        .config(rpc::ServerConfig {
+            idle_timeout: Some(Duration::from_millis(200)),
+            max_write_queue: 64 << 20,
+            ..Default::default()
+        })
+        .register_inline(EchoServiceServer::new(TestEcho))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let mut sock = TcpStream::connect(s.local_addr()).unwrap();
+    // 32 MiB of requests: more replies than the kernel buffers on the way take, less than
+    // the cap, so the connection is not paused.
+    for id in 0..512 {
+        sock.write_all(&big_echo(id)).unwrap();
+    }
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let t0 = Instant::now();
+    while s.stats().max_queued_reply_bytes == 0 {
+        assert!(t0.elapsed() < T, "no reply queued: {:?}", s.stats());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Never read: the server must give the connection and its queue up.
+    while s.stats().connections > 0 {
+        assert!(
+            t0.elapsed() < T,
+            "a stuck queue is kept forever: {:?}",
+            s.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(s.stats().queued_reply_bytes, 0);
+    drop(sock);
+}

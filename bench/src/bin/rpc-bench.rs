@@ -551,7 +551,9 @@ fn main() {
     drop(rt);
     drop(local);
     if empty_rows > 0 {
-        eprintln!("rpc-bench: {empty_rows} row(s) got zero samples; the figures above are not measurements");
+        eprintln!(
+            "rpc-bench: {empty_rows} row(s) got zero samples; the figures above are not measurements"
+        );
         std::process::exit(1);
     }
     if args.idle > 0 {
