@@ -53,6 +53,112 @@ struct Args {
     /// report its memory (0 skips).
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
+    /// Instead of the rows: one connection floods the in-process server with pipelined
+    /// 64 KiB echoes for `--secs`, `noread` (never reads a reply) or `read` (reads them
+    /// as fast as it can), while a well-behaved client makes blocking 16-byte calls; prints
+    /// that client's calls/s, p50, p99 and max, and this process's peak RSS.
+    #[arg(long, value_name = "MODE")]
+    flood: Option<String>,
+}
+
+/// `--flood MODE`: see [`Args::flood`]. Exits non-zero when the good client got no samples.
+fn flood_test(mode: &str, secs: f64) -> Result<(), String> {
+    let read_replies = match mode {
+        "noread" => false,
+        "read" => true,
+        _ => return Err(format!("--flood takes noread or read, not {mode:?}")),
+    };
+    let server = echo_server("127.0.0.1:0".parse().expect("literal address"))
+        .map_err(|e| format!("cannot start the echo server: {e}"))?;
+    let addr = server.local_addr();
+    let rt = ClientRuntime::new(ClientConfig::default())
+        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    let good = EchoServiceClient::new(rt.channel(addr));
+    let small = EchoRequest {
+        payload: Bytes::from_static(b"0123456789abcdef"),
+    };
+    good.echo(&small, Duration::from_secs(5))
+        .map_err(|e| format!("warm-up call: {e}"))?;
+    let rss0 = rss_kib(std::process::id()).unwrap_or(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sock = std::net::TcpStream::connect(addr).map_err(|e| format!("flooder connect: {e}"))?;
+    let mut frame = Vec::new();
+    let big = EchoRequest {
+        payload: Bytes::from(vec![0x5Au8; 64 * 1024]),
+    };
+    rpc::frame::encode_request(&mut frame, 1, "raftkv.echo.EchoService", "Echo", &big);
+    let mut w = sock.try_clone().map_err(|e| e.to_string())?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let flooder = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            // Bounded: stops at the end of the run, or when the server stops reading it
+            // and the socket is shut down below.
+            while !stop.load(Ordering::Relaxed) {
+                if std::io::Write::write_all(&mut w, &frame).is_err() {
+                    return;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let reader = read_replies.then(|| {
+        let mut r = sock.try_clone().expect("clone of a connected socket");
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            while matches!(std::io::Read::read(&mut r, &mut buf), Ok(n) if n > 0) {}
+        })
+    });
+    let hist = Histogram::new();
+    let (mut ok, mut errors, mut first_error, mut max_ns) = (0u64, 0u64, None, 0u64);
+    let mut peak_rss = rss0;
+    let t0 = Instant::now();
+    let mut next_rss = t0;
+    while t0.elapsed().as_secs_f64() < secs {
+        let c0 = Instant::now();
+        match good.echo(&small, Duration::from_secs(5)) {
+            Ok(_) => {
+                let ns = c0.elapsed().as_nanos() as u64;
+                hist.record(ns);
+                max_ns = max_ns.max(ns);
+                ok += 1;
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+        if Instant::now() >= next_rss {
+            peak_rss = peak_rss.max(rss_kib(std::process::id()).unwrap_or(0));
+            next_rss += Duration::from_millis(100);
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    peak_rss = peak_rss.max(rss_kib(std::process::id()).unwrap_or(0));
+    stop.store(true, Ordering::Relaxed);
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+    let _ = flooder.join();
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+    println!(
+        "flood {mode}: {secs} s, flooder sent {} x 64 KiB; good client {:.0} calls/s, p50 {:.1} us, \
+         p99 {:.1} us, max {:.1} us, {errors} errors; process RSS {:.1} MB before, peak {:.1} MB",
+        sent.load(Ordering::Relaxed),
+        ok as f64 / elapsed,
+        hist.quantile_us(0.5),
+        hist.quantile_us(0.99),
+        max_ns as f64 / 1e3,
+        rss0 as f64 / 1024.0,
+        peak_rss as f64 / 1024.0
+    );
+    if ok == 0 {
+        return Err(format!(
+            "the good client completed no call ({errors} errors; first: {})",
+            first_error.as_deref().unwrap_or("none")
+        ));
+    }
+    Ok(())
 }
 
 struct Echo;
@@ -447,6 +553,13 @@ fn main() {
         loop {
             std::thread::park();
         }
+    }
+    if let Some(mode) = &args.flood {
+        if let Err(e) = flood_test(mode, args.secs) {
+            eprintln!("rpc-bench: flood: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     let rows = match parse_rows(&args.rows) {
         Ok(r) => r,
