@@ -71,7 +71,15 @@ pub struct ServerStats {
     /// Connections whose reading is paused because their write queue is over
     /// [`ServerConfig::max_write_queue`].
     pub read_paused: usize,
+    /// The most bytes read from one connection in one turn of the event loop (at most
+    /// [`READ_BUDGET`] plus one read).
+    pub max_read_per_turn: usize,
 }
+
+/// Bytes read from one connection per turn of the event loop before the loop moves on to
+/// the other ready connections (and comes back to this one on the next turn): one busy
+/// connection cannot hold the loop, which Raft heartbeats share.
+pub const READ_BUDGET: usize = 256 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -224,7 +232,10 @@ impl ServerBuilder {
             conns: HashMap::new(),
             next_token: FIRST_CONN,
             accept_retry: None,
+            turn_bytes: 0,
+            max_read_per_turn: 0,
             scratch: vec![0; READ_CHUNK],
+            backlog: Vec::new(),
             services: self.services,
             shared: shared.clone(),
             target,
@@ -468,6 +479,13 @@ struct EventLoop {
     target: Arc<dyn ReplyTarget>,
     pool: Option<Sender<Job>>,
     config: ServerConfig,
+    /// Connections that used their read budget with bytes possibly left in the socket:
+    /// readiness is edge-triggered, so no new event will announce those bytes; the loop
+    /// reads them on its next turn.
+    backlog: Vec<Token>,
+    /// Bytes read from the connection being read, this turn.
+    turn_bytes: usize,
+    max_read_per_turn: usize,
 }
 
 /// `d` from now, at most a century: a configured `Duration::MAX` ("never") would
@@ -504,7 +522,7 @@ impl EventLoop {
                 );
             }
             let spinning = spin_until.is_some_and(|t| now < t);
-            if spinning {
+            if spinning || !self.backlog.is_empty() {
                 timeout = Some(Duration::ZERO);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -518,7 +536,11 @@ impl EventLoop {
                 // Lets a thread waiting for this CPU (say, the client we answer) run.
                 std::thread::yield_now();
             }
-            let mut active = false;
+            let mut active = !self.backlog.is_empty();
+            for token in std::mem::take(&mut self.backlog) {
+                // As if the end of stream might be there: read on to `WouldBlock`.
+                self.conn_event(token, true, true);
+            }
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -673,7 +695,16 @@ impl EventLoop {
 
     fn read_with(&mut self, token: Token, scratch: &mut [u8], hup: bool) -> ReadOutcome {
         let conn_id = token.0 as u64;
+        self.turn_bytes = 0;
         loop {
+            if self.turn_bytes >= READ_BUDGET {
+                // Fairness: this connection had its share of the turn; the others go
+                // first, and it is read again on the next turn.
+                if !self.backlog.contains(&token) {
+                    self.backlog.push(token);
+                }
+                return ReadOutcome::Open;
+            }
             let Some(conn) = self.conns.get_mut(&token) else {
                 return ReadOutcome::Close;
             };
@@ -716,6 +747,8 @@ impl EventLoop {
                 }
             };
             conn.last_active = Instant::now();
+            self.turn_bytes += n;
+            self.max_read_per_turn = self.max_read_per_turn.max(self.turn_bytes);
             let mut out = std::mem::take(&mut conn.out);
             // `dispatch_all` borrows `self`: the reader comes out of the conn meanwhile.
             let mut reader = std::mem::take(&mut conn.reader);
@@ -1009,6 +1042,7 @@ impl EventLoop {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         st.connections = self.conns.len();
+        st.max_read_per_turn = self.max_read_per_turn;
         st.queued_reply_bytes = 0;
         st.read_paused = 0;
         for c in self.conns.values() {

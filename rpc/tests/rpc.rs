@@ -1390,3 +1390,45 @@ fn a_peer_that_reads_nothing_is_closed_at_the_idle_timeout_even_with_replies_que
     assert_eq!(s.stats().queued_reply_bytes, 0);
     drop(sock);
 }
+
+/// Issue 7, item 2: a client that pipelines 64 KiB echoes and reads its replies as fast
+/// as it can gets a bounded share of each turn of the event loop (the server's counter of
+/// the most bytes read from one connection in one turn stays within the budget plus one
+/// read), and a second client is served meanwhile.
+#[test]
+fn a_pipelining_client_gets_a_bounded_share_of_each_turn() {
+    let s = server(true);
+    while_served(&s, |addr, served| {
+        let sock = TcpStream::connect(addr).unwrap();
+        let mut w = sock.try_clone().unwrap();
+        let mut r = sock.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            // Bounded: 4096 x 64 KiB = 256 MiB at most, or until the socket is shut down.
+            for id in 0..4096 {
+                if w.write_all(&big_echo(id)).is_err() {
+                    return;
+                }
+            }
+        });
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        // The flood is on (the server has read a few MiB of it) while the good client is
+        // checked.
+        let t0 = Instant::now();
+        while s.stats().max_read_per_turn < 2 * 1024 * 1024 && !writer.is_finished() {
+            assert!(t0.elapsed() < T, "flood never got going: {:?}", s.stats());
+            served();
+        }
+        served();
+        sock.shutdown(std::net::Shutdown::Both).unwrap();
+        writer.join().unwrap();
+        reader.join().unwrap();
+    });
+    let st = s.stats();
+    assert!(
+        st.max_read_per_turn <= rpc::READ_BUDGET + 128 * 1024,
+        "one connection took more than its share of a turn: {st:?}"
+    );
+}
