@@ -74,6 +74,8 @@ pub struct ServerStats {
     /// The most bytes read from one connection in one turn of the event loop (at most
     /// [`READ_BUDGET`] plus one read).
     pub max_read_per_turn: usize,
+    /// Bytes held for incomplete requests, all connections together.
+    pub partial_frame_bytes: usize,
 }
 
 /// Bytes read from one connection per turn of the event loop before the loop moves on to
@@ -1044,12 +1046,14 @@ impl EventLoop {
         st.connections = self.conns.len();
         st.max_read_per_turn = self.max_read_per_turn;
         st.queued_reply_bytes = 0;
+        st.partial_frame_bytes = 0;
         st.read_paused = 0;
         for c in self.conns.values() {
             let q = c.out.len() - c.out_pos;
             st.queued_reply_bytes += q;
             st.max_queued_reply_bytes = st.max_queued_reply_bytes.max(q);
             st.read_paused += usize::from(c.read_paused);
+            st.partial_frame_bytes += c.reader.held();
         }
     }
 

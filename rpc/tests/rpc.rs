@@ -1432,3 +1432,43 @@ fn a_pipelining_client_gets_a_bounded_share_of_each_turn() {
         "one connection took more than its share of a turn: {st:?}"
     );
 }
+
+/// Issue 7, item 3: headers announcing 64 MiB frames, followed by a few KB each, cost the
+/// server what was sent (buffers grow as bytes arrive), not the announced size; a second
+/// client is served meanwhile, and a frame that does complete is still answered.
+#[test]
+fn announced_sizes_are_not_allocated_before_the_bytes_arrive() {
+    const CONNS: usize = 62;
+    const SENT: usize = 3000;
+    let s = server(true);
+    while_served(&s, |addr, served| {
+        let big = echo_frame(1, &vec![7u8; 64 * 1024 * 1024 - 64]);
+        let mut socks = Vec::new();
+        for _ in 0..CONNS {
+            let mut sock = TcpStream::connect(addr).unwrap();
+            sock.write_all(&big[..SENT]).unwrap();
+            socks.push(sock);
+        }
+        let t0 = Instant::now();
+        while s.stats().partial_frame_bytes < CONNS * SENT {
+            assert!(
+                t0.elapsed() < T,
+                "partial frames never arrived: {:?}",
+                s.stats()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        served();
+        let st = s.stats();
+        // Each buffer is at most twice what arrived, or 16 KiB: 62 x 16 KiB, not 4 GiB.
+        assert!(
+            st.partial_frame_bytes <= CONNS * 16 * 1024,
+            "announced sizes were allocated up front: {st:?}"
+        );
+        // One of them completes its 64 MiB frame and is answered.
+        let mut first = socks.swap_remove(0);
+        first.write_all(&big[SENT..]).unwrap();
+        let r = read_frames(&mut first, 1);
+        assert_eq!((r[0].0, r[0].1), (FrameKind::Response, 1));
+    });
+}
