@@ -208,7 +208,9 @@ impl ServerBuilder {
             shutdown: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             max_frame: self.config.max_frame,
-            stats: Mutex::new(ServerStats::default()),
+            stats: Mutex::new((0, ServerStats::default())),
+            stats_published: std::sync::Condvar::new(),
+            stats_wanted: AtomicBool::new(false),
         });
         let needs_pool = self.services.values().any(|e| !e.inline);
         let mut workers = Vec::new();
@@ -235,6 +237,7 @@ impl ServerBuilder {
             next_token: FIRST_CONN,
             accept_retry: None,
             turn_bytes: 0,
+            max_queued: 0,
             max_read_per_turn: 0,
             scratch: vec![0; READ_CHUNK],
             backlog: Vec::new(),
@@ -281,13 +284,33 @@ impl Server {
         self.local_addr
     }
 
-    /// The server's counters as the event loop last published them.
+    /// The server's counters, counted by the event loop for this call.
+    ///
+    /// Asks the event loop to count (it does so only on request: the count walks every
+    /// connection) and waits for the answer, at most 1 s (then the last counts are
+    /// returned: a loop held by an inline handler cannot answer).
     pub fn stats(&self) -> ServerStats {
-        *self
-            .shared
-            .stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        let sh = &self.shared;
+        let mut g = sh.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let want = g.0 + 1;
+        sh.stats_wanted.store(true, Ordering::Release);
+        if let Err(e) = sh.waker.wake() {
+            log::error!("rpc server: cannot wake the event loop for stats: {e}");
+            return g.1;
+        }
+        let until = Instant::now() + Duration::from_secs(1);
+        while g.0 < want {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || sh.stopped.load(Ordering::Acquire) {
+                break;
+            }
+            g = sh
+                .stats_published
+                .wait_timeout(g, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        g.1
     }
 
     /// Shuts down and waits for every thread (same as dropping).
@@ -331,7 +354,11 @@ struct Shared {
     /// Replies longer than this are answered `RESOURCE_EXHAUSTED` instead.
     max_frame: usize,
     /// Published by the event loop after every turn.
-    stats: Mutex<ServerStats>,
+    stats: Mutex<(u64, ServerStats)>,
+    /// Signalled when the loop publishes `stats` (with a new generation number).
+    stats_published: std::sync::Condvar,
+    /// `Server::stats` asked: the loop counts (O(connections)) only on request.
+    stats_wanted: AtomicBool,
 }
 
 /// While the event loop runs inline handlers of one connection, that connection's write
@@ -488,6 +515,8 @@ struct EventLoop {
     /// Bytes read from the connection being read, this turn.
     turn_bytes: usize,
     max_read_per_turn: usize,
+    /// High-water mark of one connection's queued reply bytes.
+    max_queued: usize,
 }
 
 /// `d` from now, at most a century: a configured `Duration::MAX` ("never") would
@@ -568,7 +597,9 @@ impl EventLoop {
             }
             // Replies from other threads (cheap to check; the waker may have fired).
             self.drain_replies();
-            self.publish_stats();
+            if self.shared.stats_wanted.swap(false, Ordering::AcqRel) {
+                self.publish_stats();
+            }
 
             if draining_until.is_none() && self.shared.shutdown.load(Ordering::SeqCst) {
                 if let Some(mut l) = self.listener.take() {
@@ -771,6 +802,7 @@ impl EventLoop {
             };
             conn.reader = reader;
             conn.out = out;
+            self.max_queued = self.max_queued.max(conn.out.len() - conn.out_pos);
             let result = match fed {
                 Ok(true) => {
                     // A large frame still incomplete: nothing was dispatched.
@@ -963,6 +995,7 @@ impl EventLoop {
                 }
                 c.in_flight = c.in_flight.saturating_sub(1);
                 c.last_active = Instant::now();
+                self.max_queued = self.max_queued.max(c.out.len() - c.out_pos);
                 touched.push(token);
             }
         }
@@ -1034,15 +1067,21 @@ impl EventLoop {
             self.close(token);
             return;
         }
-        self.conn_event(token, true, false);
+        // What arrived meanwhile is read on the next turn: no new edge may announce it.
+        if !self.backlog.contains(&token) {
+            self.backlog.push(token);
+        }
     }
 
     fn publish_stats(&mut self) {
-        let mut st = self
+        let mut guard = self
             .shared
             .stats
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        guard.0 += 1;
+        let st = &mut guard.1;
+        st.max_queued_reply_bytes = self.max_queued;
         st.connections = self.conns.len();
         st.max_read_per_turn = self.max_read_per_turn;
         st.queued_reply_bytes = 0;
@@ -1051,10 +1090,11 @@ impl EventLoop {
         for c in self.conns.values() {
             let q = c.out.len() - c.out_pos;
             st.queued_reply_bytes += q;
-            st.max_queued_reply_bytes = st.max_queued_reply_bytes.max(q);
             st.read_paused += usize::from(c.read_paused);
             st.partial_frame_bytes += c.reader.held();
         }
+        drop(guard);
+        self.shared.stats_published.notify_all();
     }
 
     fn sweep_idle(&mut self, idle: Duration) {
