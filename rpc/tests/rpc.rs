@@ -1472,3 +1472,38 @@ fn announced_sizes_are_not_allocated_before_the_bytes_arrive() {
         assert_eq!((r[0].0, r[0].1), (FrameKind::Response, 1));
     });
 }
+
+/// Issue 7, item 4 (in part): the client's in-flight cap counts queued bytes as well as
+/// calls: 400 calls of 1 MiB to a peer that never reads are not all queued; the ones over
+/// the byte cap fail at once with `Overloaded`.
+#[test]
+fn requests_to_a_peer_that_never_reads_stop_at_the_queued_byte_cap() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let rt = ClientRuntime::new(ClientConfig {
+        max_queued_bytes: 4 << 20,
+        ..Default::default()
+    })
+    .unwrap();
+    let c = EchoServiceClient::new(rt.channel(addr));
+    // Connect (the first call), then accept and never read.
+    c.echo_async(&req(b"first"), T, |_| {});
+    let peer = l.accept().unwrap();
+    let payload = vec![1u8; 1 << 20];
+    let overloaded = Arc::new(AtomicUsize::new(0));
+    for _ in 0..400 {
+        let o = overloaded.clone();
+        c.echo_async(&req(&payload), T, move |r| {
+            if matches!(r, Err(CallError::Overloaded)) {
+                o.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    // The kernel takes a few MiB at most; 4 MiB more are queued; the rest are refused.
+    let n = overloaded.load(Ordering::Relaxed);
+    assert!(
+        n >= 300,
+        "only {n} of 400 calls refused: the queue grows without bound"
+    );
+    drop(peer);
+}
