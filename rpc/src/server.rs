@@ -192,7 +192,20 @@ impl ServerBuilder {
     }
 
     /// Binds `addr` (port 0 picks a free port) and starts the event loop and pool threads.
-    pub fn bind(self, addr: SocketAddr) -> io::Result<Server> {
+    pub fn bind(mut self, addr: SocketAddr) -> io::Result<Server> {
+        if let Some(fit) = connections_that_fit()
+            && self.config.max_connections > fit
+        {
+            log::warn!(
+                "rpc server: max_connections {} exceeds what the open-file limit \
+                 (RLIMIT_NOFILE, `ulimit -n`) leaves room for; lowered to {fit}. Raise the \
+                 limit to keep {} connections",
+                self.config.max_connections,
+                self.config.max_connections
+            );
+            self.config.max_connections = fit;
+        }
+        let max_connections = self.config.max_connections;
         let mut listener = TcpListener::bind(addr)?;
         let local_addr = listener.local_addr()?;
         let poll = Poll::new()?;
@@ -251,6 +264,7 @@ impl ServerBuilder {
             .name(format!("rpc-server-{}", local_addr.port()))
             .spawn(move || event_loop.run())?;
         Ok(Server {
+            max_connections,
             local_addr,
             shared,
             thread: Some(thread),
@@ -264,6 +278,7 @@ impl ServerBuilder {
 /// event loop and pool threads (a handler still running delays the drop until it returns;
 /// calls still queued for the pool once the grace is over are dropped unrun).
 pub struct Server {
+    max_connections: usize,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -279,6 +294,12 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
+    /// The connection limit in force: [`ServerConfig::max_connections`], lowered at bind
+    /// to what the process's open-file limit leaves room for.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -517,6 +538,27 @@ struct EventLoop {
     max_read_per_turn: usize,
     /// High-water mark of one connection's queued reply bytes.
     max_queued: usize,
+}
+
+/// Descriptors kept free for everything else in the process (listener, poll, waker,
+/// files, outgoing connections).
+const FD_RESERVE: u64 = 64;
+
+/// How many connections the soft open-file limit (RLIMIT_NOFILE) leaves room for, or
+/// `None` if it cannot be read (or is unlimited).
+fn connections_that_fit() -> Option<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable `rlimit`; getrlimit only writes into it.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    #[allow(clippy::useless_conversion)] // rlim_t is not u64 on every target
+    let soft = u64::try_from(lim.rlim_cur).ok()?;
+    Some(usize::try_from(soft.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX))
 }
 
 /// `d` from now, at most a century: a configured `Duration::MAX` ("never") would
