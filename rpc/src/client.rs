@@ -33,6 +33,10 @@ pub struct ClientConfig {
     /// Calls in flight per connection beyond which new calls fail at once with
     /// [`CallError::Overloaded`]. Default 8192.
     pub max_in_flight: usize,
+    /// Request bytes queued and not yet taken by the kernel, per connection, beyond which
+    /// new calls fail at once with [`CallError::Overloaded`]: a peer that stops reading
+    /// holds at most about this much of the client's memory. Default 64 MiB.
+    pub max_queued_bytes: usize,
     /// First wait before reconnecting after a failed connect; doubles on each failure.
     /// Default 10 ms.
     pub backoff_min: Duration,
@@ -51,6 +55,7 @@ impl Default for ClientConfig {
         ClientConfig {
             max_frame: frame::DEFAULT_MAX_FRAME,
             max_in_flight: 8192,
+            max_queued_bytes: 64 << 20,
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_secs(1),
             spin: Duration::from_micros(50),
@@ -475,7 +480,9 @@ impl Channel {
         if st.closed {
             return Err((unavailable("connection closed", None), waiter));
         }
-        if st.pending.len() >= shared.config.max_in_flight {
+        if st.pending.len() >= shared.config.max_in_flight
+            || st.out.len() - st.out_pos > shared.config.max_queued_bytes
+        {
             return Err((CallError::Overloaded, waiter));
         }
         let id = st.next_id;

@@ -179,4 +179,4 @@ pub mod server;
 
 pub use client::{Channel, ClientConfig, ClientRuntime};
 pub use proto::service::{CallError, Caller, RawReply, Reply, Service, Status};
-pub use server::{Server, ServerBuilder, ServerConfig};
+pub use server::{READ_BUDGET, Server, ServerBuilder, ServerConfig, ServerStats};

@@ -21,9 +21,12 @@ pub(crate) const LARGE: usize = 16 * 1024;
 pub(crate) struct FrameReader {
     /// Bytes of a frame not yet complete.
     buf: Vec<u8>,
-    /// `Some(valid bytes)` while a large frame is read straight into `buf`, which then has
-    /// the frame's full length.
+    /// `Some(valid bytes)` while a large frame is read straight into `buf`, which grows
+    /// (doubling, up to `large_total`) as its bytes arrive: a header announcing 64 MiB
+    /// costs what was sent, not 64 MiB.
     large_fill: Option<usize>,
+    /// The full length of the large frame in progress.
+    large_total: usize,
     /// The last frame was large: read the next header alone, so that the frame after it
     /// is read in place too instead of through the shared buffer and a copy.
     large_mode: bool,
@@ -37,6 +40,10 @@ impl FrameReader {
     pub(crate) fn read_buf<'a>(&'a mut self, scratch: &'a mut [u8]) -> (&'a mut [u8], usize) {
         match self.large_fill {
             Some(filled) => {
+                if filled == self.buf.len() {
+                    let grown = (self.buf.len() * 2).max(LARGE).min(self.large_total);
+                    self.buf.resize(grown, 0);
+                }
                 let w = self.buf.len() - filled;
                 (&mut self.buf[filled..], w)
             }
@@ -71,7 +78,7 @@ impl FrameReader {
     ) -> Result<bool, E> {
         if let Some(filled) = self.large_fill {
             let filled = filled + n;
-            if filled < self.buf.len() {
+            if filled < self.large_total {
                 self.large_fill = Some(filled);
                 return Ok(true);
             }
@@ -111,10 +118,11 @@ impl FrameReader {
                     && total <= max_frame
                     && total > tail.len() =>
             {
-                let mut buf = crate::pool::take(total);
+                let mut buf = crate::pool::take((tail.len() * 2).max(LARGE).min(total));
                 buf[..tail.len()].copy_from_slice(tail);
                 self.buf = buf;
                 self.large_fill = Some(tail.len());
+                self.large_total = total;
                 self.large_mode = true;
             }
             _ => {
@@ -125,6 +133,11 @@ impl FrameReader {
                 self.buf.extend_from_slice(tail);
             }
         }
+    }
+
+    /// Bytes held for the incomplete frame (the buffer's length).
+    pub(crate) fn held(&self) -> usize {
+        self.buf.len()
     }
 
     /// No bytes are kept.

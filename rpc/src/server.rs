@@ -51,7 +51,37 @@ pub struct ServerConfig {
     /// microseconds; a request that comes within this window costs no wake-up.
     /// Default 50 µs; `Duration::ZERO` always sleeps at once.
     pub spin: Duration,
+    /// Unsent reply bytes of one connection beyond which the server stops reading that
+    /// connection (its readable interest is dropped) until the queue drains below half of
+    /// this: a peer that sends requests and never reads its replies holds at most about
+    /// this much of the server's memory. Default 8 MiB.
+    pub max_write_queue: usize,
 }
+
+/// Counters of a running server's state, from [`Server::stats`]; for tests, metrics and
+/// benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Open connections.
+    pub connections: usize,
+    /// Reply bytes queued and not yet accepted by the kernel, all connections together.
+    pub queued_reply_bytes: usize,
+    /// The most reply bytes ever queued for one connection at once (high-water mark).
+    pub max_queued_reply_bytes: usize,
+    /// Connections whose reading is paused because their write queue is over
+    /// [`ServerConfig::max_write_queue`].
+    pub read_paused: usize,
+    /// The most bytes read from one connection in one turn of the event loop (at most
+    /// [`READ_BUDGET`] plus one read).
+    pub max_read_per_turn: usize,
+    /// Bytes held for incomplete requests, all connections together.
+    pub partial_frame_bytes: usize,
+}
+
+/// Bytes read from one connection per turn of the event loop before the loop moves on to
+/// the other ready connections (and comes back to this one on the next turn): one busy
+/// connection cannot hold the loop, which Raft heartbeats share.
+pub const READ_BUDGET: usize = 256 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -63,6 +93,7 @@ impl Default for ServerConfig {
             idle_timeout: Some(Duration::from_secs(600)),
             shutdown_grace: Duration::from_secs(1),
             spin: Duration::from_micros(50),
+            max_write_queue: 8 << 20,
         }
     }
 }
@@ -161,7 +192,20 @@ impl ServerBuilder {
     }
 
     /// Binds `addr` (port 0 picks a free port) and starts the event loop and pool threads.
-    pub fn bind(self, addr: SocketAddr) -> io::Result<Server> {
+    pub fn bind(mut self, addr: SocketAddr) -> io::Result<Server> {
+        if let Some(fit) = connections_that_fit()
+            && self.config.max_connections > fit
+        {
+            log::warn!(
+                "rpc server: max_connections {} exceeds what the open-file limit \
+                 (RLIMIT_NOFILE, `ulimit -n`) leaves room for; lowered to {fit}. Raise the \
+                 limit to keep {} connections",
+                self.config.max_connections,
+                self.config.max_connections
+            );
+            self.config.max_connections = fit;
+        }
+        let max_connections = self.config.max_connections;
         let mut listener = TcpListener::bind(addr)?;
         let local_addr = listener.local_addr()?;
         let poll = Poll::new()?;
@@ -177,6 +221,9 @@ impl ServerBuilder {
             shutdown: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             max_frame: self.config.max_frame,
+            stats: Mutex::new((0, ServerStats::default())),
+            stats_published: std::sync::Condvar::new(),
+            stats_wanted: AtomicBool::new(false),
         });
         let needs_pool = self.services.values().any(|e| !e.inline);
         let mut workers = Vec::new();
@@ -202,7 +249,11 @@ impl ServerBuilder {
             conns: HashMap::new(),
             next_token: FIRST_CONN,
             accept_retry: None,
+            turn_bytes: 0,
+            max_queued: 0,
+            max_read_per_turn: 0,
             scratch: vec![0; READ_CHUNK],
+            backlog: Vec::new(),
             services: self.services,
             shared: shared.clone(),
             target,
@@ -213,6 +264,7 @@ impl ServerBuilder {
             .name(format!("rpc-server-{}", local_addr.port()))
             .spawn(move || event_loop.run())?;
         Ok(Server {
+            max_connections,
             local_addr,
             shared,
             thread: Some(thread),
@@ -226,6 +278,7 @@ impl ServerBuilder {
 /// event loop and pool threads (a handler still running delays the drop until it returns;
 /// calls still queued for the pool once the grace is over are dropped unrun).
 pub struct Server {
+    max_connections: usize,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -241,9 +294,44 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
+    /// The connection limit in force: [`ServerConfig::max_connections`], lowered at bind
+    /// to what the process's open-file limit leaves room for.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The server's counters, counted by the event loop for this call.
+    ///
+    /// Asks the event loop to count (it does so only on request: the count walks every
+    /// connection) and waits for the answer, at most 1 s (then the last counts are
+    /// returned: a loop held by an inline handler cannot answer).
+    pub fn stats(&self) -> ServerStats {
+        let sh = &self.shared;
+        let mut g = sh.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        let want = g.0 + 1;
+        sh.stats_wanted.store(true, Ordering::Release);
+        if let Err(e) = sh.waker.wake() {
+            log::error!("rpc server: cannot wake the event loop for stats: {e}");
+            return g.1;
+        }
+        let until = Instant::now() + Duration::from_secs(1);
+        while g.0 < want {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || sh.stopped.load(Ordering::Acquire) {
+                break;
+            }
+            g = sh
+                .stats_published
+                .wait_timeout(g, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        g.1
     }
 
     /// Shuts down and waits for every thread (same as dropping).
@@ -286,6 +374,12 @@ struct Shared {
     stopped: AtomicBool,
     /// Replies longer than this are answered `RESOURCE_EXHAUSTED` instead.
     max_frame: usize,
+    /// Published by the event loop after every turn.
+    stats: Mutex<(u64, ServerStats)>,
+    /// Signalled when the loop publishes `stats` (with a new generation number).
+    stats_published: std::sync::Condvar,
+    /// `Server::stats` asked: the loop counts (O(connections)) only on request.
+    stats_wanted: AtomicBool,
 }
 
 /// While the event loop runs inline handlers of one connection, that connection's write
@@ -414,6 +508,12 @@ struct Conn {
     /// The peer closed its side, or we stopped reading after a framing error: close as
     /// soon as the in-flight calls are answered and written.
     read_closed: bool,
+    /// Reading stopped (readable interest dropped) because the write queue is over
+    /// `max_write_queue`; resumes below half of it.
+    read_paused: bool,
+    /// When the peer last took reply bytes, or the queue last went from empty to not
+    /// empty: a queue that does not move for the idle timeout closes the connection.
+    write_progress: Instant,
 }
 
 struct EventLoop {
@@ -429,6 +529,36 @@ struct EventLoop {
     target: Arc<dyn ReplyTarget>,
     pool: Option<Sender<Job>>,
     config: ServerConfig,
+    /// Connections that used their read budget with bytes possibly left in the socket:
+    /// readiness is edge-triggered, so no new event will announce those bytes; the loop
+    /// reads them on its next turn.
+    backlog: Vec<Token>,
+    /// Bytes read from the connection being read, this turn.
+    turn_bytes: usize,
+    max_read_per_turn: usize,
+    /// High-water mark of one connection's queued reply bytes.
+    max_queued: usize,
+}
+
+/// Descriptors kept free for everything else in the process (listener, poll, waker,
+/// files, outgoing connections).
+const FD_RESERVE: u64 = 64;
+
+/// How many connections the soft open-file limit (RLIMIT_NOFILE) leaves room for, or
+/// `None` if it cannot be read (or is unlimited).
+fn connections_that_fit() -> Option<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable `rlimit`; getrlimit only writes into it.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    #[allow(clippy::useless_conversion)] // rlim_t is not u64 on every target
+    let soft = u64::try_from(lim.rlim_cur).ok()?;
+    Some(usize::try_from(soft.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX))
 }
 
 /// `d` from now, at most a century: a configured `Duration::MAX` ("never") would
@@ -465,7 +595,7 @@ impl EventLoop {
                 );
             }
             let spinning = spin_until.is_some_and(|t| now < t);
-            if spinning {
+            if spinning || !self.backlog.is_empty() {
                 timeout = Some(Duration::ZERO);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -479,7 +609,11 @@ impl EventLoop {
                 // Lets a thread waiting for this CPU (say, the client we answer) run.
                 std::thread::yield_now();
             }
-            let mut active = false;
+            let mut active = !self.backlog.is_empty();
+            for token in std::mem::take(&mut self.backlog) {
+                // As if the end of stream might be there: read on to `WouldBlock`.
+                self.conn_event(token, true, true);
+            }
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -505,6 +639,9 @@ impl EventLoop {
             }
             // Replies from other threads (cheap to check; the waker may have fired).
             self.drain_replies();
+            if self.shared.stats_wanted.swap(false, Ordering::AcqRel) {
+                self.publish_stats();
+            }
 
             if draining_until.is_none() && self.shared.shutdown.load(Ordering::SeqCst) {
                 if let Some(mut l) = self.listener.take() {
@@ -589,6 +726,8 @@ impl EventLoop {
                             in_flight: 0,
                             last_active: Instant::now(),
                             read_closed: false,
+                            read_paused: false,
+                            write_progress: Instant::now(),
                         },
                     );
                 }
@@ -631,11 +770,34 @@ impl EventLoop {
 
     fn read_with(&mut self, token: Token, scratch: &mut [u8], hup: bool) -> ReadOutcome {
         let conn_id = token.0 as u64;
+        self.turn_bytes = 0;
         loop {
+            if self.turn_bytes >= READ_BUDGET {
+                // Fairness: this connection had its share of the turn; the others go
+                // first, and it is read again on the next turn.
+                if !self.backlog.contains(&token) {
+                    self.backlog.push(token);
+                }
+                return ReadOutcome::Open;
+            }
             let Some(conn) = self.conns.get_mut(&token) else {
                 return ReadOutcome::Close;
             };
-            if conn.read_closed {
+            if conn.read_closed || conn.read_paused {
+                return ReadOutcome::Open;
+            }
+            if conn.out.len() - conn.out_pos > self.config.max_write_queue {
+                // Backpressure: the peer does not read its replies; stop reading its
+                // requests until it does (`flush` resumes).
+                conn.read_paused = true;
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .reregister(&mut conn.stream, token, Interest::WRITABLE)
+                {
+                    log::error!("rpc server: cannot pause reading {:?}: {e}", conn.peer);
+                    return ReadOutcome::Close;
+                }
                 return ReadOutcome::Open;
             }
             // A large frame in progress is read straight into its own buffer.
@@ -660,6 +822,8 @@ impl EventLoop {
                 }
             };
             conn.last_active = Instant::now();
+            self.turn_bytes += n;
+            self.max_read_per_turn = self.max_read_per_turn.max(self.turn_bytes);
             let mut out = std::mem::take(&mut conn.out);
             // `dispatch_all` borrows `self`: the reader comes out of the conn meanwhile.
             let mut reader = std::mem::take(&mut conn.reader);
@@ -680,6 +844,7 @@ impl EventLoop {
             };
             conn.reader = reader;
             conn.out = out;
+            self.max_queued = self.max_queued.max(conn.out.len() - conn.out_pos);
             let result = match fed {
                 Ok(true) => {
                     // A large frame still incomplete: nothing was dispatched.
@@ -695,8 +860,20 @@ impl EventLoop {
                 Ok(delta) => conn.in_flight = conn.in_flight.wrapping_add_signed(delta),
                 Err((e, delta)) => {
                     conn.in_flight = conn.in_flight.wrapping_add_signed(delta);
-                    log::error!("rpc server: closing connection from {:?}: {e}", conn.peer);
-                    return ReadOutcome::Close;
+                    log::error!(
+                        "rpc server: closing connection from {:?} once the requests before \
+                         the bad bytes are answered: {e}",
+                        conn.peer
+                    );
+                    // Framing is lost: read nothing more, but the requests before the bad
+                    // bytes were dispatched and their replies are owed. `flush` closes
+                    // once the last one is written.
+                    conn.read_closed = true;
+                    return if conn.in_flight == 0 && conn.out_pos == conn.out.len() {
+                        ReadOutcome::Close
+                    } else {
+                        ReadOutcome::Open
+                    };
                 }
             }
             // Flush what inline handlers answered before reading more.
@@ -860,6 +1037,7 @@ impl EventLoop {
                 }
                 c.in_flight = c.in_flight.saturating_sub(1);
                 c.last_active = Instant::now();
+                self.max_queued = self.max_queued.max(c.out.len() - c.out_pos);
                 touched.push(token);
             }
         }
@@ -880,8 +1058,17 @@ impl EventLoop {
                     self.close(token);
                     return;
                 }
-                Ok(n) => conn.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(n) => {
+                    conn.out_pos += n;
+                    conn.write_progress = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let queued = conn.out.len() - conn.out_pos;
+                    if conn.read_paused && queued <= self.config.max_write_queue / 2 {
+                        self.resume(token);
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("rpc server: write to {:?} failed: {e}", conn.peer);
@@ -891,6 +1078,7 @@ impl EventLoop {
             }
         }
         conn.out_pos = 0;
+        conn.write_progress = Instant::now();
         if conn.out.capacity() > KEEP_BUF {
             conn.out = Vec::new();
         } else {
@@ -898,7 +1086,57 @@ impl EventLoop {
         }
         if conn.read_closed && conn.in_flight == 0 {
             self.close(token);
+            return;
         }
+        if conn.read_paused {
+            self.resume(token);
+        }
+    }
+
+    /// Reads a paused connection again: its readable interest comes back, and what
+    /// arrived meanwhile is read now (no new edge may announce it).
+    fn resume(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        conn.read_paused = false;
+        if let Err(e) = self.poll.registry().reregister(
+            &mut conn.stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::error!("rpc server: cannot resume reading {:?}: {e}", conn.peer);
+            self.close(token);
+            return;
+        }
+        // What arrived meanwhile is read on the next turn: no new edge may announce it.
+        if !self.backlog.contains(&token) {
+            self.backlog.push(token);
+        }
+    }
+
+    fn publish_stats(&mut self) {
+        let mut guard = self
+            .shared
+            .stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        guard.0 += 1;
+        let st = &mut guard.1;
+        st.max_queued_reply_bytes = self.max_queued;
+        st.connections = self.conns.len();
+        st.max_read_per_turn = self.max_read_per_turn;
+        st.queued_reply_bytes = 0;
+        st.partial_frame_bytes = 0;
+        st.read_paused = 0;
+        for c in self.conns.values() {
+            let q = c.out.len() - c.out_pos;
+            st.queued_reply_bytes += q;
+            st.read_paused += usize::from(c.read_paused);
+            st.partial_frame_bytes += c.reader.held();
+        }
+        drop(guard);
+        self.shared.stats_published.notify_all();
     }
 
     fn sweep_idle(&mut self, idle: Duration) {
@@ -907,9 +1145,13 @@ impl EventLoop {
             .conns
             .iter()
             .filter(|(_, c)| {
-                c.in_flight == 0
+                let idle_conn = c.in_flight == 0
                     && c.out_pos == c.out.len()
-                    && now.duration_since(c.last_active) >= idle
+                    && now.duration_since(c.last_active) >= idle;
+                // A peer that has taken none of its queued replies for that long (also
+                // after it half-closed) is gone or hostile: its queue is freed.
+                let stuck = c.out_pos < c.out.len() && now.duration_since(c.write_progress) >= idle;
+                idle_conn || stuck
             })
             .map(|(t, _)| *t)
             .collect();

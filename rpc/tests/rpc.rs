@@ -1275,3 +1275,235 @@ fn without_polling_before_sleep_calls_still_complete() {
     c.echo_async(&req(b"async"), T, move |r| tx.send(r).unwrap());
     assert_eq!(&rx.recv_timeout(T).unwrap().unwrap().payload[..], b"async");
 }
+
+/// Issue 7, item 7: valid requests followed by bad bytes in the same write (so, on
+/// loopback, the same read) are answered before the connection closes, on the inline
+/// path and on the pool.
+#[test]
+fn a_framing_error_after_valid_requests_closes_only_after_their_replies() {
+    for inline in [true, false] {
+        let s = server(inline);
+        while_served(&s, |addr, served| {
+            let mut sock = TcpStream::connect(addr).unwrap();
+            let mut bytes = echo_frame(1, b"one");
+            bytes.extend_from_slice(&echo_frame(2, b"two"));
+            let mut bad = echo_frame(3, b"x");
+            bad[4] = b'X'; // wrong magic: framing is lost here
+            bytes.extend_from_slice(&bad);
+            sock.write_all(&bytes).unwrap();
+            let r = read_frames(&mut sock, 2);
+            let mut ids: Vec<u64> = r.iter().map(|f| f.1).collect();
+            ids.sort();
+            assert_eq!(ids, [1, 2], "inline={inline}");
+            served();
+            expect_closed(&mut sock);
+        });
+    }
+}
+
+/// A 64 KiB echo request.
+fn big_echo(id: u64) -> Vec<u8> {
+    echo_frame(id, &[0x5A; 64 * 1024])
+}
+
+/// Issue 7, item 1: a client that pipelines 64 KiB echoes and never reads its replies
+/// makes the server stop reading it once its reply queue passes the cap, instead of
+/// queueing without bound; a second client is served meanwhile. Observed through the
+/// server's counters, not memory or time.
+#[test]
+fn a_client_that_never_reads_is_paused_at_the_write_queue_cap() {
+    const CAP: usize = 1 << 20;
+    let s = ServerBuilder::new()
+        .config(rpc::ServerConfig {
+            max_write_queue: CAP,
+            ..Default::default()
+        })
+        .register_inline(EchoServiceServer::new(TestEcho))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    while_served(&s, |addr, served| {
+        let sock = TcpStream::connect(addr).unwrap();
+        let mut w = sock.try_clone().unwrap();
+        // 64 MiB of requests: far more than the cap plus every kernel buffer on the way.
+        let writer = std::thread::spawn(move || {
+            for id in 0..1024 {
+                if w.write_all(&big_echo(id)).is_err() {
+                    return false;
+                }
+            }
+            true
+        });
+        let t0 = Instant::now();
+        while s.stats().read_paused == 0 && !writer.is_finished() {
+            assert!(t0.elapsed() < T, "never paused: {:?}", s.stats());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let st = s.stats();
+        assert_eq!(st.read_paused, 1, "the flood was read to its end: {st:?}");
+        // One read's worth of replies (at most 64 KiB of requests) may land past the cap.
+        assert!(
+            st.max_queued_reply_bytes <= CAP + 256 * 1024,
+            "queue passed the cap: {st:?}"
+        );
+        served();
+        // Paused, not closed; the flooder's writes are blocked by TCP itself.
+        assert!(!writer.is_finished());
+        sock.shutdown(std::net::Shutdown::Both).unwrap();
+        writer.join().unwrap();
+    });
+}
+
+/// Issue 7, item 1: a peer that half-closes and then never reads is closed by the idle
+/// timeout even though replies are still queued for it.
+#[test]
+fn a_peer_that_reads_nothing_is_closed_at_the_idle_timeout_even_with_replies_queued() {
+    let s = ServerBuilder::new()
+        .config(rpc::ServerConfig {
+            idle_timeout: Some(Duration::from_millis(200)),
+            max_write_queue: 64 << 20,
+            ..Default::default()
+        })
+        .register_inline(EchoServiceServer::new(TestEcho))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let mut sock = TcpStream::connect(s.local_addr()).unwrap();
+    // 32 MiB of requests: more replies than the kernel buffers on the way take, less than
+    // the cap, so the connection is not paused.
+    for id in 0..512 {
+        sock.write_all(&big_echo(id)).unwrap();
+    }
+    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let t0 = Instant::now();
+    while s.stats().max_queued_reply_bytes == 0 {
+        assert!(t0.elapsed() < T, "no reply queued: {:?}", s.stats());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Never read: the server must give the connection and its queue up.
+    while s.stats().connections > 0 {
+        assert!(
+            t0.elapsed() < T,
+            "a stuck queue is kept forever: {:?}",
+            s.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(s.stats().queued_reply_bytes, 0);
+    drop(sock);
+}
+
+/// Issue 7, item 2: a client that pipelines 64 KiB echoes and reads its replies as fast
+/// as it can gets a bounded share of each turn of the event loop (the server's counter of
+/// the most bytes read from one connection in one turn stays within the budget plus one
+/// read), and a second client is served meanwhile.
+#[test]
+fn a_pipelining_client_gets_a_bounded_share_of_each_turn() {
+    let s = server(true);
+    while_served(&s, |addr, served| {
+        let sock = TcpStream::connect(addr).unwrap();
+        let mut w = sock.try_clone().unwrap();
+        let mut r = sock.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            // Bounded: 4096 x 64 KiB = 256 MiB at most, or until the socket is shut down.
+            for id in 0..4096 {
+                if w.write_all(&big_echo(id)).is_err() {
+                    return;
+                }
+            }
+        });
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        // The flood is on (the server has read a few MiB of it) while the good client is
+        // checked.
+        let t0 = Instant::now();
+        while s.stats().max_read_per_turn < 2 * 1024 * 1024 && !writer.is_finished() {
+            assert!(t0.elapsed() < T, "flood never got going: {:?}", s.stats());
+            served();
+        }
+        served();
+        sock.shutdown(std::net::Shutdown::Both).unwrap();
+        writer.join().unwrap();
+        reader.join().unwrap();
+    });
+    let st = s.stats();
+    assert!(
+        st.max_read_per_turn <= rpc::READ_BUDGET + 128 * 1024,
+        "one connection took more than its share of a turn: {st:?}"
+    );
+}
+
+/// Issue 7, item 3: headers announcing 64 MiB frames, followed by a few KB each, cost the
+/// server what was sent (buffers grow as bytes arrive), not the announced size; a second
+/// client is served meanwhile, and a frame that does complete is still answered.
+#[test]
+fn announced_sizes_are_not_allocated_before_the_bytes_arrive() {
+    const CONNS: usize = 62;
+    const SENT: usize = 3000;
+    let s = server(true);
+    while_served(&s, |addr, served| {
+        let big = echo_frame(1, &vec![7u8; 64 * 1024 * 1024 - 64]);
+        let mut socks = Vec::new();
+        for _ in 0..CONNS {
+            let mut sock = TcpStream::connect(addr).unwrap();
+            sock.write_all(&big[..SENT]).unwrap();
+            socks.push(sock);
+        }
+        let t0 = Instant::now();
+        while s.stats().partial_frame_bytes < CONNS * SENT {
+            assert!(
+                t0.elapsed() < T,
+                "partial frames never arrived: {:?}",
+                s.stats()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        served();
+        let st = s.stats();
+        // Each buffer is at most twice what arrived, or 16 KiB: 62 x 16 KiB, not 4 GiB.
+        assert!(
+            st.partial_frame_bytes <= CONNS * 16 * 1024,
+            "announced sizes were allocated up front: {st:?}"
+        );
+        // One of them completes its 64 MiB frame and is answered.
+        let mut first = socks.swap_remove(0);
+        first.write_all(&big[SENT..]).unwrap();
+        let r = read_frames(&mut first, 1);
+        assert_eq!((r[0].0, r[0].1), (FrameKind::Response, 1));
+    });
+}
+
+/// Issue 7, item 4 (in part): the client's in-flight cap counts queued bytes as well as
+/// calls: 400 calls of 1 MiB to a peer that never reads are not all queued; the ones over
+/// the byte cap fail at once with `Overloaded`.
+#[test]
+fn requests_to_a_peer_that_never_reads_stop_at_the_queued_byte_cap() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let rt = ClientRuntime::new(ClientConfig {
+        max_queued_bytes: 4 << 20,
+        ..Default::default()
+    })
+    .unwrap();
+    let c = EchoServiceClient::new(rt.channel(addr));
+    // Connect (the first call), then accept and never read.
+    c.echo_async(&req(b"first"), T, |_| {});
+    let peer = l.accept().unwrap();
+    let payload = vec![1u8; 1 << 20];
+    let overloaded = Arc::new(AtomicUsize::new(0));
+    for _ in 0..400 {
+        let o = overloaded.clone();
+        c.echo_async(&req(&payload), T, move |r| {
+            if matches!(r, Err(CallError::Overloaded)) {
+                o.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    // The kernel takes a few MiB at most; 4 MiB more are queued; the rest are refused.
+    let n = overloaded.load(Ordering::Relaxed);
+    assert!(
+        n >= 300,
+        "only {n} of 400 calls refused: the queue grows without bound"
+    );
+    drop(peer);
+}

@@ -53,6 +53,112 @@ struct Args {
     /// report its memory (0 skips).
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
+    /// Instead of the rows: one connection floods the in-process server with pipelined
+    /// 64 KiB echoes for `--secs`, `noread` (never reads a reply) or `read` (reads them
+    /// as fast as it can), while a well-behaved client makes blocking 16-byte calls; prints
+    /// that client's calls/s, p50, p99 and max, and this process's peak RSS.
+    #[arg(long, value_name = "MODE")]
+    flood: Option<String>,
+}
+
+/// `--flood MODE`: see [`Args::flood`]. Exits non-zero when the good client got no samples.
+fn flood_test(mode: &str, secs: f64) -> Result<(), String> {
+    let read_replies = match mode {
+        "noread" => false,
+        "read" => true,
+        _ => return Err(format!("--flood takes noread or read, not {mode:?}")),
+    };
+    let server = echo_server("127.0.0.1:0".parse().expect("literal address"))
+        .map_err(|e| format!("cannot start the echo server: {e}"))?;
+    let addr = server.local_addr();
+    let rt = ClientRuntime::new(ClientConfig::default())
+        .map_err(|e| format!("cannot start the client runtime: {e}"))?;
+    let good = EchoServiceClient::new(rt.channel(addr));
+    let small = EchoRequest {
+        payload: Bytes::from_static(b"0123456789abcdef"),
+    };
+    good.echo(&small, Duration::from_secs(5))
+        .map_err(|e| format!("warm-up call: {e}"))?;
+    let rss0 = rss_kib(std::process::id()).unwrap_or(0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sock = std::net::TcpStream::connect(addr).map_err(|e| format!("flooder connect: {e}"))?;
+    let mut frame = Vec::new();
+    let big = EchoRequest {
+        payload: Bytes::from(vec![0x5Au8; 64 * 1024]),
+    };
+    rpc::frame::encode_request(&mut frame, 1, "raftkv.echo.EchoService", "Echo", &big);
+    let mut w = sock.try_clone().map_err(|e| e.to_string())?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let flooder = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            // Bounded: stops at the end of the run, or when the server stops reading it
+            // and the socket is shut down below.
+            while !stop.load(Ordering::Relaxed) {
+                if std::io::Write::write_all(&mut w, &frame).is_err() {
+                    return;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let reader = read_replies.then(|| {
+        let mut r = sock.try_clone().expect("clone of a connected socket");
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            while matches!(std::io::Read::read(&mut r, &mut buf), Ok(n) if n > 0) {}
+        })
+    });
+    let hist = Histogram::new();
+    let (mut ok, mut errors, mut first_error, mut max_ns) = (0u64, 0u64, None, 0u64);
+    let mut peak_rss = rss0;
+    let t0 = Instant::now();
+    let mut next_rss = t0;
+    while t0.elapsed().as_secs_f64() < secs {
+        let c0 = Instant::now();
+        match good.echo(&small, Duration::from_secs(5)) {
+            Ok(_) => {
+                let ns = c0.elapsed().as_nanos() as u64;
+                hist.record(ns);
+                max_ns = max_ns.max(ns);
+                ok += 1;
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+        if Instant::now() >= next_rss {
+            peak_rss = peak_rss.max(rss_kib(std::process::id()).unwrap_or(0));
+            next_rss += Duration::from_millis(100);
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    peak_rss = peak_rss.max(rss_kib(std::process::id()).unwrap_or(0));
+    stop.store(true, Ordering::Relaxed);
+    let _ = sock.shutdown(std::net::Shutdown::Both);
+    let _ = flooder.join();
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+    println!(
+        "flood {mode}: {secs} s, flooder sent {} x 64 KiB; good client {:.0} calls/s, p50 {:.1} us, \
+         p99 {:.1} us, max {:.1} us, {errors} errors; process RSS {:.1} MB before, peak {:.1} MB",
+        sent.load(Ordering::Relaxed),
+        ok as f64 / elapsed,
+        hist.quantile_us(0.5),
+        hist.quantile_us(0.99),
+        max_ns as f64 / 1e3,
+        rss0 as f64 / 1024.0,
+        peak_rss as f64 / 1024.0
+    );
+    if ok == 0 {
+        return Err(format!(
+            "the good client completed no call ({errors} errors; first: {})",
+            first_error.as_deref().unwrap_or("none")
+        ));
+    }
+    Ok(())
 }
 
 struct Echo;
@@ -173,6 +279,8 @@ struct Result_ {
     p99: f64,
     p999: f64,
     errors: u64,
+    /// The first failure's text, to say why a row got no samples.
+    first_error: Option<String>,
 }
 
 /// State shared by every call loop of one row.
@@ -181,9 +289,28 @@ struct Driver {
     stop: AtomicBool,
     done: AtomicU64,
     errors: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
     outstanding: AtomicUsize,
     hist: Histogram,
     request: EchoRequest,
+}
+
+impl Driver {
+    fn fail(&self, what: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert(what);
+    }
+}
+
+fn describe<T>(r: &Result<T, rpc::CallError>) -> String {
+    match r {
+        Ok(_) => "reply of the wrong length".to_string(),
+        Err(e) => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 fn issue(d: Arc<Driver>, client: Arc<EchoServiceClient<Channel>>) {
@@ -202,11 +329,11 @@ fn issue(d: Arc<Driver>, client: Arc<EchoServiceClient<Channel>>) {
                     d2.done.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            _ => {
+            other => {
                 // Counted and reported; this slot stops. Re-issuing at once would recurse
                 // without end when calls fail synchronously (server down, backing off),
                 // overflowing the stack of the I/O thread or of this one.
-                d2.errors.fetch_add(1, Ordering::Relaxed);
+                d2.fail(describe(&other));
                 d2.outstanding.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
@@ -226,9 +353,7 @@ fn blocking_loop(d: &Driver, client: &EchoServiceClient<Channel>) {
                     d.done.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            _ => {
-                d.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            other => d.fail(describe(&other)),
         }
     }
     d.outstanding.fetch_sub(1, Ordering::AcqRel);
@@ -240,6 +365,7 @@ fn run_row(rt: &ClientRuntime, addr: SocketAddr, row: Row, secs: f64, blocking: 
         stop: AtomicBool::new(false),
         done: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        first_error: std::sync::Mutex::new(None),
         outstanding: AtomicUsize::new(0),
         hist: Histogram::new(),
         request: EchoRequest {
@@ -251,7 +377,10 @@ fn run_row(rt: &ClientRuntime, addr: SocketAddr, row: Row, secs: f64, blocking: 
         .collect();
     // Connect first, so that the warm-up is not spent in handshakes.
     for c in &clients {
-        let _ = c.echo(&d.request, Duration::from_secs(5));
+        let r = c.echo(&d.request, Duration::from_secs(5));
+        if r.is_err() {
+            d.fail(describe(&r));
+        }
     }
     let mut threads = Vec::new();
     for c in &clients {
@@ -289,7 +418,23 @@ fn run_row(rt: &ClientRuntime, addr: SocketAddr, row: Row, secs: f64, blocking: 
         p99: d.hist.quantile_us(0.99),
         p999: d.hist.quantile_us(0.999),
         errors: d.errors.load(Ordering::Relaxed),
+        first_error: d
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(),
     }
+}
+
+/// The soft limit on open files of this process (`ulimit -n`), from /proc (Linux).
+fn open_files_limit() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = s.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line.split_whitespace().nth(3)?;
+    if soft == "unlimited" {
+        return Some(u64::MAX);
+    }
+    soft.parse().ok()
 }
 
 /// The issue's targets, for the rows they name.
@@ -299,6 +444,9 @@ fn target(r: &Result_) -> Option<(&'static str, bool)> {
         connections: c,
         in_flight: f,
     } = r.row;
+    if r.calls_per_sec == 0.0 {
+        return Some(("no samples", false));
+    }
     match (p, c, f) {
         (16, 1, 1) => Some(("p50 <= 30 us", r.p50 <= 30.0)),
         (16, 1, 64) => Some(("calls/s >= 450k", r.calls_per_sec >= 450_000.0)),
@@ -406,6 +554,13 @@ fn main() {
             std::thread::park();
         }
     }
+    if let Some(mode) = &args.flood {
+        if let Err(e) = flood_test(mode, args.secs) {
+            eprintln!("rpc-bench: flood: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let rows = match parse_rows(&args.rows) {
         Ok(r) => r,
         Err(e) => {
@@ -454,8 +609,21 @@ fn main() {
             "payload", "conns", "in_flight", "calls/s", "MB/s", "p50_us", "p99_us", "p999_us"
         );
     }
+    let mut empty_rows = 0;
     for row in rows {
         let r = run_row(&rt, addr, row, args.secs, args.blocking);
+        if r.calls_per_sec == 0.0 {
+            empty_rows += 1;
+            eprintln!(
+                "rpc-bench: row payload={} conns={} in_flight={}: no call succeeded \
+                 ({} errors; first: {}); is a server listening at {addr}?",
+                row.payload,
+                row.connections,
+                row.in_flight,
+                r.errors,
+                r.first_error.as_deref().unwrap_or("none recorded")
+            );
+        }
         if args.json {
             println!(
                 "{}",
@@ -495,9 +663,31 @@ fn main() {
     }
     drop(rt);
     drop(local);
-    if args.idle > 0
-        && let Err(e) = idle_test(args.idle, args.json)
-    {
-        eprintln!("rpc-bench: idle-connection test failed: {e}");
+    if empty_rows > 0 {
+        eprintln!(
+            "rpc-bench: {empty_rows} row(s) got zero samples; the figures above are not measurements"
+        );
+        std::process::exit(1);
+    }
+    if args.idle > 0 {
+        // The client side of the idle test holds `idle` sockets in this process, and the
+        // server child as many: both need that many descriptors and some to spare.
+        let need = args.idle as u64 + 64;
+        match open_files_limit() {
+            Some(limit) if limit < need => {
+                eprintln!(
+                    "rpc-bench: --idle {} needs at least {need} open files per process, but \
+                     the limit (ulimit -n) is {limit}; raise it (e.g. `ulimit -n {}`) or lower --idle",
+                    args.idle,
+                    need.max(65_536)
+                );
+                std::process::exit(1);
+            }
+            _ => {}
+        }
+        if let Err(e) = idle_test(args.idle, args.json) {
+            eprintln!("rpc-bench: idle-connection test failed: {e}");
+            std::process::exit(1);
+        }
     }
 }
