@@ -22,6 +22,7 @@
 //!   deadline, SHUTTING_DOWN when the node stops.
 //! - A committed entry that does not decode as a command stops the node, naming the index.
 
+pub mod cli;
 pub mod machine;
 pub mod node;
 pub mod state;
