@@ -82,7 +82,7 @@ impl ClerkBuilder {
                 timing: self.timing,
                 leader: AtomicUsize::new(0),
                 sessions: Mutex::new(Vec::new()),
-                read_id: rand::random(),
+                read_id: random_client_id(),
                 timer: OnceLock::new(),
             }),
         }
@@ -229,6 +229,17 @@ fn classify(addr: std::net::SocketAddr, r: Result<Raw, CallError>, timeout: Dura
     }
 }
 
+/// A random non-zero 64-bit id from the OS-seeded thread generator (0 is refused by the
+/// servers as "no client id").
+fn random_client_id() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
 fn check_key(key: &[u8]) -> Result<()> {
     if key.is_empty() {
         return Err(Error::InvalidArgument("the key is empty".into()));
@@ -249,7 +260,7 @@ impl Inner {
 
     fn checkout(&self) -> Session {
         lock(&self.sessions).pop().unwrap_or_else(|| Session {
-            client_id: rand::random(),
+            client_id: random_client_id(),
             next_seq: 1,
         })
     }

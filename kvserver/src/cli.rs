@@ -218,12 +218,10 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
         let (id, addr) = part.split_once('=').ok_or_else(|| {
             format!("--peers entry {part:?} is not ID=HOST:PORT (e.g. 1=127.0.0.1:7001)")
         })?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .ok()
-            .filter(|&i| i != 0)
-            .ok_or_else(|| format!("--peers entry {part:?}: the id must be a number above 0"))?;
+        let id: u64 =
+            id.trim().parse().ok().filter(|&i| i != 0).ok_or_else(|| {
+                format!("--peers entry {part:?}: the id must be a number above 0")
+            })?;
         let addr: SocketAddr = addr.trim().parse().map_err(|e| {
             format!("--peers entry {part:?}: {addr:?} is not an IP:PORT address ({e})")
         })?;

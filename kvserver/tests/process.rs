@@ -174,7 +174,10 @@ fn three_processes_serve_the_kv_api() {
     assert!(bad[2].error_text.contains("1001"), "{}", bad[2].error_text);
     assert_eq!(get(lc, b"").err, ErrorCode::InvalidArgument as i32);
     let after = lc.status(&StatusRequest {}, T).expect("status");
-    assert_eq!(before.last_log_index, after.last_log_index, "bad input was proposed");
+    assert_eq!(
+        before.last_log_index, after.last_log_index,
+        "bad input was proposed"
+    );
 
     // A follower refuses and names the leader.
     let f = (leader + 1) % 3;
@@ -185,14 +188,23 @@ fn three_processes_serve_the_kv_api() {
         if r.leader_hint == leader as u64 + 1 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "hint never named the leader");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "hint never named the leader"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(get(&clients[f], b"empty").err, ErrorCode::WrongLeader as i32);
+    assert_eq!(
+        get(&clients[f], b"empty").err,
+        ErrorCode::WrongLeader as i32
+    );
     let st = clients[f].status(&StatusRequest {}, T).expect("status");
     assert_eq!(st.node_id, f as u64 + 1);
     assert_eq!(st.leader_id, leader as u64 + 1);
-    assert!(st.applied_index >= 4 && st.uptime_ms > 0 && st.key_count == 1, "{st:?}");
+    assert!(
+        st.applied_index >= 4 && st.uptime_ms > 0 && st.key_count == 1,
+        "{st:?}"
+    );
 
     // A second process on the same data directory is refused, naming the holder.
     let dup = Command::new(env!("CARGO_BIN_EXE_kvserver"))
@@ -203,7 +215,10 @@ fn three_processes_serve_the_kv_api() {
         .expect("run");
     let msg = String::from_utf8_lossy(&dup.stderr);
     assert_eq!(dup.status.code(), Some(2), "{msg}");
-    assert!(msg.contains(&format!("locked by process {}", procs[0].0.id())), "{msg}");
+    assert!(
+        msg.contains(&format!("locked by process {}", procs[0].0.id())),
+        "{msg}"
+    );
     // The data directory of node 2 is refused for node 1.
     let other = Command::new(env!("CARGO_BIN_EXE_kvserver"))
         .args(["--id", "1", "--peers", &format!("1={}", free_ports(1)[0])])
@@ -213,7 +228,10 @@ fn three_processes_serve_the_kv_api() {
         .expect("run");
     let msg = String::from_utf8_lossy(&other.stderr);
     assert_eq!(other.status.code(), Some(2), "{msg}");
-    assert!(msg.contains("locked") || msg.contains("another node"), "{msg}");
+    assert!(
+        msg.contains("locked") || msg.contains("another node"),
+        "{msg}"
+    );
 
     // SIGTERM: exit 0 and the port is free again.
     for p in &mut procs {

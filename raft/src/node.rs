@@ -323,18 +323,31 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                     break;
                 }
             }
-            if (self.read_round.is_some() || !self.read_queue.is_empty()) && !self.raw.is_leader()
-            {
+            if (self.read_round.is_some() || !self.read_queue.is_empty()) && !self.raw.is_leader() {
                 let hint = self.raw.leader();
-                let round = self.read_round.take().map(|(_, _, w)| w).unwrap_or_default();
-                for done in round.into_iter().chain(std::mem::take(&mut self.read_queue)) {
+                let round = self
+                    .read_round
+                    .take()
+                    .map(|(_, _, w)| w)
+                    .unwrap_or_default();
+                for done in round
+                    .into_iter()
+                    .chain(std::mem::take(&mut self.read_queue))
+                {
                     done(Err(Error::NotLeader { leader_hint: hint }));
                 }
             }
         }
         // Every request gets an answer, also at shutdown.
-        let round = self.read_round.take().map(|(_, _, w)| w).unwrap_or_default();
-        for done in round.into_iter().chain(std::mem::take(&mut self.read_queue)) {
+        let round = self
+            .read_round
+            .take()
+            .map(|(_, _, w)| w)
+            .unwrap_or_default();
+        for done in round
+            .into_iter()
+            .chain(std::mem::take(&mut self.read_queue))
+        {
             done(Err(Error::Shutdown));
         }
     }
