@@ -166,8 +166,12 @@ impl Request {
 pub enum Outcome {
     /// A Get: the value, or `None` when the key does not exist.
     Value(Option<Bytes>),
-    /// A Put, Append or Delete was applied (exactly once).
-    Written,
+    /// A Put, Append or Delete was applied (exactly once). `existed`: for a Delete,
+    /// whether the key existed when it applied; `false` for Put and Append.
+    Written {
+        /// Delete only: the key existed.
+        existed: bool,
+    },
 }
 
 enum Raw {
@@ -195,36 +199,44 @@ fn describe(e: &CallError, timeout: Duration) -> String {
 }
 
 fn classify(addr: std::net::SocketAddr, r: Result<Raw, CallError>, timeout: Duration) -> Answer {
-    let (err, hint, value) = match r {
+    let (err, hint, text, value, existed) = match r {
         Err(e) => return Answer::Retry(Failure::Other(describe(&e, timeout))),
-        Ok(Raw::Get(g)) => (g.err, g.leader_hint, Some(g.value)),
-        Ok(Raw::Write(w)) => (w.err, w.leader_hint, None),
+        Ok(Raw::Get(g)) => (g.err, g.leader_hint, g.error_text, Some(g.value), false),
+        Ok(Raw::Write(w)) => (w.err, w.leader_hint, w.error_text, None, w.existed),
+    };
+    let with_text = |what: &str| {
+        if text.is_empty() {
+            what.to_string()
+        } else {
+            format!("{what}: {text}")
+        }
     };
     match ErrorCode::try_from(err) {
         Ok(ErrorCode::Ok) => Answer::Done(match value {
             Some(v) => Outcome::Value(Some(v)),
-            None => Outcome::Written,
+            None => Outcome::Written { existed },
         }),
-        // A Delete of a missing key is still a completed delete.
         Ok(ErrorCode::NoKey) => Answer::Done(match value {
             Some(_) => Outcome::Value(None),
-            None => Outcome::Written,
+            // A Delete of a missing key is still a completed delete.
+            None => Outcome::Written { existed: false },
         }),
         Ok(ErrorCode::WrongLeader) => Answer::Retry(Failure::WrongLeader { hint }),
-        Ok(ErrorCode::Timeout) => Answer::Retry(Failure::Other(
-            "the leader did not apply it in time (server TIMEOUT)".into(),
-        )),
-        Ok(ErrorCode::ShuttingDown) => Answer::Retry(Failure::Other("shutting down".into())),
-        #[allow(unreachable_patterns)] // codes added to kv.proto after this was written
-        Ok(code) => Answer::Fatal(Error::Rejected {
-            addr,
-            code: code.as_str_name().to_string(),
-            message: "the server refused the request".into(),
-        }),
+        Ok(ErrorCode::Timeout) => Answer::Retry(Failure::Other(with_text(
+            "the leader did not apply it in time (server TIMEOUT)",
+        ))),
+        Ok(ErrorCode::ShuttingDown) => Answer::Retry(Failure::Other(with_text("shutting down"))),
+        Ok(code @ (ErrorCode::InvalidArgument | ErrorCode::StaleRequest)) => {
+            Answer::Fatal(Error::Rejected {
+                addr,
+                code: code.as_str_name().to_string(),
+                message: with_text("the server refused the request"),
+            })
+        }
         Err(_) => Answer::Fatal(Error::Rejected {
             addr,
             code: format!("error code {err}"),
-            message: "unknown to this client; upgrade the client".into(),
+            message: with_text("a code this client does not know; use a newer client"),
         }),
     }
 }
@@ -593,7 +605,7 @@ impl Clerk {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
         match self.inner.run(Op::Get(bytes_of(key)))? {
             Outcome::Value(v) => Ok(v),
-            Outcome::Written => unreachable!("a Get completes with a value"),
+            Outcome::Written { .. } => unreachable!("a Get completes with a value"),
         }
     }
 
@@ -629,12 +641,17 @@ impl Clerk {
             .map(drop)
     }
 
-    /// Removes `key`; removing a missing key is not an error. Applied exactly once.
+    /// Removes `key` and says whether it existed; removing a missing key is not an
+    /// error. Applied exactly once (a retried delete reports what the first application
+    /// saw, from the servers' duplicate table).
     ///
     /// # Errors
     /// As [`Clerk::put`].
-    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
-        self.inner.run(Op::Delete(bytes_of(key))).map(drop)
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        match self.inner.run(Op::Delete(bytes_of(key)))? {
+            Outcome::Written { existed } => Ok(existed),
+            Outcome::Value(_) => unreachable!("a Delete completes with Written"),
+        }
     }
 
     /// Starts `op` without waiting; `done` runs once with its outcome.
@@ -675,7 +692,7 @@ impl Clerk {
         self.start(Op::Get(bytes_of(key)), move |r| {
             done(r.map(|o| match o {
                 Outcome::Value(v) => v,
-                Outcome::Written => None,
+                Outcome::Written { .. } => None,
             }))
         });
     }
@@ -704,13 +721,16 @@ impl Clerk {
         });
     }
 
-    /// Non-blocking [`Clerk::delete`] (see [`Clerk::start`]).
+    /// Non-blocking [`Clerk::delete`] (see [`Clerk::start`]); `done` gets whether the key
+    /// existed.
     pub fn delete_async(
         &self,
         key: impl AsRef<[u8]>,
-        done: impl FnOnce(Result<()>) + Send + 'static,
+        done: impl FnOnce(Result<bool>) + Send + 'static,
     ) {
-        self.start(Op::Delete(bytes_of(key)), move |r| done(r.map(drop)));
+        self.start(Op::Delete(bytes_of(key)), move |r| {
+            done(r.map(|o| matches!(o, Outcome::Written { existed: true })))
+        });
     }
 }
 
