@@ -1,0 +1,490 @@
+//! The search: Wing & Gong's algorithm with Lowe's memoization, as Porcupine does it.
+//!
+//! # How it works
+//!
+//! Each operation of a partition becomes two entries, its call and its return, sorted by
+//! time (a call sorts before a return at the same time, so touching intervals count as
+//! concurrent) and threaded into a doubly linked list. The search walks the list from the
+//! front:
+//!
+//! - at a **call** entry it tries to linearize that operation next: if the model accepts
+//!   its output from the current state, the operation is *lifted* (its call and return
+//!   entries are unlinked in O(1)), pushed on a stack with the state before it, and the
+//!   walk restarts at the front;
+//! - at a **return** entry, the operation it belongs to should already have been
+//!   linearized (everything linearized so far precedes it): the search backtracks, popping
+//!   the last linearized operation, restoring its state, *unlifting* it (relinking its two
+//!   entries) and trying the next call after it.
+//!
+//! The list empties iff every operation was linearized: the history is linearizable and the
+//! stack is a witness order. The stack empties at a return entry iff no order exists.
+//!
+//! Wing & Gong's search alone is exponential on histories with many concurrent
+//! operations. Lowe ("Testing for linearizability", 2017) observed that two search nodes
+//! with the same *set* of linearized operations and the same model state have the same
+//! future, so each such pair needs exploring once. The set is a bitset over the partition's
+//! operations; the memo cache is keyed by a Zobrist hash of the bitset (updated in O(1) per
+//! lift/unlift) mixed with the state's hash, and on a hash hit compares bitset and state
+//! for equality, so a hash collision can cost time but never a wrong verdict. Backtracking
+//! restores the state saved on the stack (an undo, not a clone of the search).
+//!
+//! A history is split by [`Model::partition_key`] and each partition is checked alone
+//! (Herlihy & Wing's locality: a history is linearizable iff each object's sub-history is);
+//! partitions run on all available cores. The time budget makes the answer
+//! [`Verdict::Unknown`] instead of a guess; a partition found not linearizable before the
+//! budget ran out still makes the whole history not linearizable, which is exact.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::history::Operation;
+use crate::model::Model;
+
+/// The answer of a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// A linearization exists.
+    Linearizable,
+    /// No linearization exists.
+    NotLinearizable,
+    /// The time budget ran out before an answer (never a guess).
+    Unknown,
+}
+
+impl Verdict {
+    /// The word the command line prints: `linearizable`, `not linearizable` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Linearizable => "linearizable",
+            Verdict::NotLinearizable => "not linearizable",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
+/// Options of a check.
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// The time budget for the whole check; `None` searches until an answer.
+    pub timeout: Option<Duration>,
+}
+
+impl CheckOptions {
+    /// A check that gives up with [`Verdict::Unknown`] after `timeout`.
+    pub fn with_timeout(timeout: Duration) -> CheckOptions {
+        CheckOptions {
+            timeout: Some(timeout),
+        }
+    }
+}
+
+/// An operation that could have been linearized next at the point where the search got
+/// furthest, and was not part of any full linearization.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Index into the history.
+    pub op: usize,
+    /// Whether the model accepts this operation's output from the state after the prefix.
+    /// `false`: it cannot be placed there at all (e.g. a read of a value the state does not
+    /// hold). `true`: it can, but every continuation after it failed later.
+    pub step_ok: bool,
+}
+
+/// Why a partition is not linearizable: the deepest point the search reached.
+#[derive(Clone, Debug)]
+pub struct Failure<S> {
+    /// The longest linearizable prefix found: history indices in linearization order.
+    pub prefix: Vec<usize>,
+    /// The model state after `prefix`.
+    pub state: S,
+    /// The operations that could go next after `prefix` (called before the earliest return
+    /// of a pending operation); none of them extends the prefix to a full linearization.
+    pub candidates: Vec<Candidate>,
+    /// The pending operation with the earliest return: it must be linearized before that
+    /// return, and it and everything concurrent with it could not be.
+    pub blocking: usize,
+}
+
+/// The result for one partition (one key).
+#[derive(Clone, Debug)]
+pub struct PartitionResult<S> {
+    /// The partition key ([`Model::partition_key`]); `""` for a single-object model.
+    pub key: String,
+    /// The operations of this partition: history indices in call order.
+    pub ops: Vec<usize>,
+    /// This partition's verdict.
+    pub verdict: Verdict,
+    /// For a linearizable partition: a witness order (history indices).
+    pub linearization: Vec<usize>,
+    /// For a non-linearizable partition: where the search got furthest.
+    pub failure: Option<Failure<S>>,
+    /// Search steps (entries visited).
+    pub steps: u64,
+    /// Entries in the memo cache at the end.
+    pub cache_entries: usize,
+    /// Wall time spent on this partition.
+    pub elapsed: Duration,
+}
+
+/// The result of a check.
+#[derive(Clone, Debug)]
+pub struct CheckReport<S> {
+    /// `NotLinearizable` if any partition is; otherwise `Unknown` if any partition ran out
+    /// of time; otherwise `Linearizable`.
+    pub verdict: Verdict,
+    /// One result per partition, in key order.
+    pub partitions: Vec<PartitionResult<S>>,
+    /// Wall time of the whole check.
+    pub elapsed: Duration,
+}
+
+/// Checks `history` against `model`.
+///
+/// # Example
+/// ```
+/// use lincheck::{check, CheckOptions, KvInput, KvModel, KvOutput, Operation, Verdict};
+/// let history = vec![
+///     Operation { client: 0, input: KvInput::Put { key: "k".into(), value: "v".into() },
+///                 output: Some(KvOutput::Done), call: 0, ret: Some(10) },
+///     // A get that started after the put returned cannot miss it.
+///     Operation { client: 1, input: KvInput::Get { key: "k".into() },
+///                 output: Some(KvOutput::Value(None)), call: 20, ret: Some(30) },
+/// ];
+/// let report = check(&KvModel::default(), &history, &CheckOptions::default());
+/// assert_eq!(report.verdict, Verdict::NotLinearizable);
+/// ```
+pub fn check<M: Model>(
+    model: &M,
+    history: &[Operation<M::Input, M::Output>],
+    options: &CheckOptions,
+) -> CheckReport<M::State> {
+    let start = Instant::now();
+    let deadline = options.timeout.map(|t| start + t);
+
+    let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, op) in history.iter().enumerate() {
+        by_key
+            .entry(model.partition_key(&op.input))
+            .or_default()
+            .push(i);
+    }
+    let parts: Vec<(String, Vec<usize>)> = by_key
+        .into_iter()
+        .map(|(k, mut ops)| {
+            ops.sort_by_key(|&i| (history[i].call, i));
+            (k, ops)
+        })
+        .collect();
+
+    let cancel = AtomicBool::new(false);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<PartitionResult<M::State>>>> =
+        Mutex::new((0..parts.len()).map(|_| None).collect());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(parts.len())
+        .max(1);
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((key, ops)) = parts.get(i) else {
+                break;
+            };
+            let r = check_partition(model, history, key, ops, deadline, &cancel);
+            if r.verdict == Verdict::Unknown {
+                // Out of time: the other partitions are out of time too.
+                cancel.store(true, Ordering::Relaxed);
+            }
+            results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+        }
+    };
+    if workers == 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(work);
+            }
+        });
+    }
+    let partitions: Vec<PartitionResult<M::State>> = results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every partition was checked"))
+        .collect();
+    let verdict = if partitions
+        .iter()
+        .any(|p| p.verdict == Verdict::NotLinearizable)
+    {
+        Verdict::NotLinearizable
+    } else if partitions.iter().any(|p| p.verdict == Verdict::Unknown) {
+        Verdict::Unknown
+    } else {
+        Verdict::Linearizable
+    };
+    CheckReport {
+        verdict,
+        partitions,
+        elapsed: start.elapsed(),
+    }
+}
+
+const NIL: usize = usize::MAX;
+
+/// Lowe's memo: (hash of linearized set and state) → the (set, state) pairs seen.
+type Memo<S> = HashMap<u64, Vec<(Vec<u64>, S)>>;
+
+/// The deepest point of a failed search, in local operation indices.
+struct Deepest<S> {
+    prefix: Vec<usize>,
+    state: S,
+    candidates: Vec<usize>,
+    blocking: usize,
+}
+
+/// A Zobrist key per operation: the hash of a set is the XOR of its members' keys.
+fn zobrist(i: usize) -> u64 {
+    // splitmix64 finalizer
+    let mut z = (i as u64)
+        .wrapping_add(1)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn hash_state<S: Hash>(s: &S) -> u64 {
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// The entry list: node `k < 2n` is the k-th event in time order, node `2n` is the head.
+struct EntryList {
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    /// Local operation index of each node.
+    op: Vec<usize>,
+    /// For a call node, its return node; `NIL` for a return node.
+    matching: Vec<usize>,
+    head: usize,
+}
+
+impl EntryList {
+    fn new(calls: &[u64], returns: &[u64]) -> EntryList {
+        let n = calls.len();
+        // (time, is_return, op): calls sort before returns at equal times.
+        let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
+        for i in 0..n {
+            events.push((calls[i], false, i));
+            events.push((returns[i], true, i));
+        }
+        events.sort();
+        let head = 2 * n;
+        let mut list = EntryList {
+            next: vec![NIL; 2 * n + 1],
+            prev: vec![NIL; 2 * n + 1],
+            op: vec![0; 2 * n],
+            matching: vec![NIL; 2 * n],
+            head,
+        };
+        let mut call_node = vec![NIL; n];
+        for (k, &(_, is_return, i)) in events.iter().enumerate() {
+            list.op[k] = i;
+            if is_return {
+                list.matching[call_node[i]] = k;
+            } else {
+                call_node[i] = k;
+            }
+        }
+        let mut last = head;
+        for k in 0..2 * n {
+            list.next[last] = k;
+            list.prev[k] = last;
+            last = k;
+        }
+        list
+    }
+
+    fn is_call(&self, node: usize) -> bool {
+        self.matching[node] != NIL
+    }
+
+    /// Unlinks a call node and its return node.
+    fn lift(&mut self, call: usize) {
+        let (p, n) = (self.prev[call], self.next[call]);
+        self.next[p] = n;
+        if n != NIL {
+            self.prev[n] = p;
+        }
+        let ret = self.matching[call];
+        let (p, n) = (self.prev[ret], self.next[ret]);
+        self.next[p] = n;
+        if n != NIL {
+            self.prev[n] = p;
+        }
+    }
+
+    /// Relinks what `lift(call)` unlinked (in reverse order, so the neighbours are right).
+    fn unlift(&mut self, call: usize) {
+        let ret = self.matching[call];
+        let (p, n) = (self.prev[ret], self.next[ret]);
+        self.next[p] = ret;
+        if n != NIL {
+            self.prev[n] = ret;
+        }
+        let (p, n) = (self.prev[call], self.next[call]);
+        self.next[p] = call;
+        if n != NIL {
+            self.prev[n] = call;
+        }
+    }
+}
+
+struct Bitset(Vec<u64>);
+
+impl Bitset {
+    fn set(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+    fn clear(&mut self, i: usize) {
+        self.0[i / 64] &= !(1 << (i % 64));
+    }
+}
+
+fn check_partition<M: Model>(
+    model: &M,
+    history: &[Operation<M::Input, M::Output>],
+    key: &str,
+    ops: &[usize],
+    deadline: Option<Instant>,
+    cancel: &AtomicBool,
+) -> PartitionResult<M::State> {
+    let start = Instant::now();
+    let n = ops.len();
+    let calls: Vec<u64> = ops.iter().map(|&i| history[i].call).collect();
+    let returns: Vec<u64> = ops.iter().map(|&i| history[i].effective_return()).collect();
+    let mut list = EntryList::new(&calls, &returns);
+    let mut linearized = Bitset(vec![0; n.div_ceil(64)]);
+    let mut set_hash = 0u64;
+    let mut state = model.init();
+    // (call node, state before it)
+    let mut stack: Vec<(usize, M::State)> = Vec::new();
+    let mut cache: Memo<M::State> = HashMap::new();
+    let mut cache_entries = 0usize;
+    let mut steps = 0u64;
+    let mut best: Option<Deepest<M::State>> = None;
+
+    let mut entry = list.next[list.head];
+    let verdict = loop {
+        if list.next[list.head] == NIL {
+            break Verdict::Linearizable;
+        }
+        steps += 1;
+        if steps.is_multiple_of(1024)
+            && (cancel.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d))
+        {
+            break Verdict::Unknown;
+        }
+        if list.is_call(entry) {
+            let local = list.op[entry];
+            let op = &history[ops[local]];
+            if let Some(new_state) = model.step(&state, &op.input, op.output.as_ref()) {
+                linearized.set(local);
+                set_hash ^= zobrist(local);
+                let cache_key = set_hash ^ hash_state(&new_state).rotate_left(17);
+                let bucket = cache.entry(cache_key).or_default();
+                let seen = bucket
+                    .iter()
+                    .any(|(bits, s)| bits == &linearized.0 && s == &new_state);
+                if seen {
+                    linearized.clear(local);
+                    set_hash ^= zobrist(local);
+                    entry = list.next[entry];
+                } else {
+                    bucket.push((linearized.0.clone(), new_state.clone()));
+                    cache_entries += 1;
+                    stack.push((entry, std::mem::replace(&mut state, new_state)));
+                    list.lift(entry);
+                    entry = list.next[list.head];
+                }
+            } else {
+                entry = list.next[entry];
+            }
+        } else {
+            // A return entry: its operation should have been linearized already.
+            if best.as_ref().is_none_or(|b| stack.len() > b.prefix.len()) {
+                let prefix = stack.iter().map(|&(node, _)| list.op[node]).collect();
+                let mut candidates = Vec::new();
+                let mut k = list.next[list.head];
+                while k != entry {
+                    candidates.push(list.op[k]);
+                    k = list.next[k];
+                }
+                best = Some(Deepest {
+                    prefix,
+                    state: state.clone(),
+                    candidates,
+                    blocking: list.op[entry],
+                });
+            }
+            let Some((node, old_state)) = stack.pop() else {
+                break Verdict::NotLinearizable;
+            };
+            state = old_state;
+            let local = list.op[node];
+            linearized.clear(local);
+            set_hash ^= zobrist(local);
+            list.unlift(node);
+            entry = list.next[node];
+        }
+    };
+
+    let mut linearization = Vec::new();
+    let mut failure = None;
+    match verdict {
+        Verdict::Linearizable => {
+            linearization = stack.iter().map(|&(node, _)| ops[list.op[node]]).collect();
+        }
+        Verdict::NotLinearizable => {
+            let Deepest {
+                prefix,
+                state,
+                candidates,
+                blocking,
+            } = best.expect("a failed search always records its deepest point");
+            let candidates = candidates
+                .into_iter()
+                .map(|local| {
+                    let op = &history[ops[local]];
+                    Candidate {
+                        op: ops[local],
+                        step_ok: model.step(&state, &op.input, op.output.as_ref()).is_some(),
+                    }
+                })
+                .collect();
+            failure = Some(Failure {
+                prefix: prefix.into_iter().map(|l| ops[l]).collect(),
+                state,
+                candidates,
+                blocking: ops[blocking],
+            });
+        }
+        Verdict::Unknown => {}
+    }
+    PartitionResult {
+        key: key.to_string(),
+        ops: ops.to_vec(),
+        verdict,
+        linearization,
+        failure,
+        steps,
+        cache_entries,
+        elapsed: start.elapsed(),
+    }
+}
