@@ -107,7 +107,12 @@ impl<W, R> Machine<W, R> {
 
     /// Registers a read of `key` that may be served once `index` is applied; served at
     /// once (returned) when it already is.
-    pub fn register_read(&mut self, index: u64, key: Bytes, handle: R) -> Option<(R, Option<Bytes>)> {
+    pub fn register_read(
+        &mut self,
+        index: u64,
+        key: Bytes,
+        handle: R,
+    ) -> Option<(R, Option<Bytes>)> {
         if index <= self.state.applied_index() {
             let v = self.state.get(&key).cloned();
             return Some((handle, v));
@@ -214,7 +219,11 @@ impl<W, R> Machine<W, R> {
     }
 
     /// Takes out the waiting writes and reads that `expired` says are past their deadline.
-    pub fn drain_expired(&mut self, mut expired: impl FnMut(&W) -> bool, mut expired_read: impl FnMut(&R) -> bool) -> (Vec<W>, Vec<R>) {
+    pub fn drain_expired(
+        &mut self,
+        mut expired: impl FnMut(&W) -> bool,
+        mut expired_read: impl FnMut(&R) -> bool,
+    ) -> (Vec<W>, Vec<R>) {
         let mut ws = Vec::new();
         let keys: Vec<u64> = self
             .writes
@@ -229,7 +238,9 @@ impl<W, R> Machine<W, R> {
         }
         let mut rs = Vec::new();
         for v in self.reads.values_mut() {
-            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(v).into_iter().partition(|(_, h)| expired_read(h));
+            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(v)
+                .into_iter()
+                .partition(|(_, h)| expired_read(h));
             *v = keep;
             rs.extend(gone.into_iter().map(|(_, h)| h));
         }
@@ -253,7 +264,12 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Checks a request before anything is proposed; the error text is what the client sees
 /// with INVALID_ARGUMENT.
-pub fn validate(key: &[u8], value: Option<&[u8]>, client_id: Option<(u64, u64)>, max_value: usize) -> Result<(), String> {
+pub fn validate(
+    key: &[u8],
+    value: Option<&[u8]>,
+    client_id: Option<(u64, u64)>,
+    max_value: usize,
+) -> Result<(), String> {
     if key.is_empty() {
         return Err("the key is empty; keys must be 1 to 65536 bytes".into());
     }
@@ -306,10 +322,12 @@ mod tests {
         assert!(m.register_write(2, 1, 5, 2, "ours2").is_none());
         let (mut w, mut r) = (Vec::new(), Vec::new());
         // Index 1 was overwritten by another leader's entry (term 2, another client).
-        m.apply_command(1, 2, &put("k", "x", 9, 1), &mut w, &mut r).unwrap();
+        m.apply_command(1, 2, &put("k", "x", 9, 1), &mut w, &mut r)
+            .unwrap();
         assert_eq!(w, vec![("ours", wrong_leader())]);
         w.clear();
-        m.apply_command(2, 1, &put("k", "y", 5, 2), &mut w, &mut r).unwrap();
+        m.apply_command(2, 1, &put("k", "y", 5, 2), &mut w, &mut r)
+            .unwrap();
         assert_eq!(w[0].1.err, ErrorCode::Ok);
     }
 
@@ -318,9 +336,11 @@ mod tests {
         let mut m: Machine<&str, &str> = Machine::new();
         let (mut w, mut r) = (Vec::new(), Vec::new());
         assert!(m.register_read(2, Bytes::from_static(b"k"), "r").is_none());
-        m.apply_command(1, 1, &put("k", "a", 5, 1), &mut w, &mut r).unwrap();
+        m.apply_command(1, 1, &put("k", "a", 5, 1), &mut w, &mut r)
+            .unwrap();
         assert!(r.is_empty(), "served before its read index was applied");
-        m.apply_command(2, 1, &put("k", "b", 5, 2), &mut w, &mut r).unwrap();
+        m.apply_command(2, 1, &put("k", "b", 5, 2), &mut w, &mut r)
+            .unwrap();
         assert_eq!(r, vec![("r", Some(Bytes::from_static(b"b")))]);
         let missing = m.register_read(2, Bytes::from_static(b"nope"), "r2");
         assert_eq!(missing, Some(("r2", None)));
@@ -329,11 +349,31 @@ mod tests {
     #[test]
     fn bad_input_is_refused_with_a_reason() {
         let max = DEFAULT_MAX_VALUE_BYTES;
-        assert!(validate(b"", None, None, max).unwrap_err().contains("empty"));
-        assert!(validate(&vec![b'k'; MAX_KEY_BYTES + 1], None, None, max).unwrap_err().contains("65537"));
+        assert!(
+            validate(b"", None, None, max)
+                .unwrap_err()
+                .contains("empty")
+        );
+        assert!(
+            validate(&vec![b'k'; MAX_KEY_BYTES + 1], None, None, max)
+                .unwrap_err()
+                .contains("65537")
+        );
         assert!(validate(&vec![b'k'; MAX_KEY_BYTES], None, None, max).is_ok());
-        assert!(validate(b"k", Some(&[0; 11]), None, 10).unwrap_err().contains("11 bytes"));
-        assert!(validate(b"k", Some(b""), Some((0, 1)), max).unwrap_err().contains("client_id"));
-        assert!(validate(b"k", Some(b""), Some((1, 0)), max).unwrap_err().contains("seq"));
+        assert!(
+            validate(b"k", Some(&[0; 11]), None, 10)
+                .unwrap_err()
+                .contains("11 bytes")
+        );
+        assert!(
+            validate(b"k", Some(b""), Some((0, 1)), max)
+                .unwrap_err()
+                .contains("client_id")
+        );
+        assert!(
+            validate(b"k", Some(b""), Some((1, 0)), max)
+                .unwrap_err()
+                .contains("seq")
+        );
     }
 }

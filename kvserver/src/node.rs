@@ -68,6 +68,8 @@ pub enum Fatal {
     BadEntry(BadEntry),
     /// A snapshot did not restore.
     Snapshot(SnapshotError),
+    /// The Raft driver stopped on its own (a storage error; its log line says which).
+    RaftStopped,
 }
 
 impl std::fmt::Display for Fatal {
@@ -75,6 +77,9 @@ impl std::fmt::Display for Fatal {
         match self {
             Fatal::BadEntry(e) => write!(f, "{e}"),
             Fatal::Snapshot(e) => write!(f, "cannot install snapshot: {e}"),
+            Fatal::RaftStopped => f.write_str(
+                "the raft driver stopped (storage failure; see the log line before this one)",
+            ),
         }
     }
 }
@@ -128,7 +133,9 @@ pub struct KvNode {
 
 impl std::fmt::Debug for KvNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KvNode").field("id", &self.shared.id).finish()
+        f.debug_struct("KvNode")
+            .field("id", &self.shared.id)
+            .finish()
     }
 }
 
@@ -140,7 +147,9 @@ pub struct KvHandlers {
 
 impl std::fmt::Debug for KvHandlers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KvHandlers").field("id", &self.shared.id).finish()
+        f.debug_struct("KvHandlers")
+            .field("id", &self.shared.id)
+            .finish()
     }
 }
 
@@ -306,7 +315,15 @@ fn raft_error_code(e: &raft::Error) -> (ErrorCode, u64, String) {
 }
 
 impl KvHandlers {
-    fn write(&self, op: CommandOp, key: Bytes, value: Bytes, client_id: u64, seq: u64, reply: Reply<WriteReply>) {
+    fn write(
+        &self,
+        op: CommandOp,
+        key: Bytes,
+        value: Bytes,
+        client_id: u64,
+        seq: u64,
+        reply: Reply<WriteReply>,
+    ) {
         let s = &self.shared;
         let v = (op != CommandOp::OpDelete).then_some(&value[..]);
         if let Err(text) = validate(&key, v, Some((client_id, seq)), s.cfg.max_value_bytes) {
@@ -338,9 +355,11 @@ impl KvHandlers {
                         handle,
                     }) && let Event::Write { handle, .. } = e.into_inner()
                     {
-                        handle
-                            .reply
-                            .send(write_reply(ErrorCode::ShuttingDown, 0, "the node is stopping"));
+                        handle.reply.send(write_reply(
+                            ErrorCode::ShuttingDown,
+                            0,
+                            "the node is stopping",
+                        ));
                     }
                 }
                 Err(e) => {
@@ -368,9 +387,11 @@ impl KvService for KvHandlers {
                 if let Err(e) = events.send(Event::Read { index, key, handle })
                     && let Event::Read { handle, .. } = e.into_inner()
                 {
-                    handle
-                        .reply
-                        .send(get_reply(ErrorCode::ShuttingDown, 0, "the node is stopping"));
+                    handle.reply.send(get_reply(
+                        ErrorCode::ShuttingDown,
+                        0,
+                        "the node is stopping",
+                    ));
                 }
             }
             Err(e) => {
@@ -381,15 +402,36 @@ impl KvService for KvHandlers {
     }
 
     fn put(&self, req: PutAppendRequest, reply: Reply<WriteReply>) {
-        self.write(CommandOp::OpPut, req.key, req.value, req.client_id, req.seq, reply);
+        self.write(
+            CommandOp::OpPut,
+            req.key,
+            req.value,
+            req.client_id,
+            req.seq,
+            reply,
+        );
     }
 
     fn append(&self, req: PutAppendRequest, reply: Reply<WriteReply>) {
-        self.write(CommandOp::OpAppend, req.key, req.value, req.client_id, req.seq, reply);
+        self.write(
+            CommandOp::OpAppend,
+            req.key,
+            req.value,
+            req.client_id,
+            req.seq,
+            reply,
+        );
     }
 
     fn delete(&self, req: DeleteRequest, reply: Reply<WriteReply>) {
-        self.write(CommandOp::OpDelete, req.key, Bytes::new(), req.client_id, req.seq, reply);
+        self.write(
+            CommandOp::OpDelete,
+            req.key,
+            Bytes::new(),
+            req.client_id,
+            req.seq,
+            reply,
+        );
     }
 
     fn status(&self, _req: StatusRequest, reply: Reply<StatusReply>) {
@@ -414,7 +456,9 @@ impl KvService for KvHandlers {
             commit_index: st.commit,
             applied_index: p.applied.load(Ordering::Relaxed),
             log_bytes: st.log_bytes,
-            snapshot_index: st.snapshot_index.max(p.snapshot_index.load(Ordering::Relaxed)),
+            snapshot_index: st
+                .snapshot_index
+                .max(p.snapshot_index.load(Ordering::Relaxed)),
             snapshot_bytes: p.snapshot_bytes.load(Ordering::Relaxed),
             uptime_ms: s.started.elapsed().as_millis() as u64,
             key_count: p.keys.load(Ordering::Relaxed),
@@ -463,7 +507,7 @@ impl ApplyLoop {
                             break Some(f);
                         }
                     }
-                    Err(_) => stop = true,
+                    Err(_) => break Some(Fatal::RaftStopped),
                 },
                 recv(self.events) -> e => match e {
                     Ok(e) => {
@@ -484,12 +528,18 @@ impl ApplyLoop {
         };
         // Nobody waits forever: everything still waiting is answered.
         for w in self.machine.drain_writes() {
-            w.reply
-                .send(write_reply(ErrorCode::ShuttingDown, 0, "the node is stopping"));
+            w.reply.send(write_reply(
+                ErrorCode::ShuttingDown,
+                0,
+                "the node is stopping",
+            ));
         }
         for r in self.machine.drain_reads() {
-            r.reply
-                .send(get_reply(ErrorCode::ShuttingDown, 0, "the node is stopping"));
+            r.reply.send(get_reply(
+                ErrorCode::ShuttingDown,
+                0,
+                "the node is stopping",
+            ));
         }
         while let Ok(e) = self.events.try_recv() {
             self.handle(e);
@@ -523,7 +573,10 @@ impl ApplyLoop {
                 seq,
                 handle,
             } => {
-                if let Some((h, r)) = self.machine.register_write(index, term, client_id, seq, handle) {
+                if let Some((h, r)) = self
+                    .machine
+                    .register_write(index, term, client_id, seq, handle)
+                {
                     answer_write(h, r, 0);
                 }
             }
@@ -579,7 +632,8 @@ impl ApplyLoop {
             answer_read(h, v);
         }
         let p = &self.shared.published;
-        p.applied.store(self.machine.applied_index(), Ordering::Relaxed);
+        p.applied
+            .store(self.machine.applied_index(), Ordering::Relaxed);
         p.keys
             .store(self.machine.state().len() as u64, Ordering::Relaxed);
         self.maybe_snapshot();
@@ -637,8 +691,11 @@ impl ApplyLoop {
             ));
         }
         for r in rs {
-            r.reply
-                .send(get_reply(ErrorCode::Timeout, 0, "not applied in time; retry"));
+            r.reply.send(get_reply(
+                ErrorCode::Timeout,
+                0,
+                "not applied in time; retry",
+            ));
         }
         let (w, r) = self.machine.waiting();
         if w + r == 0 {
@@ -668,7 +725,9 @@ impl ApplyLoop {
 fn answer_write(h: WriteHandle, r: WriteResult, hint: u64) {
     let text = match r.err {
         ErrorCode::Ok => String::new(),
-        ErrorCode::WrongLeader => "another command took this log index (leadership changed); retry".into(),
+        ErrorCode::WrongLeader => {
+            "another command took this log index (leadership changed); retry".into()
+        }
         ErrorCode::StaleRequest => "a later write of this client has already applied".into(),
         _ => String::new(),
     };

@@ -298,7 +298,10 @@ impl KvState {
             .filter(|&e| e.saturating_add(4) <= data.len())
             .ok_or_else(|| SnapshotError::Corrupt {
                 offset: 16,
-                what: format!("duplicate table of {n} rows does not fit in {} bytes", data.len()),
+                what: format!(
+                    "duplicate table of {n} rows does not fit in {} bytes",
+                    data.len()
+                ),
             })?;
         let want = u32::from_le_bytes([
             data[rows_end],
@@ -336,8 +339,7 @@ impl KvState {
             );
         }
         let mut rest = &data[rows_end + 4..];
-        let map: SkipMap<Bytes, Bytes> =
-            SkipMap::load(&mut rest).map_err(SnapshotError::Map)?;
+        let map: SkipMap<Bytes, Bytes> = SkipMap::load(&mut rest).map_err(SnapshotError::Map)?;
         if !rest.is_empty() {
             return Err(SnapshotError::Corrupt {
                 offset: data.len() - rest.len(),
@@ -410,7 +412,16 @@ mod tests {
     fn snapshot_round_trip_keeps_map_and_dedup() {
         let mut s = KvState::new();
         for i in 1..=100u64 {
-            s.apply(i, &cmd(CommandOp::OpPut, &format!("k{i}"), &"v".repeat(i as usize), i % 7 + 1, i));
+            s.apply(
+                i,
+                &cmd(
+                    CommandOp::OpPut,
+                    &format!("k{i}"),
+                    &"v".repeat(i as usize),
+                    i % 7 + 1,
+                    i,
+                ),
+            );
         }
         s.apply(101, &cmd(CommandOp::OpDelete, "k5", "", 3, 1000));
         let snap = s.snapshot();
@@ -443,7 +454,10 @@ mod tests {
             assert_eq!(r.applied_index(), 0, "a refused snapshot changed the state");
         }
         for len in 0..snap.len() {
-            assert!(KvState::new().restore(&snap[..len]).is_err(), "truncation to {len} accepted");
+            assert!(
+                KvState::new().restore(&snap[..len]).is_err(),
+                "truncation to {len} accepted"
+            );
         }
         let mut longer = snap.clone();
         longer.push(0);
@@ -459,6 +473,11 @@ mod tests {
             op: 99,
             ..Default::default()
         };
-        assert_eq!(decode_command(7, &unknown.encode_to_vec()).unwrap_err().index, 7);
+        assert_eq!(
+            decode_command(7, &unknown.encode_to_vec())
+                .unwrap_err()
+                .index,
+            7
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The real `kvserver` binary, three processes on loopback: writes, reads, NO_KEY versus
 //! an empty value, bad input refused before any proposal, a follower's WRONG_LEADER with
-//! the leader's id, Status, start-up errors with exit code 2, SIGTERM → exit 0.
+//! the leader's id, Status, start-up errors with exit code 2, SIGTERM → exit 0, and a
+//! restart from the data directories that still holds every write.
 //! (The Clerk's fault tests with kill -9 live in the `client` crate.)
 
 use std::net::{SocketAddr, TcpListener};
@@ -37,7 +38,10 @@ fn spawn(id: usize, peers: &str, dir: &std::path::Path, extra: &[&str]) -> Proc 
             .arg("--data-dir")
             .arg(dir.join(format!("n{id}")))
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or("warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -174,7 +178,10 @@ fn three_processes_serve_the_kv_api() {
     assert!(bad[2].error_text.contains("1001"), "{}", bad[2].error_text);
     assert_eq!(get(lc, b"").err, ErrorCode::InvalidArgument as i32);
     let after = lc.status(&StatusRequest {}, T).expect("status");
-    assert_eq!(before.last_log_index, after.last_log_index, "bad input was proposed");
+    assert_eq!(
+        before.last_log_index, after.last_log_index,
+        "bad input was proposed"
+    );
 
     // A follower refuses and names the leader.
     let f = (leader + 1) % 3;
@@ -185,14 +192,23 @@ fn three_processes_serve_the_kv_api() {
         if r.leader_hint == leader as u64 + 1 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "hint never named the leader");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "hint never named the leader"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(get(&clients[f], b"empty").err, ErrorCode::WrongLeader as i32);
+    assert_eq!(
+        get(&clients[f], b"empty").err,
+        ErrorCode::WrongLeader as i32
+    );
     let st = clients[f].status(&StatusRequest {}, T).expect("status");
     assert_eq!(st.node_id, f as u64 + 1);
     assert_eq!(st.leader_id, leader as u64 + 1);
-    assert!(st.applied_index >= 4 && st.uptime_ms > 0 && st.key_count == 1, "{st:?}");
+    assert!(
+        st.applied_index >= 4 && st.uptime_ms > 0 && st.key_count == 1,
+        "{st:?}"
+    );
 
     // A second process on the same data directory is refused, naming the holder.
     let dup = Command::new(env!("CARGO_BIN_EXE_kvserver"))
@@ -203,7 +219,10 @@ fn three_processes_serve_the_kv_api() {
         .expect("run");
     let msg = String::from_utf8_lossy(&dup.stderr);
     assert_eq!(dup.status.code(), Some(2), "{msg}");
-    assert!(msg.contains(&format!("locked by process {}", procs[0].0.id())), "{msg}");
+    assert!(
+        msg.contains(&format!("locked by process {}", procs[0].0.id())),
+        "{msg}"
+    );
     // The data directory of node 2 is refused for node 1.
     let other = Command::new(env!("CARGO_BIN_EXE_kvserver"))
         .args(["--id", "1", "--peers", &format!("1={}", free_ports(1)[0])])
@@ -213,7 +232,10 @@ fn three_processes_serve_the_kv_api() {
         .expect("run");
     let msg = String::from_utf8_lossy(&other.stderr);
     assert_eq!(other.status.code(), Some(2), "{msg}");
-    assert!(msg.contains("locked") || msg.contains("another node"), "{msg}");
+    assert!(
+        msg.contains("locked") || msg.contains("another node"),
+        "{msg}"
+    );
 
     // SIGTERM: exit 0 and the port is free again.
     for p in &mut procs {
@@ -229,4 +251,51 @@ fn three_processes_serve_the_kv_api() {
     for a in &addrs {
         TcpListener::bind(a).unwrap_or_else(|e| panic!("port {a} not released: {e}"));
     }
+
+    // Restarted from their data directories, the nodes still hold every write.
+    procs.clear();
+    let _procs: Vec<Proc> = (1..=3)
+        .map(|id| spawn(id, &peers, dir.path(), &[]))
+        .collect();
+    let t0 = Instant::now();
+    let (e, k) = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no answer after restart"
+        );
+        let found = clients.iter().find_map(|c| {
+            let e = c
+                .get(
+                    &GetRequest {
+                        key: Bytes::from_static(b"empty"),
+                        ..Default::default()
+                    },
+                    Duration::from_millis(500),
+                )
+                .ok()
+                .filter(|r| r.err == ErrorCode::Ok as i32)?;
+            Some((e, get(c, b"k")))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        if std::env::var_os("TEST_LOG").is_some() {
+            for c in &clients {
+                eprintln!(
+                    "{:?} {:?}",
+                    c.status(&StatusRequest {}, T),
+                    c.get(
+                        &GetRequest {
+                            key: Bytes::from_static(b"empty"),
+                            ..Default::default()
+                        },
+                        T
+                    )
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(e.value.len(), 0);
+    assert_eq!(k.err, ErrorCode::NoKey as i32, "the delete was lost: {k:?}");
 }

@@ -204,7 +204,10 @@ fn three_nodes_over_channels() {
         starts.windows(2).all(|w| w[1] == w[0] + 1),
         "proposals got consecutive indexes in order: {starts:?}"
     );
-    assert!(reads.iter().all(|&r| r >= last), "a read point below {last}");
+    assert!(
+        reads.iter().all(|&r| r >= last),
+        "a read point below {last}"
+    );
     last = *starts.last().unwrap_or(&last);
     wait_until(&mut ms, "all apply the pipelined commands", |ms| {
         ms.iter().all(|m| m.last >= last)

@@ -27,7 +27,10 @@ use clap::Parser;
 use proto::kv::{KvServiceClient, Role, StatusRequest};
 
 #[derive(Parser, Debug)]
-#[command(name = "kvcluster", about = "Starts a local raftkv cluster of kvserver processes.")]
+#[command(
+    name = "kvcluster",
+    about = "Starts a local raftkv cluster of kvserver processes."
+)]
 struct Cli {
     /// Number of nodes (1 to 9).
     #[arg(long, default_value_t = 3)]
@@ -204,7 +207,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
             });
         }
-        println!("node {id}: {addr}  (data {})", cli.data.join(format!("node{id}")).display());
+        println!(
+            "node {id}: {addr}  (data {})",
+            cli.data.join(format!("node{id}")).display()
+        );
         children.0.push((id, child));
     }
     let ep_file = cli.data.join("endpoints");
@@ -227,10 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     let started = Instant::now();
     let mut warned = false;
     loop {
-        if stop_rx
-            .recv_timeout(Duration::from_millis(200))
-            .is_ok()
-        {
+        if stop_rx.recv_timeout(Duration::from_millis(200)).is_ok() {
             println!("stopping {} nodes", children.0.len());
             children.stop_all();
             return Ok(ExitCode::SUCCESS);
@@ -250,7 +253,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         });
         if now_leader.is_some() && now_leader != leader {
             let l = now_leader.unwrap_or(0);
-            let addr = addrs.get(l as usize - 1).map(ToString::to_string).unwrap_or_default();
+            let addr = addrs
+                .get(l as usize - 1)
+                .map(ToString::to_string)
+                .unwrap_or_default();
             if leader.is_none() {
                 println!(
                     "ready: leader is node {l} at {addr} (elected in {:.1} s); Ctrl-C stops the cluster",
