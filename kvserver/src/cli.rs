@@ -25,111 +25,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use proto::kv::KvServiceServer;
 use raft::rpc_transport::{RaftIntake, RpcTransport};
-use raft::{Config, Node, Storage};
+use raft::{Config, DiskOptions, DiskStorage, Node, Storage};
 use serde::Deserialize;
 
 use crate::{KvConfig, KvNode};
-
-mod storage_seam {
-    //! Where the node's Raft state lives. Today: in memory (`raft::MemStorage`), with the
-    //! data directory checked, locked and stamped with the node's identity; the on-disk
-    //! `raft::DiskStorage` from the `persist` crate replaces it here.
-    use super::*;
-    use std::fs;
-    use std::io::Write as _;
-
-    /// The open data directory: the lock file is removed on drop.
-    #[derive(Debug)]
-    pub struct DataDir {
-        lock: PathBuf,
-    }
-
-    impl Drop for DataDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_file(&self.lock);
-        }
-    }
-
-    fn pid_alive(pid: i32) -> bool {
-        // SAFETY: kill with signal 0 only checks that the process exists; no memory is
-        // involved.
-        pid > 0 && unsafe { libc::kill(pid, 0) } == 0
-    }
-
-    /// Creates (if needed), checks and locks `dir` for node `id` of cluster `cluster_id`.
-    pub fn open(dir: &Path, id: u64, cluster_id: u64) -> Result<DataDir, String> {
-        fs::create_dir_all(dir).map_err(|e| {
-            format!(
-                "cannot create data directory {}: {e}; pick a writable --data-dir",
-                dir.display()
-            )
-        })?;
-        let lock = dir.join("LOCK");
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-        {
-            Ok(mut f) => {
-                let _ = writeln!(f, "{}", std::process::id());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = fs::read_to_string(&lock).unwrap_or_default();
-                let pid: i32 = holder.trim().parse().unwrap_or(0);
-                if pid_alive(pid) {
-                    return Err(format!(
-                        "data directory {} is locked by process {pid} (another kvserver?); stop it or use another --data-dir",
-                        dir.display()
-                    ));
-                }
-                // A stale lock of a process that is gone (killed with -9): take it over.
-                fs::write(&lock, format!("{}\n", std::process::id()))
-                    .map_err(|e| format!("cannot write lock file {}: {e}", lock.display()))?;
-            }
-            Err(e) => {
-                return Err(format!(
-                    "cannot lock data directory {}: {e}; check its permissions",
-                    dir.display()
-                ));
-            }
-        }
-        let guard = DataDir { lock };
-        let ident = dir.join("IDENTITY");
-        let want = format!("node_id={id}\ncluster_id={cluster_id}\n");
-        match fs::read_to_string(&ident) {
-            Ok(have) if have == want => {}
-            Ok(have) => {
-                return Err(format!(
-                    "data directory {} belongs to another node or cluster ({}), not node {id} of cluster {cluster_id}; use the right --data-dir or --id",
-                    dir.display(),
-                    have.trim().replace('\n', ", ")
-                ));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::write(&ident, &want).map_err(|e| {
-                    format!(
-                        "cannot write {}: {e}; check the directory's permissions",
-                        ident.display()
-                    )
-                })?;
-            }
-            Err(e) => return Err(format!("cannot read {}: {e}", ident.display())),
-        }
-        Ok(guard)
-    }
-
-    /// The node's Raft storage.
-    pub fn storage(_dir: &Path) -> raft::MemStorage {
-        raft::MemStorage::new()
-    }
-}
 
 /// Command-line flags; each overrides the same key of `--config`.
 #[derive(Parser, Debug)]
@@ -348,11 +254,16 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             format!("cannot listen on {}: {e}", s.listen)
         });
     }
-    let dir = match storage_seam::open(&s.data_dir, s.id, s.cluster_id) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
+    let mut cfg = Config::new(s.id, s.peers.keys().copied().collect());
+    cfg.cluster_id = s.cluster_id;
+    // Creates the directory if missing; refuses one of another cluster or node, one that
+    // another process holds (naming its pid), and damaged files (naming file and offset).
+    let storage = match DiskStorage::open(&s.data_dir, DiskOptions::from_config(&cfg)) {
+        Ok(st) => st,
+        Err(e) => {
+            return fail(format!("data directory {}: {e}", s.data_dir.display()));
+        }
     };
-    let storage = storage_seam::storage(&s.data_dir);
     let snapshot = match storage.load() {
         Ok(st) => Some(st.snapshot.data),
         Err(e) => {
@@ -362,8 +273,6 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             ));
         }
     };
-    let mut cfg = Config::new(s.id, s.peers.keys().copied().collect());
-    cfg.cluster_id = s.cluster_id;
     cfg.election_tick = s.election_ticks;
     cfg.heartbeat_tick = s.heartbeat_ticks;
     cfg.seed = u64::from(std::process::id()) ^ s.id.rotate_left(32);
@@ -423,7 +332,6 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     intake.set_mailbox(None);
     drop(server); // releases the port
     let result = kv.shutdown();
-    drop(dir);
     match result {
         None => {
             log::info!("node {}: stopped", s.id);

@@ -68,6 +68,8 @@ pub enum Fatal {
     BadEntry(BadEntry),
     /// A snapshot did not restore.
     Snapshot(SnapshotError),
+    /// The Raft driver stopped on its own (a storage error; its log line says which).
+    RaftStopped,
 }
 
 impl std::fmt::Display for Fatal {
@@ -75,6 +77,9 @@ impl std::fmt::Display for Fatal {
         match self {
             Fatal::BadEntry(e) => write!(f, "{e}"),
             Fatal::Snapshot(e) => write!(f, "cannot install snapshot: {e}"),
+            Fatal::RaftStopped => f.write_str(
+                "the raft driver stopped (storage failure; see the log line before this one)",
+            ),
         }
     }
 }
@@ -502,7 +507,7 @@ impl ApplyLoop {
                             break Some(f);
                         }
                     }
-                    Err(_) => stop = true,
+                    Err(_) => break Some(Fatal::RaftStopped),
                 },
                 recv(self.events) -> e => match e {
                     Ok(e) => {

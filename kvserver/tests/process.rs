@@ -1,6 +1,7 @@
 //! The real `kvserver` binary, three processes on loopback: writes, reads, NO_KEY versus
 //! an empty value, bad input refused before any proposal, a follower's WRONG_LEADER with
-//! the leader's id, Status, start-up errors with exit code 2, SIGTERM → exit 0.
+//! the leader's id, Status, start-up errors with exit code 2, SIGTERM → exit 0, and a
+//! restart from the data directories that still holds every write.
 //! (The Clerk's fault tests with kill -9 live in the `client` crate.)
 
 use std::net::{SocketAddr, TcpListener};
@@ -37,7 +38,10 @@ fn spawn(id: usize, peers: &str, dir: &std::path::Path, extra: &[&str]) -> Proc 
             .arg("--data-dir")
             .arg(dir.join(format!("n{id}")))
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or("warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -247,4 +251,51 @@ fn three_processes_serve_the_kv_api() {
     for a in &addrs {
         TcpListener::bind(a).unwrap_or_else(|e| panic!("port {a} not released: {e}"));
     }
+
+    // Restarted from their data directories, the nodes still hold every write.
+    procs.clear();
+    let _procs: Vec<Proc> = (1..=3)
+        .map(|id| spawn(id, &peers, dir.path(), &[]))
+        .collect();
+    let t0 = Instant::now();
+    let (e, k) = loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no answer after restart"
+        );
+        let found = clients.iter().find_map(|c| {
+            let e = c
+                .get(
+                    &GetRequest {
+                        key: Bytes::from_static(b"empty"),
+                        ..Default::default()
+                    },
+                    Duration::from_millis(500),
+                )
+                .ok()
+                .filter(|r| r.err == ErrorCode::Ok as i32)?;
+            Some((e, get(c, b"k")))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        if std::env::var_os("TEST_LOG").is_some() {
+            for c in &clients {
+                eprintln!(
+                    "{:?} {:?}",
+                    c.status(&StatusRequest {}, T),
+                    c.get(
+                        &GetRequest {
+                            key: Bytes::from_static(b"empty"),
+                            ..Default::default()
+                        },
+                        T
+                    )
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(e.value.len(), 0);
+    assert_eq!(k.err, ErrorCode::NoKey as i32, "the delete was lost: {k:?}");
 }

@@ -14,6 +14,10 @@
 //!   and a [`Transport`], ticks on a timer, and delivers [`ApplyMsg`]s on a channel.
 //! - Transports: [`transport::LocalNetwork`] (in-process channels, for tests) and
 //!   [`rpc_transport`] (the `rpc` crate's `RaftService.Step`, one-way batches).
+//! - Storage: [`MemStorage`] (in memory, for tests) and [`DiskStorage`] (a data directory
+//!   on the `persist` crate's WAL: one `fdatasync` per `persist`, snapshots in atomic files
+//!   with the voter set, refuses another node's directory; how to open one and what each
+//!   file is: the [`disk`] module).
 //!
 //! # Roles and terms
 //!
@@ -133,12 +137,11 @@
 //!   ReadIndex, which costs one heartbeat round per read batch).
 //! - Flow control by bytes in flight (only by message count) and snapshot streaming from
 //!   disk: the leader keeps the latest snapshot in memory and sends it from there.
-//! - Durable storage: [`MemStorage`] is in memory (a clone survives a simulated crash);
-//!   the on-disk implementation of [`Storage`] belongs to the `persist` crate.
 //! - Asynchronous persistence inside [`Node`]: the driver persists on its own thread, so a
 //!   slow disk slows the whole node (the core's contract allows a pipelined driver).
 
 mod core;
+pub mod disk;
 mod log;
 mod node;
 pub mod rpc_transport;
@@ -146,6 +149,7 @@ mod storage;
 pub mod transport;
 
 pub use crate::core::{Config, RawNode, ReadState, Ready, Role, Stats, Status};
+pub use crate::disk::{ConfState, DiskError, DiskOptions, DiskStorage};
 pub use crate::node::{ApplyMsg, Callback, DEFAULT_TICK, Mailbox, Node, Transport};
 pub use crate::storage::{InitialState, MemStorage, Snapshot, Storage, StorageError};
 pub use proto::raft::{Entry, EntryType, HardState, RaftMessage};

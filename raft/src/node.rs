@@ -127,6 +127,7 @@ impl Node {
             read_queue: Vec::new(),
             read_round: None,
             next_ctx: 0,
+            noops: std::collections::BTreeSet::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-{id}"))
@@ -195,7 +196,9 @@ impl Node {
     }
 
     /// A linearizable read point: once the state machine has applied through the returned
-    /// index, a read sees every write committed before this call. Fails with `NotLeader`
+    /// index, a read sees every write committed before this call. The index is one the
+    /// apply channel delivers (or a snapshot covers): a read point on a no-op entry,
+    /// which the channel skips, is moved down to the entry before it (same state). Fails with `NotLeader`
     /// on a follower or if leadership is lost, and `Timeout` if no majority answers.
     pub fn read_index(&self) -> Result<u64> {
         let (tx, rx) = bounded(1);
@@ -264,6 +267,9 @@ struct Driver<S, T> {
     /// The round in flight: its context, the tick it started at, and its requests.
     read_round: Option<(u64, u64, Vec<Callback<u64>>)>,
     next_ctx: u64,
+    /// The latest no-op indexes handed out (not delivered on the apply channel), so that a
+    /// read point that falls on one is moved down to the command before it.
+    noops: std::collections::BTreeSet<u64>,
 }
 
 /// Inputs handled per Ready: enough to batch a burst of proposals into one persist.
@@ -414,6 +420,10 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             }
             for e in &rd.committed_entries {
                 if e.entry_type == EntryType::EntryNoop as i32 {
+                    self.noops.insert(e.index);
+                    if self.noops.len() > 64 {
+                        self.noops.pop_first();
+                    }
                     continue;
                 }
                 let _ = self.apply.send(ApplyMsg::Command {
@@ -427,8 +437,15 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                     && *ctx == r.ctx
                     && let Some((_, _, waiting)) = self.read_round.take()
                 {
+                    // A read point on a no-op (a new leader's first entry) would never be
+                    // reached by a service counting delivered commands: use the index of
+                    // the entry before it, which holds the same state.
+                    let mut index = r.index;
+                    while index > 0 && self.noops.contains(&index) {
+                        index -= 1;
+                    }
                     for done in waiting {
-                        done(Ok(r.index));
+                        done(Ok(index));
                     }
                 }
             }

@@ -1,5 +1,6 @@
 //! Where Raft's durable state lives: the [`Storage`] trait and the in-memory
-//! [`MemStorage`] that tests can "crash".
+//! [`MemStorage`] that tests can "crash" (the on-disk one is `crate::DiskStorage`, checked
+//! against `MemStorage` by a model test).
 //!
 //! The core never calls storage itself: the driver loads an [`InitialState`] once at start
 //! and then hands every [`Ready`](crate::Ready) to [`Storage::persist`] before sending the

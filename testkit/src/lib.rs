@@ -2,12 +2,16 @@
 //!
 //! - [`sim`]: a deterministic simulator for Raft clusters (simulated time, one seeded
 //!   RNG, faults, crash/restart, safety checks after every event).
+//! - [`disk`]: `SimDisk`, the real on-disk storage (`raft::DiskStorage`) over a file
+//!   system that loses power, as a simulated node's storage.
 //!
 //! Its tests (`cargo test -p testkit --release`):
 //! - `tests/lab3.rs`: the MIT 6.5840 lab 3A-3D scenarios with their limits;
 //! - `tests/scenarios.rs`: PreVote, CheckQuorum, one-way links, ReadIndex, bad input, a
 //!   staged Figure 8, vote durability, the leader's unpersisted copy;
-//! - `tests/chaos.rs`: thousands of random seeds (`CHAOS_SEEDS`, `CHAOS_BASE`).
+//! - `tests/chaos.rs`: thousands of random seeds (`CHAOS_SEEDS`, `CHAOS_BASE`);
+//! - `tests/power_loss.rs`: hundreds of seeds over `SimDisk` with crashes that lose
+//!   unsynced data and power cuts in the middle of a persist (`POWER_SEEDS`).
 //!
 //! A failing run prints `replay with SEED=…`; `SEED=… cargo test -p testkit --release
 //! --test <file> <name>` replays it exactly, and `SIM_TRACE=1` prints every event.
@@ -15,4 +19,5 @@
 //! Still to come (other issues): a linearizability checker for key-value histories and a
 //! launcher for real multi-process clusters.
 
+pub mod disk;
 pub mod sim;

@@ -21,6 +21,11 @@
 //! - each node applies a gap-free prefix, snapshots included;
 //! - every message goes out in a term its sender has persisted, and every vote (granted or
 //!   asked for) only once the sender's storage holds it.
+//! - no node votes for two candidates in one term, across any number of crashes.
+//!
+//! Storage is [`MemStorage`] unless the test passes another [`SimStorage`] to
+//! [`Sim::with_storage`] (`crate::disk::SimDisk` writes the real on-disk format to a
+//! simulated file system that loses unsynced data at each crash).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -28,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use bytes::{Bytes, BytesMut};
 use proto::Message;
 use proto::raft::raft_message::Body;
-use raft::{Config, EntryType, MemStorage, RaftMessage, RawNode, Ready, Role, Storage};
+use raft::{Config, EntryType, HardState, MemStorage, RaftMessage, RawNode, Ready, Role, Storage};
 
 /// Simulated milliseconds per Raft tick (the driver's default too).
 pub const TICK_MS: u64 = 50;
@@ -152,8 +157,32 @@ impl std::fmt::Debug for MakeConfig {
 }
 
 /// A simulated cluster.
+/// A node's storage in the simulator: [`MemStorage`] by default, or one that really
+/// writes files (`testkit::disk::SimDisk`: `raft::DiskStorage` over a power-loss file
+/// system), passed to [`Sim::with_storage`].
+pub trait SimStorage: Storage + std::fmt::Debug {
+    /// The persisted term, vote and commit index.
+    fn hard_state(&self) -> HardState;
+    /// Bytes of persisted hard state and log (the lab's "Raft state size").
+    fn raft_state_size(&self) -> usize;
+    /// Called before a node (re)starts from this storage, after a crash: a disk loses
+    /// what was not synced here. An error fails the run.
+    fn restart(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl SimStorage for MemStorage {
+    fn hard_state(&self) -> HardState {
+        MemStorage::hard_state(self)
+    }
+    fn raft_state_size(&self) -> usize {
+        MemStorage::raft_state_size(self)
+    }
+}
+
 #[derive(Debug)]
-pub struct Sim {
+pub struct Sim<S: SimStorage = MemStorage> {
     /// The seed this run replays from.
     pub seed: u64,
     /// The one RNG (tests may draw workload from it too).
@@ -172,7 +201,7 @@ pub struct Sim {
     n: usize,
     make_config: MakeConfig,
     nodes: Vec<Option<SimNode>>,
-    storages: Vec<MemStorage>,
+    storages: Vec<S>,
     connected: Vec<bool>,
     blocked: BTreeSet<(u64, u64)>,
     events: BinaryHeap<Reverse<(u64, u64, EventKind)>>,
@@ -189,6 +218,8 @@ pub struct Sim {
     applied_global: BTreeMap<u64, Bytes>,
     reads: Vec<(u64, u64, u64)>,
     read_required: HashMap<(u64, u64), u64>,
+    /// (voter, term) -> the candidate it voted for, across restarts.
+    votes: HashMap<(u64, u64), u64>,
     // counters
     /// Request messages sent (RequestVote, AppendEntries, InstallSnapshot): the lab's RPCs.
     pub rpcs: u64,
@@ -346,6 +377,18 @@ impl Sim {
         seed: u64,
         make_config: impl Fn(u64, Vec<u64>) -> Config + 'static,
     ) -> Self {
+        Sim::with_storage(n, seed, make_config, |_| MemStorage::new())
+    }
+}
+
+impl<S: SimStorage> Sim<S> {
+    /// Like [`Sim::with_config`], with node `id`'s storage from `make_storage(id)`.
+    pub fn with_storage(
+        n: usize,
+        seed: u64,
+        make_config: impl Fn(u64, Vec<u64>) -> Config + 'static,
+        make_storage: impl FnMut(u64) -> S,
+    ) -> Self {
         let make_config = MakeConfig(Box::new(make_config));
         let mut sim = Sim {
             seed,
@@ -358,7 +401,7 @@ impl Sim {
             n,
             make_config,
             nodes: (0..n).map(|_| None).collect(),
-            storages: (0..n).map(|_| MemStorage::new()).collect(),
+            storages: (1..=n as u64).map(make_storage).collect(),
             connected: vec![true; n],
             blocked: BTreeSet::new(),
             events: BinaryHeap::new(),
@@ -373,6 +416,7 @@ impl Sim {
             applied_global: BTreeMap::new(),
             reads: Vec::new(),
             read_required: HashMap::new(),
+            votes: HashMap::new(),
             rpcs: 0,
             rpcs_by_link: BTreeMap::new(),
             msgs: 0,
@@ -433,6 +477,9 @@ impl Sim {
         let peers: Vec<u64> = (1..=self.n as u64).collect();
         let mut cfg = (self.make_config.0)(id, peers);
         cfg.seed = self.rng.next_u64();
+        if let Err(e) = self.storages[Self::idx(id)].restart() {
+            self.fail(&format!("n{id} restart: {e}"));
+        }
         let state = self.storages[Self::idx(id)]
             .load()
             .unwrap_or_else(|e| self.fail(&format!("load: {e}")));
@@ -534,8 +581,12 @@ impl Sim {
             .unwrap_or(0)
     }
     /// The node's storage.
-    pub fn storage(&self, id: u64) -> &MemStorage {
+    pub fn storage(&self, id: u64) -> &S {
         &self.storages[Self::idx(id)]
+    }
+    /// The node's storage, to change its fault settings.
+    pub fn storage_mut(&mut self, id: u64) -> &mut S {
+        &mut self.storages[Self::idx(id)]
     }
     /// Index of the last entry the node's service applied.
     pub fn last_applied(&self, id: u64) -> Option<u64> {
@@ -735,9 +786,14 @@ impl Sim {
         if crash == Some(CrashPoint::BeforePersist) {
             return false; // nothing of this Ready persisted
         }
-        self.storages[i]
-            .persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)
-            .unwrap_or_else(|e| self.fail(&format!("persist: {e}")));
+        if let Err(e) =
+            self.storages[i].persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)
+        {
+            // The driver stops a node whose storage fails (a simulated power cut in the
+            // middle of a write): a crash at this point.
+            self.emit(|| format!("crash   n{id} (storage: {e})"));
+            return false;
+        }
         if crash == Some(CrashPoint::AfterPersist) {
             return false;
         }
@@ -767,7 +823,7 @@ impl Sim {
     /// once that vote is persisted: otherwise a crash could make it take back what it said
     /// (vote twice in a term, or fall back to an older term and accept a deposed leader's
     /// entries over ones it acknowledged).
-    fn check_durable(&self, id: u64, m: &RaftMessage) {
+    fn check_durable(&mut self, id: u64, m: &RaftMessage) {
         let hs = self.storages[Self::idx(id)].hard_state();
         let (term, vote_for) = match &m.body {
             // A PreVote request asks about the next term; a granted PreVote echoes it.
@@ -801,6 +857,16 @@ impl Sim {
                 hs.vote,
                 hs.term
             ));
+        }
+        // One vote per term per node, across crashes and restarts (§5.2; what the
+        // persisted vote is for).
+        if let Some(v) = vote_for {
+            match self.votes.insert((id, term), v) {
+                Some(old) if old != v => self.fail(&format!(
+                    "n{id} voted twice in term {term}: for n{old}, then for n{v}"
+                )),
+                _ => {}
+            }
         }
     }
 
@@ -1113,7 +1179,7 @@ impl Sim {
     }
 }
 
-impl Drop for Sim {
+impl<S: SimStorage> Drop for Sim<S> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("simulation failed; replay with SEED={}", self.seed);
@@ -1122,6 +1188,6 @@ impl Drop for Sim {
 }
 
 /// A command of 8 random bytes from the simulation's RNG.
-pub fn rand_cmd(sim: &mut Sim) -> Bytes {
+pub fn rand_cmd<S: SimStorage>(sim: &mut Sim<S>) -> Bytes {
     Bytes::copy_from_slice(&sim.rng.next_u64().to_le_bytes())
 }
