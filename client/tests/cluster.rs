@@ -404,7 +404,13 @@ fn faults_history_then_kill_all() {
     let done = Arc::new(AtomicU64::new(0));
     // Four lanes: two with their own Clerk, two sharing one (the session pool at work).
     let shared = workers_clerk(&c);
-    let clerks = [workers_clerk(&c), workers_clerk(&c), shared.clone(), shared];
+    // One Clerk gives up quickly, so that some operations end with an unknown outcome
+    // (the checker must place those anywhere after their call, or nowhere).
+    let impatient = Clerk::builder(c.endpoints())
+        .deadline(Duration::from_millis(300))
+        .attempt_timeout(Duration::from_millis(150))
+        .build();
+    let clerks = [impatient, workers_clerk(&c), shared.clone(), shared];
     let handles: Vec<_> = clerks
         .into_iter()
         .enumerate()
@@ -510,6 +516,13 @@ fn faults_history_then_kill_all() {
         };
         p.ok(KvOutput::Value(v.clone()));
         finals.insert(key.into(), v.unwrap_or_default());
+    }
+    for (key, token) in history.iter().filter_map(|o| match &o.input {
+        KvInput::Append { key, value } if key.starts_with('a') => Some((key, value)),
+        _ => None,
+    }) {
+        let n = finals[key].matches(token.as_str()).count();
+        assert!(n <= 1, "append {token:?} to {key} applied {n} times");
     }
     for (key, token) in &acked {
         let n = finals[key].matches(token.as_str()).count();
