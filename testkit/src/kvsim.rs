@@ -369,7 +369,10 @@ impl KvSim {
 
     /// Starts an operation on an idle Clerk; it completes into [`KvSim::history`].
     pub fn submit(&mut self, c: usize, op: Op) {
-        assert!(!self.busy(c), "clerk {c} already has an operation in progress");
+        assert!(
+            !self.busy(c),
+            "clerk {c} already has an operation in progress"
+        );
         let cl = &mut self.clerks[c];
         let seq = if matches!(op, Op::Get(_)) {
             0
@@ -415,7 +418,10 @@ impl KvSim {
             client_id: cl.client_id,
             seq: *seq,
         };
-        self.push(self.now + CLERK_TIMEOUT_MS, Ev::ClerkTimeout { clerk: c, req });
+        self.push(
+            self.now + CLERK_TIMEOUT_MS,
+            Ev::ClerkTimeout { clerk: c, req },
+        );
         self.send(msg);
     }
 
@@ -434,7 +440,13 @@ impl KvSim {
             && cur.0 == req
         {
             cur.0 = new_req;
-            self.push(self.now + delay, Ev::ClerkSend { clerk: c, req: new_req });
+            self.push(
+                self.now + delay,
+                Ev::ClerkSend {
+                    clerk: c,
+                    req: new_req,
+                },
+            );
         }
     }
 
@@ -458,9 +470,17 @@ impl KvSim {
         }
         let result = match err {
             ErrorCode::Ok | ErrorCode::NoKey => {
-                let (_, op, ..) = self.clerks[c].current.as_ref().map(|x| x.clone()).unwrap_or((0, Op::Get(Bytes::new()), 0, 0, 0));
+                let (_, op, ..) = self.clerks[c]
+                    .current
+                    .as_ref()
+                    .map(|x| x.clone())
+                    .unwrap_or((0, Op::Get(Bytes::new()), 0, 0, 0));
                 if matches!(op, Op::Get(_)) {
-                    OpResult::Value(if *err == ErrorCode::NoKey { None } else { value.clone() })
+                    OpResult::Value(if *err == ErrorCode::NoKey {
+                        None
+                    } else {
+                        value.clone()
+                    })
                 } else {
                     OpResult::Written { existed: *existed }
                 }
@@ -472,7 +492,11 @@ impl KvSim {
             _ => {
                 // WRONG_LEADER / TIMEOUT / SHUTTING_DOWN: try elsewhere; a short pause once
                 // every server was tried, so a leaderless cluster is not flooded.
-                let delay = if self.rng.chance(1.0 / self.n as f64) { 20 } else { 1 };
+                let delay = if self.rng.chance(1.0 / self.n as f64) {
+                    20
+                } else {
+                    1
+                };
                 self.clerk_retry(c, req, *hint, delay);
                 return;
             }
@@ -480,7 +504,9 @@ impl KvSim {
         let Some((_, op, _, invoke, _)) = self.clerks[c].current.take() else {
             return;
         };
-        if let (Op::Put(..) | Op::Append(..) | Op::Delete(..), OpResult::Written { .. }) = (&op, &result) {
+        if let (Op::Put(..) | Op::Append(..) | Op::Delete(..), OpResult::Written { .. }) =
+            (&op, &result)
+        {
             self.clerks[c].leader = match reply {
                 Msg::Reply { server, .. } => *server,
                 _ => self.clerks[c].leader,
@@ -519,7 +545,9 @@ impl KvSim {
         let (lo, hi) = self.net.delay;
         let mut delay = self.rng.range(lo, hi + 1);
         if matches!(m, Msg::Reply { .. } | Msg::Raft(_)) && self.rng.chance(self.net.long_reorder) {
-            delay = self.rng.range(self.net.long_delay.0, self.net.long_delay.1 + 1);
+            delay = self
+                .rng
+                .range(self.net.long_delay.0, self.net.long_delay.1 + 1);
         }
         self.next_seq += 1;
         let seq = self.next_seq;
@@ -605,7 +633,16 @@ impl KvSim {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn reply(&mut self, server: u64, h: Handle, err: ErrorCode, hint: u64, value: Option<Bytes>, existed: bool, text: String) {
+    fn reply(
+        &mut self,
+        server: u64,
+        h: Handle,
+        err: ErrorCode,
+        hint: u64,
+        value: Option<Bytes>,
+        existed: bool,
+        text: String,
+    ) {
         self.send(Msg::Reply {
             clerk: h.clerk,
             req: h.req,
@@ -644,7 +681,15 @@ impl KvSim {
                     Ok(()) => {
                         s.reads.insert(ctx, (key, h));
                     }
-                    Err(_) => self.reply(id, h, ErrorCode::WrongLeader, hint, None, false, String::new()),
+                    Err(_) => self.reply(
+                        id,
+                        h,
+                        ErrorCode::WrongLeader,
+                        hint,
+                        None,
+                        false,
+                        String::new(),
+                    ),
                 }
             }
             Some(o) => {
@@ -660,11 +705,21 @@ impl KvSim {
                 );
                 match s.raw.propose(data) {
                     Ok((index, term)) => {
-                        if let Some((h, r)) = s.machine.register_write(index, term, client_id, seq, h) {
+                        if let Some((h, r)) =
+                            s.machine.register_write(index, term, client_id, seq, h)
+                        {
                             self.answer_write(id, h, r);
                         }
                     }
-                    Err(_) => self.reply(id, h, ErrorCode::WrongLeader, hint, None, false, String::new()),
+                    Err(_) => self.reply(
+                        id,
+                        h,
+                        ErrorCode::WrongLeader,
+                        hint,
+                        None,
+                        false,
+                        String::new(),
+                    ),
                 }
             }
         }
@@ -688,7 +743,9 @@ impl KvSim {
             let mut rd = s.raw.ready();
             let early = std::mem::take(&mut rd.messages);
             let late = std::mem::take(&mut rd.persisted_messages);
-            if let Err(e) = self.storages[i].persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries) {
+            if let Err(e) =
+                self.storages[i].persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)
+            {
                 self.fail(&format!("n{id} persist: {e}"));
             }
             for m in early.into_iter().chain(late) {
@@ -701,11 +758,17 @@ impl KvSim {
             };
             if let Some(snap) = &rd.apply_snapshot {
                 if let Err(e) = s.machine.restore(&snap.data, &mut writes, &mut reads) {
-                    self.fail(&format!("n{id} cannot restore snapshot {}: {e}", snap.index));
+                    self.fail(&format!(
+                        "n{id} cannot restore snapshot {}: {e}",
+                        snap.index
+                    ));
                 }
                 let held = s.machine.applied_index();
                 if held != snap.index {
-                    self.fail(&format!("n{id} snapshot labelled {} holds index {held}", snap.index));
+                    self.fail(&format!(
+                        "n{id} snapshot labelled {} holds index {held}",
+                        snap.index
+                    ));
                 }
                 self.last_applied[i] = snap.index;
             }
@@ -713,7 +776,10 @@ impl KvSim {
             let mut applied_now = Vec::new();
             for e in &rd.committed_entries {
                 if e.index != self.last_applied[i] + 1 {
-                    bad = Some(format!("n{id} applies {} after {}", e.index, self.last_applied[i]));
+                    bad = Some(format!(
+                        "n{id} applies {} after {}",
+                        e.index, self.last_applied[i]
+                    ));
                     break;
                 }
                 self.last_applied[i] = e.index;
@@ -722,7 +788,10 @@ impl KvSim {
                     applied_now.push((e.index, Bytes::from_static(b"\0noop")));
                     continue;
                 }
-                if let Err(err) = s.machine.apply_command(e.index, e.term, &e.data, &mut writes, &mut reads) {
+                if let Err(err) =
+                    s.machine
+                        .apply_command(e.index, e.term, &e.data, &mut writes, &mut reads)
+                {
                     bad = Some(format!("n{id} stops: {err}"));
                     break;
                 }
@@ -741,7 +810,9 @@ impl KvSim {
             }
             for (index, data) in applied_now {
                 match self.applied_global.get(&index) {
-                    Some(d) if *d != data => self.fail(&format!("n{id} applied a different command at {index}")),
+                    Some(d) if *d != data => {
+                        self.fail(&format!("n{id} applied a different command at {index}"))
+                    }
                     Some(_) => {}
                     None => {
                         self.applied_global.insert(index, data);
@@ -752,7 +823,11 @@ impl KvSim {
                 self.answer_write(id, h, r);
             }
             for (h, v) in reads {
-                let err = if v.is_some() { ErrorCode::Ok } else { ErrorCode::NoKey };
+                let err = if v.is_some() {
+                    ErrorCode::Ok
+                } else {
+                    ErrorCode::NoKey
+                };
                 self.reply(id, h, err, 0, v, false, String::new());
             }
         }
@@ -770,7 +845,9 @@ impl KvSim {
         if s.raw.is_leader() {
             let term = s.raw.term();
             match self.leaders.get(&term) {
-                Some(&l) if l != id => self.fail(&format!("two leaders in term {term}: n{l} and n{id}")),
+                Some(&l) if l != id => {
+                    self.fail(&format!("two leaders in term {term}: n{l} and n{id}"))
+                }
                 _ => {
                     self.leaders.insert(term, id);
                 }
@@ -795,7 +872,9 @@ impl KvSim {
         let leading = if s.raw.is_leader() { s.raw.term() } else { 0 };
         let (w, _) = s.machine.waiting();
         let mut failed = Vec::new();
-        if (w > 0 || !s.reads.is_empty()) && (leading == 0 || (s.led_term != 0 && leading != s.led_term)) {
+        if (w > 0 || !s.reads.is_empty())
+            && (leading == 0 || (s.led_term != 0 && leading != s.led_term))
+        {
             failed.extend(s.machine.drain_writes());
             failed.extend(std::mem::take(&mut s.reads).into_values().map(|(_, h)| h));
         }
@@ -803,7 +882,15 @@ impl KvSim {
         let hint = s.raw.leader().unwrap_or(0);
         let more = s.raw.has_ready();
         for h in failed {
-            self.reply(id, h, ErrorCode::WrongLeader, hint, None, false, String::new());
+            self.reply(
+                id,
+                h,
+                ErrorCode::WrongLeader,
+                hint,
+                None,
+                false,
+                String::new(),
+            );
         }
         if more {
             self.process(id);
@@ -823,12 +910,17 @@ impl KvSim {
 /// - two Appends ordered in real time appear in that order.
 ///
 /// Returns a description of the first violation.
-pub fn check_append_history(history: &[Record], finals: &BTreeMap<Bytes, Bytes>) -> Result<(), String> {
+pub fn check_append_history(
+    history: &[Record],
+    finals: &BTreeMap<Bytes, Bytes>,
+) -> Result<(), String> {
     let pos = |hay: &[u8], needle: &[u8]| -> Vec<usize> {
         if needle.is_empty() || hay.len() < needle.len() {
             return Vec::new();
         }
-        (0..=hay.len() - needle.len()).filter(|&i| &hay[i..i + needle.len()] == needle).collect()
+        (0..=hay.len() - needle.len())
+            .filter(|&i| &hay[i..i + needle.len()] == needle)
+            .collect()
     };
     let empty = Bytes::new();
     let appends: Vec<&Record> = history
@@ -857,67 +949,101 @@ pub fn check_append_history(history: &[Record], finals: &BTreeMap<Bytes, Bytes>)
         }
         at.insert(i, p[0]);
     }
+    // Per key, the appends in final-value order and the gets.
+    let mut by_key: HashMap<&Bytes, (Vec<usize>, Vec<usize>)> = HashMap::new();
     for (i, a) in appends.iter().enumerate() {
-        for (j, b) in appends.iter().enumerate() {
-            if a.op.key() == b.op.key() && a.ret < b.invoke && at[&i] > at[&j] {
+        by_key.entry(a.op.key()).or_default().0.push(i);
+    }
+    for (g, (r, _)) in gets.iter().enumerate() {
+        by_key.entry(r.op.key()).or_default().1.push(g);
+    }
+    for (key, (ais, gis)) in &mut by_key {
+        ais.sort_by_key(|i| at[i]);
+        // Real-time order of appends: in final order, no append may have started after a
+        // later-placed append finished. Scan keeping the max invoke seen so far.
+        let mut max_invoke: Option<&Record> = None;
+        for &i in ais.iter() {
+            let a = appends[i];
+            if let Some(m) = max_invoke
+                && a.ret < m.invoke
+            {
                 return Err(format!(
                     "append {:?} finished before {:?} started but comes after it",
-                    a.op, b.op
+                    a.op, m.op
                 ));
             }
-        }
-    }
-    for (g, v) in &gets {
-        let f = finals.get(g.op.key()).unwrap_or(&empty);
-        if !f.starts_with(v) {
-            return Err(format!(
-                "Get({:?}) by clerk {} at {}..{} returned {:?}, not a prefix of the final {:?}",
-                String::from_utf8_lossy(g.op.key()),
-                g.clerk,
-                g.invoke,
-                g.ret,
-                String::from_utf8_lossy(v),
-                String::from_utf8_lossy(f)
-            ));
-        }
-        for (i, a) in appends.iter().enumerate() {
-            let Op::Append(k, tok) = &a.op else { continue };
-            if k != g.op.key() {
-                continue;
+            if max_invoke.is_none_or(|m| a.invoke > m.invoke) {
+                max_invoke = Some(a);
             }
-            let inside = at[&i] + tok.len() <= v.len();
-            if a.ret < g.invoke && !inside {
+        }
+        let f = finals.get(*key).unwrap_or(&empty);
+        for &gi in gis.iter() {
+            let (g, v) = &gets[gi];
+            if !f.starts_with(v) {
                 return Err(format!(
-                    "Get({:?}) at {}..{} misses append {:?} that finished at {} (stale read)",
-                    String::from_utf8_lossy(k),
+                    "Get({:?}) by clerk {} at {}..{} returned {:?}, not a prefix of the final {:?}",
+                    String::from_utf8_lossy(g.op.key()),
+                    g.clerk,
                     g.invoke,
                     g.ret,
-                    String::from_utf8_lossy(tok),
-                    a.ret
+                    String::from_utf8_lossy(v),
+                    String::from_utf8_lossy(f)
                 ));
             }
-            if g.ret < a.invoke && inside {
-                return Err(format!(
-                    "Get({:?}) at {}..{} sees append {:?} that started later, at {}",
-                    String::from_utf8_lossy(k),
-                    g.invoke,
-                    g.ret,
-                    String::from_utf8_lossy(tok),
-                    a.invoke
-                ));
+            for &i in ais.iter() {
+                let a = appends[i];
+                let Op::Append(k, tok) = &a.op else { continue };
+                let inside = at[&i] + tok.len() <= v.len();
+                if a.ret < g.invoke && !inside {
+                    return Err(format!(
+                        "Get({:?}) at {}..{} misses append {:?} that finished at {} (stale read)",
+                        String::from_utf8_lossy(k),
+                        g.invoke,
+                        g.ret,
+                        String::from_utf8_lossy(tok),
+                        a.ret
+                    ));
+                }
+                if g.ret < a.invoke && inside {
+                    return Err(format!(
+                        "Get({:?}) at {}..{} sees append {:?} that started later, at {}",
+                        String::from_utf8_lossy(k),
+                        g.invoke,
+                        g.ret,
+                        String::from_utf8_lossy(tok),
+                        a.invoke
+                    ));
+                }
             }
         }
-    }
-    for (g1, v1) in &gets {
-        for (g2, v2) in &gets {
-            if g1.op.key() == g2.op.key() && g1.ret < g2.invoke && v1.len() > v2.len() {
+        // Reads never go backwards in real time: sorted by return time, a read's length
+        // must not exceed that of any read invoked after it returned.
+        let mut order: Vec<usize> = gis.clone();
+        order.sort_by_key(|&g| gets[g].0.invoke);
+        let mut by_ret: Vec<usize> = gis.clone();
+        by_ret.sort_by_key(|&g| gets[g].0.ret);
+        let mut longest: Option<usize> = None;
+        let mut j = 0;
+        for &g in &order {
+            let (r2, v2) = &gets[g];
+            while j < by_ret.len() && gets[by_ret[j]].0.ret < r2.invoke {
+                let c = by_ret[j];
+                if longest.is_none_or(|l| gets[c].1.len() > gets[l].1.len()) {
+                    longest = Some(c);
+                }
+                j += 1;
+            }
+            if let Some(l) = longest
+                && gets[l].1.len() > v2.len()
+            {
+                let r1 = gets[l].0;
                 return Err(format!(
                     "Get({:?}) at {}..{} returned less than an earlier Get at {}..{}",
-                    String::from_utf8_lossy(g1.op.key()),
-                    g2.invoke,
-                    g2.ret,
-                    g1.invoke,
-                    g1.ret
+                    String::from_utf8_lossy(r2.op.key()),
+                    r2.invoke,
+                    r2.ret,
+                    r1.invoke,
+                    r1.ret
                 ));
             }
         }
@@ -930,7 +1056,13 @@ mod tests {
     use super::*;
 
     fn rec(clerk: usize, op: Op, invoke: u64, ret: u64, result: OpResult) -> Record {
-        Record { clerk, op, invoke, ret, result }
+        Record {
+            clerk,
+            op,
+            invoke,
+            ret,
+            result,
+        }
     }
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
@@ -946,9 +1078,19 @@ mod tests {
         assert!(check_append_history(&[a1.clone(), a2.clone(), good.clone()], &finals).is_ok());
         // A stale read: misses [a], which finished before the Get started.
         let stale = rec(2, Op::Get(b("k")), 12, 15, OpResult::Value(None));
-        assert!(check_append_history(&[a1.clone(), a2.clone(), stale], &finals).unwrap_err().contains("stale"));
+        assert!(
+            check_append_history(&[a1.clone(), a2.clone(), stale], &finals)
+                .unwrap_err()
+                .contains("stale")
+        );
         // A read from the future.
-        let future = rec(2, Op::Get(b("k")), 12, 15, OpResult::Value(Some(b("[a][b]"))));
+        let future = rec(
+            2,
+            Op::Get(b("k")),
+            12,
+            15,
+            OpResult::Value(Some(b("[a][b]"))),
+        );
         assert!(check_append_history(&[a1.clone(), a2.clone(), future], &finals).is_err());
         // A lost or doubled append.
         let lost: BTreeMap<Bytes, Bytes> = [(b("k"), b("[b]"))].into();
@@ -959,7 +1101,13 @@ mod tests {
         let swapped: BTreeMap<Bytes, Bytes> = [(b("k"), b("[b][a]"))].into();
         assert!(check_append_history(&[a1.clone(), a2.clone()], &swapped).is_err());
         // Reads going backwards.
-        let g1 = rec(2, Op::Get(b("k")), 31, 32, OpResult::Value(Some(b("[a][b]"))));
+        let g1 = rec(
+            2,
+            Op::Get(b("k")),
+            31,
+            32,
+            OpResult::Value(Some(b("[a][b]"))),
+        );
         let g2 = rec(3, Op::Get(b("k")), 33, 34, OpResult::Value(Some(b("[a]"))));
         assert!(check_append_history(&[a1, a2, g1, g2], &finals).is_err());
     }

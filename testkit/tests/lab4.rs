@@ -96,6 +96,7 @@ fn generic(seed: u64, prm: Params) -> KvSim {
     // Appends so far per clerk (own-key mode): the lab's `j`.
     let mut count = vec![0usize; prm.clients];
     let mut checked = 0usize;
+    let mut done_appends: Vec<Vec<(u64, Bytes)>> = vec![Vec::new(); prm.clients];
     for round in 0..3 {
         let round_end = sim.now + 5_000;
         let mut next_partition = sim.now + sim.rng.range(1_000, 1_200);
@@ -132,40 +133,36 @@ fn generic(seed: u64, prm: Params) -> KvSim {
                 next_partition = sim.now + sim.rng.range(1_000, 1_200);
             }
             // The lab's in-loop check: a Get of the clerk's own key holds exactly its
-            // appends so far, in order.
+            // appends that finished before the Get started, in order (and maybe a later
+            // one in flight).
             if !prm.random_keys {
                 while checked < sim.history.len() {
                     let r = sim.history[checked].clone();
                     checked += 1;
-                    if let (Op::Get(k), OpResult::Value(v)) = (&r.op, &r.result) {
-                        let i = r.clerk;
-                        let v = v.clone().unwrap_or_default();
-                        let mut from = 0;
-                        let done = sim
-                            .history
-                            .iter()
-                            .filter(|h| h.clerk == i && matches!(h.op, Op::Append(..)) && h.ret <= r.invoke)
-                            .count();
-                        for j in 1..=done {
-                            let tok = sim
-                                .history
-                                .iter()
-                                .filter(|h| h.clerk == i && matches!(h.op, Op::Append(..)))
-                                .nth(j - 1)
-                                .map(|h| match &h.op {
-                                    Op::Append(_, t) => t.clone(),
-                                    _ => Bytes::new(),
-                                })
-                                .unwrap_or_default();
-                            match v[from..].windows(tok.len()).position(|w| w == &tok[..]) {
-                                Some(p) => from += p + tok.len(),
-                                None => sim.fail(&format!(
-                                    "clerk {i}: Get({}) misses or misorders its append {j}: {:?}",
-                                    String::from_utf8_lossy(k),
-                                    String::from_utf8_lossy(&v)
-                                )),
+                    let i = r.clerk;
+                    match (&r.op, &r.result) {
+                        (Op::Append(_, tok), OpResult::Written { .. }) => {
+                            done_appends[i].push((r.ret, tok.clone()));
+                        }
+                        (Op::Get(k), OpResult::Value(v)) => {
+                            let v = v.clone().unwrap_or_default();
+                            let mut from = 0;
+                            for (j, (ret, tok)) in done_appends[i].iter().enumerate() {
+                                if *ret > r.invoke {
+                                    break;
+                                }
+                                match v[from..].windows(tok.len()).position(|w| w == &tok[..]) {
+                                    Some(p) => from += p + tok.len(),
+                                    None => sim.fail(&format!(
+                                        "clerk {i}: Get({}) misses or misorders its append {}: {:?}",
+                                        String::from_utf8_lossy(k),
+                                        j + 1,
+                                        String::from_utf8_lossy(&v)
+                                    )),
+                                }
                             }
                         }
+                        _ => {}
                     }
                 }
             }
@@ -209,7 +206,10 @@ fn generic(seed: u64, prm: Params) -> KvSim {
     }
     check_history(&mut sim, &keys);
     if sim.now > TEST_LIMIT_MS {
-        sim.fail(&format!("took {} ms of simulated time > the lab's 120 s", sim.now));
+        sim.fail(&format!(
+            "took {} ms of simulated time > the lab's 120 s",
+            sim.now
+        ));
     }
     sim
 }
@@ -245,25 +245,49 @@ fn rk(mut prm: Params) -> Params {
 generic_test!(basic_4a, 41, p(1, 5, false, false, false));
 generic_test!(concurrent_4a, 42, p(5, 5, false, false, false));
 generic_test!(unreliable_4a, 43, p(5, 5, true, false, false));
-generic_test!(many_partitions_one_client_4a, 44, p(1, 5, false, false, true));
-generic_test!(many_partitions_many_clients_4a, 45, p(5, 5, false, false, true));
+generic_test!(
+    many_partitions_one_client_4a,
+    44,
+    p(1, 5, false, false, true)
+);
+generic_test!(
+    many_partitions_many_clients_4a,
+    45,
+    p(5, 5, false, false, true)
+);
 generic_test!(persist_one_client_4a, 46, p(1, 5, false, true, false));
 generic_test!(persist_concurrent_4a, 47, p(5, 5, false, true, false));
-generic_test!(persist_concurrent_unreliable_4a, 48, p(5, 5, true, true, false));
+generic_test!(
+    persist_concurrent_unreliable_4a,
+    48,
+    p(5, 5, true, true, false)
+);
 generic_test!(persist_partition_4a, 49, p(5, 5, false, true, true));
-generic_test!(persist_partition_unreliable_4a, 50, p(5, 5, true, true, true));
+generic_test!(
+    persist_partition_unreliable_4a,
+    50,
+    p(5, 5, true, true, true)
+);
 generic_test!(
     persist_partition_unreliable_linearizable_4a,
     51,
     rk(p(15, 7, true, true, true))
 );
-generic_test!(snapshot_recover_4b, 52, snap(p(1, 5, false, true, false), false));
+generic_test!(
+    snapshot_recover_4b,
+    52,
+    snap(p(1, 5, false, true, false), false)
+);
 generic_test!(
     snapshot_recover_many_clients_4b,
     53,
     snap(p(20, 5, false, true, false), false)
 );
-generic_test!(snapshot_unreliable_4b, 54, snap(p(5, 5, true, false, false), false));
+generic_test!(
+    snapshot_unreliable_4b,
+    54,
+    snap(p(5, 5, true, false, false), false)
+);
 generic_test!(
     snapshot_unreliable_recover_4b,
     55,
@@ -288,7 +312,10 @@ fn unreliable_one_key_4a() {
     sim.net = NetConfig::unreliable();
     let clerks: Vec<usize> = (0..5).map(|_| sim.add_clerk()).collect();
     let c0 = clerks[0];
-    assert_eq!(must(&mut sim, c0, Op::Put(b("k"), b(""))), OpResult::Written { existed: false });
+    assert_eq!(
+        must(&mut sim, c0, Op::Put(b("k"), b(""))),
+        OpResult::Written { existed: false }
+    );
     sim.history.clear();
     let mut sent = [0usize; 5];
     while sent.iter().any(|&n| n < 10) || clerks.iter().any(|&c| sim.busy(c)) {
@@ -313,7 +340,10 @@ fn unreliable_one_key_4a() {
 fn one_partition_4a() {
     let mut sim = KvSim::new(5, seed_from_env(61));
     let ck = sim.add_clerk();
-    assert!(matches!(must(&mut sim, ck, Op::Put(b("1"), b("13"))), OpResult::Written { .. }));
+    assert!(matches!(
+        must(&mut sim, ck, Op::Put(b("1"), b("13"))),
+        OpResult::Written { .. }
+    ));
     let Some(leader) = sim.leader() else {
         sim.fail("no leader after the first Put");
     };
@@ -329,7 +359,10 @@ fn one_partition_4a() {
     sim.set_reach(ckp2b, &p2);
 
     // Progress in the majority.
-    assert!(matches!(must(&mut sim, ckp1, Op::Put(b("1"), b("14"))), OpResult::Written { .. }));
+    assert!(matches!(
+        must(&mut sim, ckp1, Op::Put(b("1"), b("14"))),
+        OpResult::Written { .. }
+    ));
     assert_eq!(get(&mut sim, ckp1, "1"), Some(b("14")));
 
     // No progress in the minority: its old leader cannot complete a Put or a Get.
@@ -338,12 +371,18 @@ fn one_partition_4a() {
     sim.submit(ckp2b, Op::Get(b("1")));
     sim.run_for(1_000);
     if sim.history.len() != before {
-        sim.fail(&format!("a minority completed {:?}", &sim.history[before..]));
+        sim.fail(&format!(
+            "a minority completed {:?}",
+            &sim.history[before..]
+        ));
     }
     // ... however long it waits (the lab checks 1 s; a stale leader must never answer).
     sim.run_for(10_000);
     if sim.history.len() != before {
-        sim.fail(&format!("a minority completed {:?}", &sim.history[before..]));
+        sim.fail(&format!(
+            "a minority completed {:?}",
+            &sim.history[before..]
+        ));
     }
     assert_eq!(get(&mut sim, ckp1, "1"), Some(b("14")));
 
@@ -379,7 +418,10 @@ fn snapshot_rpc_4b() {
     sim.run_for(ELECTION_MS);
     must(&mut sim, ck1, Op::Put(b("b"), b("B")));
     if sim.max_raft_state_seen > 8 * 1000 {
-        sim.fail(&format!("log grew to {} bytes > 8 × 1000", sim.max_raft_state_seen));
+        sim.fail(&format!(
+            "log grew to {} bytes > 8 × 1000",
+            sim.max_raft_state_seen
+        ));
     }
     let snaps_before = sim.snapshots;
     if snaps_before == 0 {
@@ -407,7 +449,10 @@ fn snapshot_rpc_4b() {
     assert_eq!(get(&mut sim, ck3, "e"), Some(b("E")));
     assert_eq!(get(&mut sim, ck3, "1"), Some(b("1")));
     if sim.max_raft_state_seen > 8 * 1000 {
-        sim.fail(&format!("log grew to {} bytes > 8 × 1000", sim.max_raft_state_seen));
+        sim.fail(&format!(
+            "log grew to {} bytes > 8 × 1000",
+            sim.max_raft_state_seen
+        ));
     }
 }
 
@@ -425,7 +470,10 @@ fn snapshot_size_4b() {
         assert_eq!(get(&mut sim, ck, "x"), Some(b("1")));
     }
     if sim.max_raft_state_seen > 8 * 1000 {
-        sim.fail(&format!("log grew to {} bytes > 8000", sim.max_raft_state_seen));
+        sim.fail(&format!(
+            "log grew to {} bytes > 8000",
+            sim.max_raft_state_seen
+        ));
     }
     for id in 1..=3 {
         let size = sim.storage(id).snapshot_size();
@@ -487,7 +535,11 @@ fn bad_input_is_refused_before_raft() {
             other => sim.fail(&format!("{op:?} gave {other:?}")),
         }
     }
-    assert_eq!(sim.raw(leader).map(|r| r.status().last_index), last, "bad input was proposed");
+    assert_eq!(
+        sim.raw(leader).map(|r| r.status().last_index),
+        last,
+        "bad input was proposed"
+    );
     assert_eq!(get(&mut sim, ck, "k"), Some(b("v")));
     assert_eq!(get(&mut sim, ck, "missing"), None);
 }
