@@ -35,7 +35,6 @@
 //! budget ran out still makes the whole history not linearizable, which is exact.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -70,6 +69,10 @@ impl Verdict {
 pub struct CheckOptions {
     /// The time budget for the whole check; `None` searches until an answer.
     pub timeout: Option<Duration>,
+    /// Check every partition even after one is found not linearizable (slower; by default
+    /// the other partitions are abandoned, as Porcupine does, and reported as
+    /// [`Verdict::Unknown`] with [`PartitionResult::abandoned`] set).
+    pub all_partitions: bool,
 }
 
 impl CheckOptions {
@@ -77,6 +80,7 @@ impl CheckOptions {
     pub fn with_timeout(timeout: Duration) -> CheckOptions {
         CheckOptions {
             timeout: Some(timeout),
+            all_partitions: false,
         }
     }
 }
@@ -127,6 +131,9 @@ pub struct PartitionResult<S> {
     pub cache_entries: usize,
     /// Wall time spent on this partition.
     pub elapsed: Duration,
+    /// The search stopped (verdict `Unknown`) because another partition was already found
+    /// not linearizable, not because the time budget ran out.
+    pub abandoned: bool,
 }
 
 /// The result of a check.
@@ -188,16 +195,21 @@ pub fn check<M: Model>(
         .unwrap_or(1)
         .min(parts.len())
         .max(1);
+    // Small partitions first: they finish fast, and one violation settles the verdict.
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by_key(|&i| parts[i].1.len());
     let work = || {
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some((key, ops)) = parts.get(i) else {
-                break;
-            };
+        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let (key, ops) = &parts[i];
             let r = check_partition(model, history, key, ops, deadline, &cancel);
-            if r.verdict == Verdict::Unknown {
-                // Out of time: the other partitions are out of time too.
-                cancel.store(true, Ordering::Relaxed);
+            if r.verdict == Verdict::NotLinearizable
+                || (r.verdict == Verdict::Unknown && !r.abandoned)
+            {
+                // One violation settles the verdict (unless every key is wanted); out of time
+                // here means out of time everywhere.
+                if r.verdict == Verdict::Unknown || !options.all_partitions {
+                    cancel.store(true, Ordering::Relaxed);
+                }
             }
             results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
         }
@@ -236,8 +248,10 @@ pub fn check<M: Model>(
 
 const NIL: usize = usize::MAX;
 
-/// Lowe's memo: (hash of linearized set and state) → the (set, state) pairs seen.
-type Memo<S> = HashMap<u64, Vec<(Vec<u64>, S)>>;
+/// Lowe's memo: (hash of linearized set and state id) → the (set, state id) pairs seen.
+/// States are interned (one copy of each distinct state, compared by id), so an entry costs
+/// the bitset and four bytes however large the state is.
+type Memo = HashMap<u64, Vec<(Box<[u64]>, usize)>>;
 
 /// The deepest point of a failed search, in local operation indices.
 struct Deepest<S> {
@@ -256,12 +270,6 @@ fn zobrist(i: usize) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-fn hash_state<S: Hash>(s: &S) -> u64 {
-    let mut h = DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
 }
 
 /// The entry list: node `k < 2n` is the k-th event in time order, node `2n` is the head.
@@ -375,21 +383,27 @@ fn check_partition<M: Model>(
     let mut state = model.init();
     // (call node, state before it)
     let mut stack: Vec<(usize, M::State)> = Vec::new();
-    let mut cache: Memo<M::State> = HashMap::new();
+    let mut cache: Memo = HashMap::new();
+    let mut interned: HashMap<M::State, usize> = HashMap::new();
     let mut cache_entries = 0usize;
     let mut steps = 0u64;
     let mut best: Option<Deepest<M::State>> = None;
 
+    let mut abandoned = false;
     let mut entry = list.next[list.head];
     let verdict = loop {
         if list.next[list.head] == NIL {
             break Verdict::Linearizable;
         }
         steps += 1;
-        if steps.is_multiple_of(1024)
-            && (cancel.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d))
-        {
-            break Verdict::Unknown;
+        if steps.is_multiple_of(1024) {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break Verdict::Unknown;
+            }
+            if cancel.load(Ordering::Relaxed) {
+                abandoned = true;
+                break Verdict::Unknown;
+            }
         }
         if list.is_call(entry) {
             let local = list.op[entry];
@@ -397,17 +411,25 @@ fn check_partition<M: Model>(
             if let Some(new_state) = model.step(&state, &op.input, op.output.as_ref()) {
                 linearized.set(local);
                 set_hash ^= zobrist(local);
-                let cache_key = set_hash ^ hash_state(&new_state).rotate_left(17);
+                let id = match interned.get(&new_state) {
+                    Some(&id) => id,
+                    None => {
+                        let id = interned.len();
+                        interned.insert(new_state.clone(), id);
+                        id
+                    }
+                };
+                let cache_key = set_hash ^ zobrist(id).rotate_left(17);
                 let bucket = cache.entry(cache_key).or_default();
                 let seen = bucket
                     .iter()
-                    .any(|(bits, s)| bits == &linearized.0 && s == &new_state);
+                    .any(|(bits, s)| *s == id && bits[..] == linearized.0[..]);
                 if seen {
                     linearized.clear(local);
                     set_hash ^= zobrist(local);
                     entry = list.next[entry];
                 } else {
-                    bucket.push((linearized.0.clone(), new_state.clone()));
+                    bucket.push((linearized.0.clone().into_boxed_slice(), id));
                     cache_entries += 1;
                     stack.push((entry, std::mem::replace(&mut state, new_state)));
                     list.lift(entry);
@@ -486,5 +508,6 @@ fn check_partition<M: Model>(
         steps,
         cache_entries,
         elapsed: start.elapsed(),
+        abandoned,
     }
 }

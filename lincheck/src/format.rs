@@ -276,6 +276,17 @@ pub fn parse_jepsen_register(
             p.invoke(line, process, f, input)?;
             continue;
         }
+        // An ok or failed completion repeats the invocation's value; it must be well formed
+        // (an info carries a reason instead, e.g. `:timed-out`).
+        match (ty, f) {
+            ("ok", "write") => {
+                parse_register_value(line, f, &value)?;
+            }
+            ("ok" | "fail", "cas") => {
+                parse_cas_value(line, &value)?;
+            }
+            _ => {}
+        }
         let slot = p.complete(line, process, f)?;
         match (ty, f) {
             ("ok", "read") => {

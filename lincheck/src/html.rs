@@ -49,10 +49,10 @@ fn truncate(s: &str, max_chars: usize) -> String {
     }
 }
 
-const STEP: f64 = 22.0; // px per ranked event
 const LANE: f64 = 30.0;
 const BAR: f64 = 20.0;
-const LEFT: f64 = 90.0;
+const LEFT: f64 = 4.0;
+const LABEL_W: f64 = 84.0;
 const TOP: f64 = 34.0;
 const CHAR_W: f64 = 6.6;
 
@@ -86,7 +86,9 @@ summary{cursor:pointer;padding:10px 0;font-weight:600;font-size:15px}
 .why li{margin:2px 0}
 code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
 .prefix{font-size:12.5px;color:#333;max-height:9em;overflow:auto;margin:4px 0}
-.scroll{overflow-x:auto;border:1px solid #eceff3;border-radius:6px;background:#fcfcfd}
+.tl{display:flex;border:1px solid #eceff3;border-radius:6px;background:#fcfcfd}
+.tl>svg{flex:none;border-right:1px solid #e3e6ea}
+.scroll{overflow-x:auto;flex:1}
 svg text{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:11px}
 .lane-label{font-size:12px;fill:#555}
 .bar{cursor:pointer}
@@ -113,7 +115,13 @@ pub fn render<M: Model>(
     let failing: Vec<&PartitionResult<M::State>> = report
         .partitions
         .iter()
-        .filter(|p| p.verdict != Verdict::Linearizable)
+        .filter(|p| p.verdict == Verdict::NotLinearizable)
+        .chain(
+            report
+                .partitions
+                .iter()
+                .filter(|p| p.verdict == Verdict::Unknown),
+        )
         .collect();
     let clients: BTreeSet<u64> = history.iter().map(|o| o.client).collect();
     let _ = writeln!(
@@ -131,7 +139,13 @@ pub fn render<M: Model>(
         fk = if failing.is_empty() {
             String::new()
         } else {
-            format!(" · {} not linearizable", failing.len())
+            format!(
+                " · {} not linearizable",
+                failing
+                    .iter()
+                    .filter(|p| p.verdict == Verdict::NotLinearizable)
+                    .count()
+            )
         },
         ms = report.elapsed.as_secs_f64() * 1e3,
     );
@@ -155,7 +169,9 @@ pub fn render<M: Model>(
     );
     let many = order.len() > 40;
     for (pi, p) in order.iter().enumerate() {
-        let open = p.verdict != Verdict::Linearizable || (!many && report.partitions.len() <= 3);
+        let open = p.verdict == Verdict::NotLinearizable
+            || (p.verdict == Verdict::Unknown && !p.abandoned)
+            || (!many && report.partitions.len() <= 3);
         render_partition(&mut out, model, history, p, pi, open);
     }
     out.push_str(
@@ -167,7 +183,7 @@ pub fn render<M: Model>(
          var d=document.createElement('div');d.textContent=g.dataset.detail;info.appendChild(d);info.style.display='block';});});\
          document.querySelectorAll('.scroll').forEach(function(s){var b=s.querySelector('.blocking');\
          if(b){var r=b.getBoundingClientRect(),q=s.getBoundingClientRect();s.scrollLeft=Math.max(0,r.left-q.left-s.clientWidth*0.6);}});\
-         document.body.dataset.lincheck='ready';var m=document.createElement('div');m.id='lincheck-ready';m.hidden=true;document.body.appendChild(m);\
+         document.querySelectorAll('.prefix').forEach(function(p){p.scrollTop=p.scrollHeight;});document.body.dataset.lincheck='ready';var m=document.createElement('div');m.id='lincheck-ready';m.hidden=true;document.body.appendChild(m);\
          })();\n</script></body></html>\n",
     );
     out
@@ -189,6 +205,7 @@ fn render_partition<M: Model>(
     let (verdict_html, badge) = match p.verdict {
         Verdict::Linearizable => ("linearizable", "b-ok"),
         Verdict::NotLinearizable => ("not linearizable", "b-bad"),
+        Verdict::Unknown if p.abandoned => ("not checked: another key failed first", "b-unk"),
         Verdict::Unknown => ("unknown (out of time)", "b-unk"),
     };
     let _ = writeln!(
@@ -202,6 +219,7 @@ fn render_partition<M: Model>(
 
     let mut roles: HashMap<usize, Role> = p.ops.iter().map(|&i| (i, Role::Unchecked)).collect();
     let mut blocking = None;
+    let mut state_after: HashMap<usize, String> = HashMap::new();
     if let Some(f) = &p.failure {
         for &i in &p.ops {
             roles.insert(i, Role::Later);
@@ -251,22 +269,35 @@ fn render_partition<M: Model>(
                 o.client
             );
         }
-        out.push_str("</ul><div class=\"prefix\"><b>Prefix</b> (linearization order): ");
+        out.push_str(
+            "</ul><div class=\"prefix\"><b>Prefix</b> (linearization order, ⟹ state after):<br>",
+        );
         if f.prefix.is_empty() {
             out.push_str("<i>empty — not even the first operation fits</i>");
         }
         let skip = f.prefix.len().saturating_sub(30);
         if skip > 0 {
-            let _ = write!(out, "<i>… {skip} earlier …</i> → ");
+            let _ = write!(out, "<i>… {skip} earlier …</i><br>");
         }
-        for (n, &i) in f.prefix.iter().enumerate().skip(skip) {
-            let _ = write!(
-                out,
-                "{}<code>{}. {}</code>",
-                if n > skip { " → " } else { "" },
-                n + 1,
-                esc(&describe(i))
-            );
+        let mut st = model.init();
+        for (n, &i) in f.prefix.iter().enumerate() {
+            let o = &history[i];
+            // The checker accepted this step, so the model accepts it again.
+            if let Some(next) = model.step(&st, &o.input, o.output.as_ref()) {
+                st = next;
+            }
+            let after = model.describe_state(&st);
+            if n >= skip {
+                let _ = write!(
+                    out,
+                    "{}<code>{}. {} ⟹ {}</code>",
+                    if n > skip { "<br>" } else { "" },
+                    n + 1,
+                    esc(&describe(i)),
+                    esc(&after)
+                );
+            }
+            state_after.insert(i, after);
         }
         out.push_str("</div></div>\n");
     } else if p.verdict == Verdict::Linearizable {
@@ -287,8 +318,10 @@ fn render_partition<M: Model>(
     times.sort_unstable();
     times.dedup();
     let rank: BTreeMap<u64, usize> = times.iter().enumerate().map(|(k, &t)| (t, k)).collect();
-    let x = |t: u64| LEFT + 10.0 + rank[&t] as f64 * STEP;
-    let right = LEFT + 10.0 + times.len() as f64 * STEP + 40.0;
+    // px per ranked event: wide when there are few events, never below 22.
+    let step = (1100.0 / times.len().max(1) as f64).clamp(22.0, 90.0);
+    let x = |t: u64| LEFT + 10.0 + rank[&t] as f64 * step;
+    let right = LEFT + 10.0 + times.len() as f64 * step + 40.0;
     let lanes: Vec<u64> = p
         .ops
         .iter()
@@ -298,17 +331,30 @@ fn render_partition<M: Model>(
         .collect();
     let lane_of: HashMap<u64, usize> = lanes.iter().enumerate().map(|(k, &c)| (c, k)).collect();
     let height = TOP + lanes.len() as f64 * LANE + 16.0;
+    let mut labels = String::new();
+    for (k, c) in lanes.iter().enumerate() {
+        let y = TOP + k as f64 * LANE;
+        let _ = write!(
+            labels,
+            "<rect x=\"0\" y=\"{:.1}\" width=\"{LABEL_W}\" height=\"{LANE}\" fill=\"{}\"/>\
+             <text class=\"lane-label\" x=\"8\" y=\"{:.1}\">client {c}</text>",
+            y - 4.0,
+            if k % 2 == 0 { "#ffffff00" } else { "#f1f3f5aa" },
+            y + BAR * 0.7
+        );
+    }
     let width = right + 10.0;
     let _ = writeln!(
         out,
-        "<div class=\"scroll\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
+        "<div class=\"tl\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{LABEL_W}\" height=\"{height:.0}\">\
+         <text x=\"8\" y=\"14\" fill=\"#888\">time →</text>{labels}</svg><div class=\"scroll\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
          viewBox=\"0 0 {width:.0} {height:.0}\">\n<defs><pattern id=\"hatch{index}\" width=\"6\" height=\"6\" \
          patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\"><rect width=\"6\" height=\"6\" fill=\"#fff\"/>\
          <rect width=\"3\" height=\"6\" fill=\"#ced4da\"/></pattern></defs>"
     );
     // Axis: a tick every 10 ranks, labelled with the real time.
     for (k, t) in times.iter().enumerate().step_by(10) {
-        let xx = LEFT + 10.0 + k as f64 * STEP;
+        let xx = LEFT + 10.0 + k as f64 * step;
         let _ = writeln!(
             out,
             "<line x1=\"{xx:.1}\" y1=\"{:.1}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#eceff3\"/>\
@@ -317,15 +363,13 @@ fn render_partition<M: Model>(
             height - 8.0
         );
     }
-    for (k, c) in lanes.iter().enumerate() {
+    for k in 0..lanes.len() {
         let y = TOP + k as f64 * LANE;
         let _ = writeln!(
             out,
-            "<rect x=\"0\" y=\"{:.1}\" width=\"{width:.0}\" height=\"{LANE}\" fill=\"{}\"/>\
-             <text class=\"lane-label\" x=\"8\" y=\"{:.1}\">client {c}</text>",
+            "<rect x=\"0\" y=\"{:.1}\" width=\"{width:.0}\" height=\"{LANE}\" fill=\"{}\"/>",
             y - 4.0,
             if k % 2 == 0 { "#ffffff00" } else { "#f1f3f5aa" },
-            y + BAR * 0.7
         );
     }
     if let Some(b) = blocking {
@@ -354,7 +398,7 @@ fn render_partition<M: Model>(
         } else {
             x(o.ret.unwrap_or(o.call))
         };
-        let w = (x1 - x0).max(STEP * 0.6);
+        let w = (x1 - x0).max(step * 0.8);
         let role = roles.get(&i).copied().unwrap_or(Role::Unchecked);
         let (fill, stroke, num) = match role {
             Role::Prefix(n) => ("#8ce99a", "#2b8a3e", Some(n)),
@@ -377,7 +421,10 @@ fn render_partition<M: Model>(
             (None, false) => format!("called at {}", o.call),
         };
         let role_text = match role {
-            Role::Prefix(n) => format!("; #{n} of the longest linearizable prefix"),
+            Role::Prefix(n) => format!(
+                "; #{n} of the longest linearizable prefix; state after it: {}",
+                state_after.get(&i).map_or("?", String::as_str)
+            ),
             Role::Linearized(n) => format!("; #{n} in the linearization"),
             Role::Rejected => "; CANNOT BE PLACED after the prefix".into(),
             Role::DeadEnd => "; fits after the prefix but leads nowhere".into(),
@@ -439,5 +486,5 @@ fn render_partition<M: Model>(
         }
         out.push_str("</g>\n");
     }
-    out.push_str("</svg></div></details>\n");
+    out.push_str("</svg></div></div></details>\n");
 }
