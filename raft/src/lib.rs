@@ -157,7 +157,7 @@ pub mod transport;
 
 pub use crate::core::{Config, RawNode, ReadState, Ready, Role, Stats, Status};
 pub use crate::disk::{ConfState, DiskError, DiskOptions, DiskStorage};
-pub use crate::node::{ApplyMsg, DEFAULT_TICK, Mailbox, Node, Transport};
+pub use crate::node::{ApplyMsg, Callback, DEFAULT_TICK, Mailbox, Node, Transport};
 pub use crate::storage::{InitialState, MemStorage, Snapshot, Storage, StorageError};
 pub use proto::raft::{Entry, EntryType, HardState, RaftMessage};
 

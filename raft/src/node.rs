@@ -1,7 +1,6 @@
 //! The node driver: one thread that owns a [`RawNode`], its [`Storage`] and a
 //! [`Transport`], ticks it on a timer, and delivers committed commands on an apply channel.
 
-use std::collections::BTreeMap;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,10 +49,15 @@ pub enum ApplyMsg {
     },
 }
 
+/// A completion callback of [`Node::start_with`] / [`Node::read_index_with`]. It runs on the
+/// driver thread, so it must be quick and must not call back into the [`Node`] (hand the
+/// result to another thread through a channel or a lock instead).
+pub type Callback<T> = Box<dyn FnOnce(Result<T>) + Send + 'static>;
+
 enum Input {
     Step(RaftMessage),
-    Propose(Bytes, Sender<Result<(u64, u64)>>),
-    ReadIndex(Sender<Result<u64>>),
+    Propose(Bytes, Callback<(u64, u64)>),
+    ReadIndex(Callback<u64>),
     Snapshot(u64, Bytes, Sender<Result<()>>),
     Status(Sender<Status>),
     Shutdown,
@@ -106,6 +110,7 @@ impl Node {
     ) -> Result<(Node, Receiver<ApplyMsg>)> {
         let state = storage.load()?;
         let read_timeout = tick * cfg.election_tick * 2;
+        let cfg_election_tick = cfg.election_tick;
         let id = cfg.id;
         let raw = RawNode::new(cfg, state)?;
         let (tx, rx) = unbounded();
@@ -117,8 +122,12 @@ impl Node {
             apply: apply_tx,
             rx,
             tick,
-            reads: BTreeMap::new(),
+            read_timeout_ticks: u64::from(cfg_election_tick) * 2,
+            ticks: 0,
+            read_queue: Vec::new(),
+            read_round: None,
             next_ctx: 0,
+            noops: std::collections::BTreeSet::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-{id}"))
@@ -148,9 +157,32 @@ impl Node {
     }
 
     /// Proposes a command; replication starts at once. Returns the (index, term) it will
-    /// commit at if this node stays leader, or `NotLeader` with a hint.
+    /// commit at if this node stays leader, or `NotLeader` with a hint. Blocks the caller
+    /// until the driver thread has taken the proposal (not until it commits); see
+    /// [`Node::start_with`] for the form that never blocks.
     pub fn start(&self, command: Bytes) -> Result<(u64, u64)> {
-        self.call(|tx| Input::Propose(command, tx))?
+        let (tx, rx) = bounded(1);
+        self.start_with(
+            command,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().map_err(|_| Error::Shutdown)?
+    }
+
+    /// The non-blocking [`Node::start`]: queues the proposal and returns at once; `done`
+    /// runs on the driver thread with the (index, term) or the error, before any Ready
+    /// that could commit the entry is processed (so a service that records the pending
+    /// request in `done` sees it recorded before the entry can reach the apply channel).
+    /// If the node has stopped, `done` runs at once on the caller's thread with
+    /// `Error::Shutdown`.
+    pub fn start_with(&self, command: Bytes, done: Callback<(u64, u64)>) {
+        if let Err(e) = self.tx.send(Input::Propose(command, done)) {
+            if let Input::Propose(_, done) = e.into_inner() {
+                done(Err(Error::Shutdown));
+            }
+        }
     }
 
     /// Term, role, leader, commit and applied index, log bounds.
@@ -164,17 +196,37 @@ impl Node {
     }
 
     /// A linearizable read point: once the state machine has applied through the returned
-    /// index, a read sees every write committed before this call. Fails with `NotLeader`
+    /// index, a read sees every write committed before this call. The index is one the
+    /// apply channel delivers (or a snapshot covers): a read point on a no-op entry,
+    /// which the channel skips, is moved down to the entry before it (same state). Fails with `NotLeader`
     /// on a follower or if leadership is lost, and `Timeout` if no majority answers.
     pub fn read_index(&self) -> Result<u64> {
         let (tx, rx) = bounded(1);
-        self.tx
-            .send(Input::ReadIndex(tx))
-            .map_err(|_| Error::Shutdown)?;
+        self.read_index_with(Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
         match rx.recv_timeout(self.read_timeout) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => Err(Error::Timeout),
             Err(RecvTimeoutError::Disconnected) => Err(Error::Shutdown),
+        }
+    }
+
+    /// The non-blocking [`Node::read_index`]: returns at once; `done` runs on the driver
+    /// thread with the read index, or `NotLeader` (not the leader, or leadership lost
+    /// before the round completed), or `Timeout` when no majority confirmed the round
+    /// within two election timeouts, or `Shutdown`. Every request gets exactly one answer.
+    ///
+    /// Reads share heartbeat rounds: the driver keeps at most one ReadIndex round in
+    /// flight; the requests that arrive while it is in flight wait and all go out together
+    /// in the next round (one round for the whole batch, as etcd's read loop does). They
+    /// cannot join the round in flight: its read point was fixed before they arrived and
+    /// could miss a write acknowledged in between.
+    pub fn read_index_with(&self, done: Callback<u64>) {
+        if let Err(e) = self.tx.send(Input::ReadIndex(done)) {
+            if let Input::ReadIndex(done) = e.into_inner() {
+                done(Err(Error::Shutdown));
+            }
         }
     }
 
@@ -206,9 +258,18 @@ struct Driver<S, T> {
     apply: Sender<ApplyMsg>,
     rx: Receiver<Input>,
     tick: Duration,
-    /// ReadIndex requests waiting for their heartbeat round, by context.
-    reads: BTreeMap<u64, Sender<Result<u64>>>,
+    /// Ticks after which an unanswered ReadIndex round fails with `Timeout`.
+    read_timeout_ticks: u64,
+    /// Ticks since start.
+    ticks: u64,
+    /// ReadIndex requests that arrived while a round was in flight: the next round's.
+    read_queue: Vec<Callback<u64>>,
+    /// The round in flight: its context, the tick it started at, and its requests.
+    read_round: Option<(u64, u64, Vec<Callback<u64>>)>,
     next_ctx: u64,
+    /// The latest no-op indexes handed out (not delivered on the apply channel), so that a
+    /// read point that falls on one is moved down to the command before it.
+    noops: std::collections::BTreeSet<u64>,
 }
 
 /// Inputs handled per Ready: enough to batch a burst of proposals into one persist.
@@ -221,6 +282,15 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             let now = Instant::now();
             if now >= next_tick {
                 self.raw.tick();
+                self.ticks += 1;
+                if let Some((_, started, _)) = &self.read_round
+                    && self.ticks - started >= self.read_timeout_ticks
+                    && let Some((_, _, waiting)) = self.read_round.take()
+                {
+                    for done in waiting {
+                        done(Err(Error::Timeout));
+                    }
+                }
                 next_tick += self.tick;
                 if next_tick < now {
                     next_tick = now + self.tick; // fell behind: do not tick in a burst
@@ -246,14 +316,61 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                     Err(RecvTimeoutError::Disconnected) => break 'run,
                 }
             }
-            if let Err(e) = self.process_ready() {
-                log::error!("raft node {} stops: {e}", self.raw.id());
-                break 'run;
+            loop {
+                // A round that completed in the last Ready lets the reads queued behind it go.
+                if self.read_round.is_none() && !self.read_queue.is_empty() {
+                    self.start_read_round();
+                }
+                if let Err(e) = self.process_ready() {
+                    log::error!("raft node {} stops: {e}", self.raw.id());
+                    break 'run;
+                }
+                if self.read_round.is_some() || self.read_queue.is_empty() {
+                    break;
+                }
             }
-            if !self.reads.is_empty() && !self.raw.is_leader() {
+            if (self.read_round.is_some() || !self.read_queue.is_empty()) && !self.raw.is_leader() {
                 let hint = self.raw.leader();
-                for (_, tx) in std::mem::take(&mut self.reads) {
-                    let _ = tx.send(Err(Error::NotLeader { leader_hint: hint }));
+                let round = self
+                    .read_round
+                    .take()
+                    .map(|(_, _, w)| w)
+                    .unwrap_or_default();
+                for done in round
+                    .into_iter()
+                    .chain(std::mem::take(&mut self.read_queue))
+                {
+                    done(Err(Error::NotLeader { leader_hint: hint }));
+                }
+            }
+        }
+        // Every request gets an answer, also at shutdown.
+        let round = self
+            .read_round
+            .take()
+            .map(|(_, _, w)| w)
+            .unwrap_or_default();
+        for done in round
+            .into_iter()
+            .chain(std::mem::take(&mut self.read_queue))
+        {
+            done(Err(Error::Shutdown));
+        }
+    }
+
+    /// One ReadIndex round for every queued read request.
+    fn start_read_round(&mut self) {
+        let waiting = std::mem::take(&mut self.read_queue);
+        self.next_ctx += 1;
+        match self.raw.read_index(self.next_ctx) {
+            Ok(()) => self.read_round = Some((self.next_ctx, self.ticks, waiting)),
+            Err(e) => {
+                let hint = match &e {
+                    Error::NotLeader { leader_hint } => *leader_hint,
+                    _ => self.raw.leader(),
+                };
+                for done in waiting {
+                    done(Err(Error::NotLeader { leader_hint: hint }));
                 }
             }
         }
@@ -263,20 +380,8 @@ impl<S: Storage, T: Transport> Driver<S, T> {
     fn handle(&mut self, input: Input) -> bool {
         match input {
             Input::Step(m) => self.raw.step(m),
-            Input::Propose(data, tx) => {
-                let _ = tx.send(self.raw.propose(data));
-            }
-            Input::ReadIndex(tx) => {
-                self.next_ctx += 1;
-                match self.raw.read_index(self.next_ctx) {
-                    Ok(()) => {
-                        self.reads.insert(self.next_ctx, tx);
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                    }
-                }
-            }
+            Input::Propose(data, done) => done(self.raw.propose(data)),
+            Input::ReadIndex(done) => self.read_queue.push(done),
             Input::Snapshot(index, data, tx) => {
                 let _ = tx.send(self.raw.snapshot(index, data));
             }
@@ -315,6 +420,10 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             }
             for e in &rd.committed_entries {
                 if e.entry_type == EntryType::EntryNoop as i32 {
+                    self.noops.insert(e.index);
+                    if self.noops.len() > 64 {
+                        self.noops.pop_first();
+                    }
                     continue;
                 }
                 let _ = self.apply.send(ApplyMsg::Command {
@@ -324,8 +433,20 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 });
             }
             for r in &rd.read_states {
-                if let Some(tx) = self.reads.remove(&r.ctx) {
-                    let _ = tx.send(Ok(r.index));
+                if let Some((ctx, _, _)) = &self.read_round
+                    && *ctx == r.ctx
+                    && let Some((_, _, waiting)) = self.read_round.take()
+                {
+                    // A read point on a no-op (a new leader's first entry) would never be
+                    // reached by a service counting delivered commands: use the index of
+                    // the entry before it, which holds the same state.
+                    let mut index = r.index;
+                    while index > 0 && self.noops.contains(&index) {
+                        index -= 1;
+                    }
+                    for done in waiting {
+                        done(Ok(index));
+                    }
                 }
             }
             self.raw.advance(&rd);

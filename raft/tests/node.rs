@@ -172,6 +172,48 @@ fn three_nodes_over_channels() {
         "read_index: {read:?}"
     );
 
+    // The non-blocking forms: 100 proposals and 100 reads issued from this thread without
+    // waiting, each answered exactly once through its callback.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    if let Some(n) = ms[l].node.as_ref() {
+        for i in 0..100u32 {
+            let t = tx.clone();
+            n.start_with(
+                Bytes::copy_from_slice(&(1000 + i).to_le_bytes()),
+                Box::new(move |r| {
+                    let _ = t.send(("start", r.map(|(i, _)| i)));
+                }),
+            );
+            let tx = tx.clone();
+            n.read_index_with(Box::new(move |r| {
+                let _ = tx.send(("read", r));
+            }));
+        }
+    }
+    drop(tx);
+    let (mut starts, mut reads) = (Vec::new(), Vec::new());
+    for (what, r) in rx.iter() {
+        let i = r.unwrap_or_else(|e| panic!("{what}: {e}"));
+        if what == "start" {
+            starts.push(i);
+        } else {
+            reads.push(i);
+        }
+    }
+    assert_eq!((starts.len(), reads.len()), (100, 100));
+    assert!(
+        starts.windows(2).all(|w| w[1] == w[0] + 1),
+        "proposals got consecutive indexes in order: {starts:?}"
+    );
+    assert!(
+        reads.iter().all(|&r| r >= last),
+        "a read point below {last}"
+    );
+    last = *starts.last().unwrap_or(&last);
+    wait_until(&mut ms, "all apply the pipelined commands", |ms| {
+        ms.iter().all(|m| m.last >= last)
+    });
+
     // The leader shuts down; the others elect a new one and go on.
     if let Some(n) = ms[l].node.take() {
         n.shutdown();
@@ -223,7 +265,7 @@ fn three_nodes_over_channels() {
             .collect();
         assert_eq!(upto, want);
     }
-    assert_eq!(reference.iter().filter(|(i, _)| *i <= last).count(), 400);
+    assert_eq!(reference.iter().filter(|(i, _)| *i <= last).count(), 500);
 
     for m in &mut ms {
         if let Some(n) = m.node.take() {

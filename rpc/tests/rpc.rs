@@ -747,6 +747,9 @@ impl proto::kv::KvService for FakeKv {
         // Answered later from another thread, as the KV server does after apply.
         std::thread::spawn(move || reply.send(Default::default()));
     }
+    fn status(&self, _: proto::kv::StatusRequest, reply: Reply<proto::kv::StatusReply>) {
+        reply.send(Default::default());
+    }
 }
 
 #[test]

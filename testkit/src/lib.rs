@@ -23,4 +23,5 @@
 //! launcher for real multi-process clusters.
 
 pub mod disk;
+pub mod kvsim;
 pub mod sim;

@@ -1,0 +1,354 @@
+//! `kvcli`: talk to a raftkv cluster from the shell.
+//!
+//! ```text
+//! kvcli put greeting hello          # OK
+//! kvcli append greeting ", world"   # OK
+//! kvcli get greeting                # hello, world
+//! kvcli delete greeting             # deleted
+//! kvcli status                      # one row per node: role, term, leader, indexes
+//! kvcli status -w json
+//! kvcli --endpoints 1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001 get k
+//! ```
+//!
+//! Endpoints come from `--endpoints`, else `RAFTKV_ENDPOINTS`, else the file `./data/endpoints`
+//! that `kvcluster` writes, else the ports `kvcluster` tries first (127.0.0.1:7001-7003).
+//!
+//! Exit status: 0 success; 1 the key was not found (`get`, `delete`); 2 any error (bad
+//! arguments, no leader reachable before the deadline, a request refused, a node
+//! unreachable in `status`). Errors go to stderr in one paragraph that names the nodes
+//! tried and what to do.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use client::{Clerk, ENDPOINTS_ENV, Endpoint, Error, parse_endpoints};
+use proto::kv::{KvServiceClient, Role, StatusReply, StatusRequest};
+
+/// The endpoints file that `kvcluster` writes (relative to the working directory).
+const CLUSTER_FILE: &str = "data/endpoints";
+/// Where `kvcluster` puts its nodes when those ports are free.
+const DEFAULT_ENDPOINTS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kvcli",
+    version,
+    about = "Reads and writes a raftkv cluster; shows its nodes' status.",
+    after_help = "Endpoints: --endpoints, else $RAFTKV_ENDPOINTS, else ./data/endpoints \
+                  (written by kvcluster), else 127.0.0.1:7001-7003.\n\
+                  Exit status: 0 ok, 1 key not found, 2 error."
+)]
+struct Cli {
+    /// The cluster's nodes: ID=HOST:PORT,... or HOST:PORT,... (ids 1, 2, ... by position).
+    #[arg(long, global = true, value_name = "LIST")]
+    endpoints: Option<String>,
+    /// Give up after this many seconds (retries across nodes included).
+    #[arg(long, global = true, default_value_t = 5.0, value_name = "SECS")]
+    timeout: f64,
+    /// Output format.
+    #[arg(short = 'w', long = "write-out", global = true, value_enum, default_value_t = Out::Table)]
+    write_out: Out,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Out {
+    /// Text for people.
+    Table,
+    /// One JSON document on stdout.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Print the value of KEY (exit 1 if it does not exist).
+    Get { key: String },
+    /// Set KEY to VALUE.
+    Put { key: String, value: String },
+    /// Append VALUE to KEY's value (a missing key counts as empty).
+    Append { key: String, value: String },
+    /// Remove KEY (exit 1 if it did not exist).
+    #[command(alias = "del")]
+    Delete { key: String },
+    /// Show every node's role, term, leader, commit and applied index, log and snapshot.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("kvcli: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The endpoint list and, for messages, where it came from.
+fn endpoints(cli: &Cli) -> Result<(Vec<Endpoint>, String), String> {
+    let (text, source) = if let Some(e) = &cli.endpoints {
+        (e.clone(), "--endpoints".to_string())
+    } else if let Ok(e) = std::env::var(ENDPOINTS_ENV) {
+        (e, format!("${ENDPOINTS_ENV}"))
+    } else if let Ok(e) = std::fs::read_to_string(CLUSTER_FILE) {
+        let p = Path::new(CLUSTER_FILE);
+        let shown = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        (e, format!("{} (written by kvcluster)", shown.display()))
+    } else {
+        (
+            DEFAULT_ENDPOINTS.to_string(),
+            "the default (no --endpoints, no $RAFTKV_ENDPOINTS, no ./data/endpoints)".into(),
+        )
+    };
+    let eps = parse_endpoints(&text).map_err(|e| format!("{e} (from {source})"))?;
+    Ok((eps, source))
+}
+
+fn run(cli: &Cli) -> Result<ExitCode, String> {
+    if !(cli.timeout.is_finite() && cli.timeout > 0.0 && cli.timeout < 1e9) {
+        return Err(format!(
+            "--timeout {}: give a positive number of seconds",
+            cli.timeout
+        ));
+    }
+    let timeout = Duration::from_secs_f64(cli.timeout);
+    let (eps, source) = endpoints(cli)?;
+    if let Cmd::Status = cli.command {
+        return status(&eps, &source, timeout, cli.write_out);
+    }
+    let kv = Clerk::builder(eps)
+        .deadline(timeout)
+        .attempt_timeout(timeout.min(Duration::from_secs(1)))
+        .build();
+    let explain = |e: Error| -> String {
+        match e {
+            Error::DeadlineExceeded { .. } => format!(
+                "{e}.\nEndpoints from {source}. Is the cluster running? \
+                 `cargo run --release --bin kvcluster` starts a local one; \
+                 `kvcli status` shows what each node sees."
+            ),
+            other => other.to_string(),
+        }
+    };
+    let json = cli.write_out == Out::Json;
+    let mut out = std::io::stdout().lock();
+    let print = |out: &mut std::io::StdoutLock<'_>, text: String| {
+        // A closed pipe (`kvcli get k | head -c0`) is not an error of ours.
+        let _ = writeln!(out, "{text}");
+    };
+    match &cli.command {
+        Cmd::Get { key } => match kv.get(key).map_err(explain)? {
+            Some(v) => {
+                if json {
+                    let v = String::from_utf8_lossy(&v);
+                    print(
+                        &mut out,
+                        serde_json::json!({"key": key, "found": true, "value": v}).to_string(),
+                    );
+                } else {
+                    let _ = out.write_all(&v);
+                    let _ = out.write_all(b"\n");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                if json {
+                    print(
+                        &mut out,
+                        serde_json::json!({"key": key, "found": false, "value": null}).to_string(),
+                    );
+                }
+                eprintln!("kvcli: key {key:?} not found");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Cmd::Put { key, value } | Cmd::Append { key, value } => {
+            if matches!(cli.command, Cmd::Put { .. }) {
+                kv.put(key, value).map_err(explain)?;
+            } else {
+                kv.append(key, value).map_err(explain)?;
+            }
+            if json {
+                print(
+                    &mut out,
+                    serde_json::json!({"key": key, "ok": true}).to_string(),
+                );
+            } else {
+                print(&mut out, "OK".into());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Delete { key } => {
+            let existed = kv.delete(key).map_err(explain)?;
+            if json {
+                print(
+                    &mut out,
+                    serde_json::json!({"key": key, "deleted": existed}).to_string(),
+                );
+            } else if existed {
+                print(&mut out, "deleted".into());
+            }
+            if existed {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("kvcli: key {key:?} not found; nothing deleted");
+                Ok(ExitCode::from(1))
+            }
+        }
+        Cmd::Status => unreachable!("handled above"),
+    }
+}
+
+fn role_name(role: i32) -> &'static str {
+    match Role::try_from(role) {
+        Ok(Role::Leader) => "leader",
+        Ok(Role::Follower) => "follower",
+        Ok(Role::Candidate) => "candidate",
+        Ok(Role::PreCandidate) => "pre-candidate",
+        Ok(Role::Unknown) | Err(_) => "unknown",
+    }
+}
+
+/// Asks every node at once; prints a table (or JSON) of those that answered and one line
+/// per node that did not. Exit 2 if any node did not answer.
+fn status(eps: &[Endpoint], source: &str, timeout: Duration, w: Out) -> Result<ExitCode, String> {
+    let (tx, rx) = mpsc::channel();
+    let stubs: Vec<_> = eps
+        .iter()
+        .map(|e| KvServiceClient::new(rpc::Channel::new(e.addr)))
+        .collect();
+    for (i, stub) in stubs.iter().enumerate() {
+        let tx = tx.clone();
+        stub.status_async(&StatusRequest {}, timeout, move |r| {
+            let _ = tx.send((i, r));
+        });
+    }
+    drop(tx);
+    let mut results: Vec<Option<Result<StatusReply, String>>> = vec![None; eps.len()];
+    // Every call ends (reply, error or its timeout), so this loop ends.
+    while let Ok((i, r)) = rx.recv() {
+        results[i] = Some(r.map_err(|e| match e {
+            rpc::CallError::Timeout => format!("no answer within {timeout:.1?}"),
+            rpc::CallError::Unavailable {
+                reason,
+                source: Some(s),
+            } => format!("{reason}: {s}"),
+            other => other.to_string(),
+        }));
+    }
+    let mut failed = vec![];
+    let mut rows = vec![];
+    for (e, r) in eps.iter().zip(results) {
+        match r {
+            Some(Ok(s)) => rows.push((e, s)),
+            Some(Err(msg)) => failed.push((e, msg)),
+            None => failed.push((e, "no answer".into())),
+        }
+    }
+    if w == Out::Json {
+        let mut list = vec![];
+        for (e, s) in &rows {
+            list.push(serde_json::json!({
+                "node": e.id,
+                "address": e.addr.to_string(),
+                "reachable": true,
+                "node_id": s.node_id,
+                "role": role_name(s.role),
+                "term": s.term,
+                "leader": s.leader_id,
+                "commit_index": s.commit_index,
+                "applied_index": s.applied_index,
+                "last_log_index": s.last_log_index,
+                "log_bytes": s.log_bytes,
+                "snapshot_index": s.snapshot_index,
+                "snapshot_bytes": s.snapshot_bytes,
+                "max_raft_state": s.max_raft_state,
+                "key_count": s.key_count,
+                "uptime_ms": s.uptime_ms,
+            }));
+        }
+        for (e, msg) in &failed {
+            list.push(serde_json::json!({
+                "node": e.id, "address": e.addr.to_string(), "reachable": false, "error": msg,
+            }));
+        }
+        println!("{}", serde_json::Value::Array(list));
+    } else {
+        let header = [
+            "NODE",
+            "ADDRESS",
+            "ROLE",
+            "TERM",
+            "LEADER",
+            "COMMIT",
+            "APPLIED",
+            "LOG BYTES",
+            "SNAPSHOT INDEX",
+        ];
+        let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+        for (e, s) in &rows {
+            table.push(vec![
+                e.id.to_string(),
+                e.addr.to_string(),
+                role_name(s.role).into(),
+                s.term.to_string(),
+                if s.leader_id == 0 {
+                    "-".into()
+                } else {
+                    s.leader_id.to_string()
+                },
+                s.commit_index.to_string(),
+                s.applied_index.to_string(),
+                s.log_bytes.to_string(),
+                s.snapshot_index.to_string(),
+            ]);
+        }
+        for (e, msg) in &failed {
+            let mut row = vec![e.id.to_string(), e.addr.to_string(), "unreachable".into()];
+            row.extend(std::iter::repeat_n("-".to_string(), header.len() - 3));
+            let _ = msg;
+            table.push(row);
+        }
+        print_table(&table);
+    }
+    for (e, msg) in &failed {
+        eprintln!("kvcli: node {} at {} did not answer: {msg}", e.id, e.addr);
+    }
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let hint = if rows.is_empty() {
+        format!(
+            "no node answered (endpoints from {source}). Is the cluster running? \
+             `cargo run --release --bin kvcluster` starts a local one."
+        )
+    } else {
+        "check that the missing nodes are running and reachable; the cluster serves while a \
+         majority is up."
+            .to_string()
+    };
+    eprintln!("kvcli: {hint}");
+    Ok(ExitCode::from(2))
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows[0].len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+}

@@ -1,0 +1,345 @@
+//! The `kvserver` command line: one raftkv node. The `kvserver` binary is this module's
+//! [`main`]; `kvcluster` runs it too, in child processes named `kvserver`.
+//!
+//! ```text
+//! kvserver --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir data/1
+//! kvserver --config node1.toml
+//! ```
+//!
+//! One port serves both the Raft peers (`raftkv.raft.RaftService`) and the clients
+//! (`raftkv.kv.KvService`); by default it is this node's own address in `--peers`.
+//! Logs go to stderr through env_logger (`RUST_LOG=info` by default). SIGTERM and Ctrl-C
+//! stop the node cleanly (exit 0). Exit codes: 0 clean stop, 1 the node stopped on an
+//! error at run time (a corrupt committed entry or snapshot, storage failure), 2 a
+//! configuration or start-up error (bad flag or config file, port in use, unusable or
+//! locked data directory, peers lacking this node's id).
+//!
+//! The config file takes the flags' names with underscores:
+//!
+//! ```toml
+//! id = 1
+//! peers = "1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001"   # or a [peers] table
+//! data_dir = "/var/lib/raftkv"
+//! max_raft_state = 8388608
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use proto::kv::KvServiceServer;
+use raft::rpc_transport::{RaftIntake, RpcTransport};
+use raft::{Config, DiskOptions, DiskStorage, Node, Storage};
+use serde::Deserialize;
+
+use crate::{KvConfig, KvNode};
+
+/// Command-line flags; each overrides the same key of `--config`.
+#[derive(Parser, Debug)]
+#[command(name = "kvserver", version, about = "One node of a raftkv cluster.")]
+struct Cli {
+    /// TOML file with any of the keys below (underscores: `data_dir`, `max_raft_state`, ...).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This node's id (non-zero, one of the ids in --peers).
+    #[arg(long)]
+    id: Option<u64>,
+    /// Every node of the cluster, this one included: `1=127.0.0.1:7001,2=127.0.0.1:7002,...`.
+    #[arg(long, value_name = "ID=ADDR,...")]
+    peers: Option<String>,
+    /// Where this node keeps its Raft log and snapshots.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to serve peers and clients on (default: this node's address in --peers).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Snapshot when the Raft log passes this many bytes; 0 disables snapshots (default 8 MiB).
+    #[arg(long, value_name = "BYTES")]
+    max_raft_state: Option<u64>,
+    /// Largest value a Put/Append may carry, in bytes (default 16 MiB, at most 32 MiB).
+    #[arg(long, value_name = "BYTES")]
+    max_value_bytes: Option<usize>,
+    /// Real time of one Raft tick, in milliseconds (default 50).
+    #[arg(long, value_name = "MS")]
+    tick_ms: Option<u64>,
+    /// Minimum election timeout in ticks (default 10; each timeout is drawn from [n, 2n)).
+    #[arg(long, value_name = "TICKS")]
+    election_ticks: Option<u32>,
+    /// Heartbeat interval in ticks (default 3).
+    #[arg(long, value_name = "TICKS")]
+    heartbeat_ticks: Option<u32>,
+    /// A request not applied within this many milliseconds gets TIMEOUT (default 3000).
+    #[arg(long, value_name = "MS")]
+    request_timeout_ms: Option<u64>,
+    /// Cluster id: messages from another cluster are dropped (default 1).
+    #[arg(long)]
+    cluster_id: Option<u64>,
+}
+
+/// The `--config` file: the same keys as the flags.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    /// Either "1=addr,2=addr" or a table `[peers]` with `1 = "addr"`.
+    peers: Option<PeersField>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    max_raft_state: Option<u64>,
+    max_value_bytes: Option<usize>,
+    tick_ms: Option<u64>,
+    election_ticks: Option<u32>,
+    heartbeat_ticks: Option<u32>,
+    request_timeout_ms: Option<u64>,
+    cluster_id: Option<u64>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum PeersField {
+    List(String),
+    Table(BTreeMap<String, String>),
+}
+
+#[derive(Debug)]
+struct Settings {
+    id: u64,
+    peers: BTreeMap<u64, SocketAddr>,
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    kv: KvConfig,
+    tick: Duration,
+    election_ticks: u32,
+    heartbeat_ticks: u32,
+    cluster_id: u64,
+}
+
+/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
+pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            format!("--peers entry {part:?} is not ID=HOST:PORT (e.g. 1=127.0.0.1:7001)")
+        })?;
+        let id: u64 =
+            id.trim().parse().ok().filter(|&i| i != 0).ok_or_else(|| {
+                format!("--peers entry {part:?}: the id must be a number above 0")
+            })?;
+        let addr: SocketAddr = addr.trim().parse().map_err(|e| {
+            format!("--peers entry {part:?}: {addr:?} is not an IP:PORT address ({e})")
+        })?;
+        if out.insert(id, addr).is_some() {
+            return Err(format!("--peers names node {id} twice"));
+        }
+    }
+    if out.is_empty() {
+        return Err("--peers is empty; list every node as ID=HOST:PORT,...".into());
+    }
+    Ok(out)
+}
+
+fn settings(cli: Cli) -> Result<Settings, String> {
+    let file: FileConfig = match &cli.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+            toml::from_str(&text).map_err(|e| {
+                format!(
+                    "config file {}: {}",
+                    p.display(),
+                    e.to_string().replace('\n', " ").trim()
+                )
+            })?
+        }
+        None => FileConfig::default(),
+    };
+    let id = cli
+        .id
+        .or(file.id)
+        .ok_or("missing --id (this node's id, e.g. --id 1)")?;
+    if id == 0 {
+        return Err("--id must be above 0".into());
+    }
+    let peers = match (cli.peers, file.peers) {
+        (Some(s), _) | (None, Some(PeersField::List(s))) => parse_peers(&s)?,
+        (None, Some(PeersField::Table(t))) => parse_peers(
+            &t.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )?,
+        (None, None) => {
+            return Err(
+                "missing --peers (e.g. --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003)"
+                    .into(),
+            );
+        }
+    };
+    let own = *peers.get(&id).ok_or_else(|| {
+        format!(
+            "--peers lists nodes {:?} but not this node's id {id}; add {id}=HOST:PORT or fix --id",
+            peers.keys().collect::<Vec<_>>()
+        )
+    })?;
+    let data_dir = cli
+        .data_dir
+        .or(file.data_dir)
+        .ok_or("missing --data-dir (where this node keeps its log, e.g. --data-dir data/1)")?;
+    let mut kv = KvConfig::default();
+    if let Some(m) = cli.max_raft_state.or(file.max_raft_state) {
+        kv.max_raft_state = m;
+    }
+    if let Some(m) = cli.max_value_bytes.or(file.max_value_bytes) {
+        if m > 32 * 1024 * 1024 {
+            return Err(format!(
+                "--max-value-bytes {m} is over 32 MiB; a request must fit in one 64 MiB rpc frame"
+            ));
+        }
+        kv.max_value_bytes = m;
+    }
+    if let Some(ms) = cli.request_timeout_ms.or(file.request_timeout_ms) {
+        kv.request_timeout = Duration::from_millis(ms.max(1));
+    }
+    let tick_ms = cli.tick_ms.or(file.tick_ms).unwrap_or(50);
+    if tick_ms == 0 {
+        return Err("--tick-ms must be above 0".into());
+    }
+    kv.leader_check = Duration::from_millis(tick_ms);
+    Ok(Settings {
+        id,
+        peers,
+        data_dir,
+        listen: cli.listen.or(file.listen).unwrap_or(own),
+        kv,
+        tick: Duration::from_millis(tick_ms),
+        election_ticks: cli.election_ticks.or(file.election_ticks).unwrap_or(10),
+        heartbeat_ticks: cli.heartbeat_ticks.or(file.heartbeat_ticks).unwrap_or(3),
+        cluster_id: cli.cluster_id.or(file.cluster_id).unwrap_or(1),
+    })
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("kvserver: error: {msg}");
+    ExitCode::from(2)
+}
+
+/// Runs one node with these command-line arguments (the first is the program name) until
+/// SIGTERM or Ctrl-C; returns the exit code described in the module docs.
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .try_init();
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let s = match settings(cli) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    // Fail on a busy port before touching the data directory.
+    if let Err(e) = std::net::TcpListener::bind(s.listen) {
+        return fail(if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "port {} is in use (another kvserver?); stop that process or pick another address with --listen/--peers",
+                s.listen
+            )
+        } else {
+            format!("cannot listen on {}: {e}", s.listen)
+        });
+    }
+    let mut cfg = Config::new(s.id, s.peers.keys().copied().collect());
+    cfg.cluster_id = s.cluster_id;
+    // Creates the directory if missing; refuses one of another cluster or node, one that
+    // another process holds (naming its pid), and damaged files (naming file and offset).
+    let storage = match DiskStorage::open(&s.data_dir, DiskOptions::from_config(&cfg)) {
+        Ok(st) => st,
+        Err(e) => {
+            return fail(format!("data directory {}: {e}", s.data_dir.display()));
+        }
+    };
+    let snapshot = match storage.load() {
+        Ok(st) => Some(st.snapshot.data),
+        Err(e) => {
+            return fail(format!(
+                "cannot load data directory {}: {e}",
+                s.data_dir.display()
+            ));
+        }
+    };
+    cfg.election_tick = s.election_ticks;
+    cfg.heartbeat_tick = s.heartbeat_ticks;
+    cfg.seed = u64::from(std::process::id()) ^ s.id.rotate_left(32);
+    let others: BTreeMap<u64, SocketAddr> = s
+        .peers
+        .iter()
+        .filter(|(i, _)| **i != s.id)
+        .map(|(i, a)| (*i, *a))
+        .collect();
+    let runtime = rpc::ClientRuntime::global();
+    let transport = RpcTransport::new(&runtime, &others);
+    let (node, apply) = match Node::spawn(cfg, storage, transport, s.tick) {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let intake = RaftIntake::new();
+    intake.set_mailbox(Some(node.mailbox()));
+    let kv = match KvNode::start(s.id, s.kv.clone(), node, apply, snapshot) {
+        Ok(kv) => kv,
+        Err(e) => return fail(e),
+    };
+    let server = match rpc::ServerBuilder::new()
+        .register_inline(intake.service())
+        .register(KvServiceServer::new(kv.handlers()))
+        .bind(s.listen)
+    {
+        Ok(srv) => srv,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return fail(format!(
+                "port {} is in use (another kvserver?); stop that process or pick another address with --listen/--peers",
+                s.listen
+            ));
+        }
+        Err(e) => return fail(format!("cannot listen on {}: {e}", s.listen)),
+    };
+    kv.set_listen_addr(server.local_addr().to_string());
+    log::info!(
+        "node {} serving peers and clients on {} (cluster {}, peers {:?}, data {}, max_raft_state {} bytes)",
+        s.id,
+        server.local_addr(),
+        s.cluster_id,
+        s.peers,
+        s.data_dir.display(),
+        s.kv.max_raft_state
+    );
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = stop_tx.try_send(());
+    }) {
+        return fail(format!("cannot install the SIGTERM/Ctrl-C handler: {e}"));
+    }
+    let fatal = kv.fatal_signal().clone();
+    crossbeam_channel::select! {
+        recv(stop_rx) -> _ => log::info!("node {}: stopping (signal)", s.id),
+        recv(fatal) -> _ => {}
+    }
+    intake.set_mailbox(None);
+    drop(server); // releases the port
+    let result = kv.shutdown();
+    match result {
+        None => {
+            log::info!("node {}: stopped", s.id);
+            ExitCode::SUCCESS
+        }
+        Some(f) => {
+            eprintln!("kvserver: node {} stopped: {f}", s.id);
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,775 @@
+//! One running kvserver node: a Raft [`Node`], the apply thread, the snapshot thread and
+//! the `KvService` handlers, wired together. The binary adds flags, storage and the RPC
+//! server around it.
+//!
+//! Threads: the Raft driver (owned by [`Node`]), the apply thread (owns the
+//! [`Machine`]), the snapshot thread (serializes snapshot copies), and the rpc server's
+//! threads, which run the handlers. No thread waits on a request: handlers validate,
+//! propose with [`Node::start_with`] / [`Node::read_index_with`] and return; the callbacks
+//! hand the reply handle to the apply thread, which answers once the command is applied.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, select, unbounded};
+use proto::Message;
+use proto::kv::{
+    Command, CommandOp, DeleteRequest, ErrorCode, GetReply, GetRequest, KvService,
+    PutAppendRequest, Role as WireRole, StatusReply, StatusRequest, WriteReply,
+};
+use proto::service::Reply;
+use raft::{ApplyMsg, Node, Role};
+
+use crate::machine::{DEFAULT_MAX_VALUE_BYTES, Machine, WriteResult, validate};
+use crate::state::{BadEntry, SnapshotError, SnapshotView};
+
+/// Service settings.
+#[derive(Clone, Debug)]
+pub struct KvConfig {
+    /// Snapshot once the Raft log holds about this many bytes since the last snapshot
+    /// (the lab's `maxraftstate`); 0 turns snapshots off.
+    pub max_raft_state: u64,
+    /// Largest value accepted by Put/Append, in bytes.
+    pub max_value_bytes: usize,
+    /// A request not answered within this time gets TIMEOUT (the Clerk retries).
+    pub request_timeout: Duration,
+    /// How often the apply thread checks that this node still leads (and fails waiting
+    /// requests with WRONG_LEADER when it does not).
+    pub leader_check: Duration,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            max_raft_state: 8 * 1024 * 1024,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            request_timeout: Duration::from_secs(3),
+            leader_check: Duration::from_millis(50),
+        }
+    }
+}
+
+/// What the apply and snapshot threads publish for Status.
+#[derive(Debug, Default)]
+struct Published {
+    applied: AtomicU64,
+    keys: AtomicU64,
+    snapshot_index: AtomicU64,
+    snapshot_bytes: AtomicU64,
+}
+
+/// Why a node stopped on its own.
+#[derive(Debug)]
+pub enum Fatal {
+    /// A committed entry is not a command.
+    BadEntry(BadEntry),
+    /// A snapshot did not restore.
+    Snapshot(SnapshotError),
+    /// The Raft driver stopped on its own (a storage error; its log line says which).
+    RaftStopped,
+}
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fatal::BadEntry(e) => write!(f, "{e}"),
+            Fatal::Snapshot(e) => write!(f, "cannot install snapshot: {e}"),
+            Fatal::RaftStopped => f.write_str(
+                "the raft driver stopped (storage failure; see the log line before this one)",
+            ),
+        }
+    }
+}
+
+struct WriteHandle {
+    reply: Reply<WriteReply>,
+    deadline: Instant,
+}
+
+struct ReadHandle {
+    reply: Reply<GetReply>,
+    deadline: Instant,
+}
+
+enum Event {
+    Write {
+        index: u64,
+        term: u64,
+        client_id: u64,
+        seq: u64,
+        handle: WriteHandle,
+    },
+    Read {
+        index: u64,
+        key: Bytes,
+        handle: ReadHandle,
+    },
+    SnapshotDone {
+        index: u64,
+        bytes: u64,
+    },
+    Stop,
+}
+
+struct Shared {
+    id: u64,
+    cfg: KvConfig,
+    node: Node,
+    events: Sender<Event>,
+    published: Published,
+    started: Instant,
+    listen_addr: Mutex<String>,
+}
+
+/// A running kvserver node (without its RPC server): see the module docs.
+pub struct KvNode {
+    shared: Arc<Shared>,
+    apply_thread: Option<JoinHandle<Option<Fatal>>>,
+    fatal_rx: Receiver<()>,
+}
+
+impl std::fmt::Debug for KvNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvNode")
+            .field("id", &self.shared.id)
+            .finish()
+    }
+}
+
+/// The `KvService` handlers of a node; register with `KvServiceServer::new`.
+#[derive(Clone)]
+pub struct KvHandlers {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for KvHandlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvHandlers")
+            .field("id", &self.shared.id)
+            .finish()
+    }
+}
+
+impl KvNode {
+    /// Wraps a spawned Raft node. `snapshot` is the stored snapshot the node restarts from
+    /// (`None` or empty for none); it is restored before anything is applied.
+    pub fn start(
+        id: u64,
+        cfg: KvConfig,
+        node: Node,
+        apply: Receiver<ApplyMsg>,
+        snapshot: Option<Bytes>,
+    ) -> Result<KvNode, Fatal> {
+        let mut machine: Machine<WriteHandle, ReadHandle> = Machine::new();
+        let published = Published::default();
+        if let Some(s) = snapshot.filter(|s| !s.is_empty()) {
+            machine
+                .restore(&s, &mut Vec::new(), &mut Vec::new())
+                .map_err(Fatal::Snapshot)?;
+            published
+                .snapshot_index
+                .store(machine.applied_index(), Ordering::Relaxed);
+            published
+                .snapshot_bytes
+                .store(s.len() as u64, Ordering::Relaxed);
+        }
+        published
+            .applied
+            .store(machine.applied_index(), Ordering::Relaxed);
+        published
+            .keys
+            .store(machine.state().len() as u64, Ordering::Relaxed);
+        let (events, events_rx) = unbounded();
+        let shared = Arc::new(Shared {
+            id,
+            cfg,
+            node,
+            events,
+            published,
+            started: Instant::now(),
+            listen_addr: Mutex::new(String::new()),
+        });
+        let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
+        let s2 = shared.clone();
+        let apply_thread = std::thread::Builder::new()
+            .name(format!("kv-apply-{id}"))
+            .spawn(move || {
+                let r = ApplyLoop {
+                    shared: s2,
+                    machine,
+                    apply,
+                    events: events_rx,
+                    since_snapshot: 0,
+                    snapshotting: false,
+                    last_term: 0,
+                    snap_thread: None,
+                }
+                .run();
+                if r.is_some() {
+                    let _ = fatal_tx.send(());
+                }
+                r
+            })
+            .map_err(|e| {
+                Fatal::BadEntry(BadEntry {
+                    index: 0,
+                    reason: format!("cannot spawn the apply thread: {e}"),
+                })
+            })?;
+        Ok(KvNode {
+            shared,
+            apply_thread: Some(apply_thread),
+            fatal_rx,
+        })
+    }
+
+    /// The handlers to register on the rpc server.
+    pub fn handlers(&self) -> KvHandlers {
+        KvHandlers {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Records the client address for Status.
+    pub fn set_listen_addr(&self, addr: String) {
+        *self
+            .shared
+            .listen_addr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = addr;
+    }
+
+    /// The Raft node.
+    pub fn raft(&self) -> &Node {
+        &self.shared.node
+    }
+
+    /// Becomes ready when the apply thread stopped on its own (a [`Fatal`] error);
+    /// [`KvNode::shutdown`] then returns it.
+    pub fn fatal_signal(&self) -> &Receiver<()> {
+        &self.fatal_rx
+    }
+
+    /// Stops the apply thread (waiting requests get SHUTTING_DOWN) and returns why it
+    /// stopped early, if it did. The Raft node stops when the last handle is dropped.
+    pub fn shutdown(mut self) -> Option<Fatal> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Option<Fatal> {
+        let _ = self.shared.events.send(Event::Stop);
+        self.apply_thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .flatten()
+    }
+}
+
+impl Drop for KvNode {
+    fn drop(&mut self) {
+        if let Some(f) = self.stop() {
+            log::error!("kv node {} stopped: {f}", self.shared.id);
+        }
+    }
+}
+
+fn write_reply(err: ErrorCode, hint: u64, text: impl Into<String>) -> WriteReply {
+    WriteReply {
+        err: err as i32,
+        leader_hint: hint,
+        error_text: text.into(),
+        existed: false,
+    }
+}
+
+fn get_reply(err: ErrorCode, hint: u64, text: impl Into<String>) -> GetReply {
+    GetReply {
+        err: err as i32,
+        value: Bytes::new(),
+        leader_hint: hint,
+        error_text: text.into(),
+    }
+}
+
+fn raft_error_code(e: &raft::Error) -> (ErrorCode, u64, String) {
+    match e {
+        raft::Error::NotLeader { leader_hint } => (
+            ErrorCode::WrongLeader,
+            leader_hint.unwrap_or(0),
+            match leader_hint {
+                Some(l) => format!("not the leader; node {l} is"),
+                None => "not the leader; no leader known yet".into(),
+            },
+        ),
+        raft::Error::Timeout => (
+            ErrorCode::Timeout,
+            0,
+            "no majority confirmed this node's leadership in time".into(),
+        ),
+        raft::Error::Shutdown => (ErrorCode::ShuttingDown, 0, "the node is stopping".into()),
+        other => (ErrorCode::ShuttingDown, 0, format!("raft: {other}")),
+    }
+}
+
+impl KvHandlers {
+    fn write(
+        &self,
+        op: CommandOp,
+        key: Bytes,
+        value: Bytes,
+        client_id: u64,
+        seq: u64,
+        reply: Reply<WriteReply>,
+    ) {
+        let s = &self.shared;
+        let v = (op != CommandOp::OpDelete).then_some(&value[..]);
+        if let Err(text) = validate(&key, v, Some((client_id, seq)), s.cfg.max_value_bytes) {
+            reply.send(write_reply(ErrorCode::InvalidArgument, 0, text));
+            return;
+        }
+        let data = Bytes::from(
+            Command {
+                op: op as i32,
+                key,
+                value,
+                client_id,
+                seq,
+            }
+            .encode_to_vec(),
+        );
+        let events = s.events.clone();
+        let deadline = Instant::now() + s.cfg.request_timeout;
+        s.node.start_with(
+            data,
+            Box::new(move |r| match r {
+                Ok((index, term)) => {
+                    let handle = WriteHandle { reply, deadline };
+                    if let Err(e) = events.send(Event::Write {
+                        index,
+                        term,
+                        client_id,
+                        seq,
+                        handle,
+                    }) && let Event::Write { handle, .. } = e.into_inner()
+                    {
+                        handle.reply.send(write_reply(
+                            ErrorCode::ShuttingDown,
+                            0,
+                            "the node is stopping",
+                        ));
+                    }
+                }
+                Err(e) => {
+                    let (code, hint, text) = raft_error_code(&e);
+                    reply.send(write_reply(code, hint, text));
+                }
+            }),
+        );
+    }
+}
+
+impl KvService for KvHandlers {
+    fn get(&self, req: GetRequest, reply: Reply<GetReply>) {
+        let s = &self.shared;
+        if let Err(text) = validate(&req.key, None, None, s.cfg.max_value_bytes) {
+            reply.send(get_reply(ErrorCode::InvalidArgument, 0, text));
+            return;
+        }
+        let events = s.events.clone();
+        let deadline = Instant::now() + s.cfg.request_timeout;
+        let key = req.key;
+        s.node.read_index_with(Box::new(move |r| match r {
+            Ok(index) => {
+                let handle = ReadHandle { reply, deadline };
+                if let Err(e) = events.send(Event::Read { index, key, handle })
+                    && let Event::Read { handle, .. } = e.into_inner()
+                {
+                    handle.reply.send(get_reply(
+                        ErrorCode::ShuttingDown,
+                        0,
+                        "the node is stopping",
+                    ));
+                }
+            }
+            Err(e) => {
+                let (code, hint, text) = raft_error_code(&e);
+                reply.send(get_reply(code, hint, text));
+            }
+        }));
+    }
+
+    fn put(&self, req: PutAppendRequest, reply: Reply<WriteReply>) {
+        self.write(
+            CommandOp::OpPut,
+            req.key,
+            req.value,
+            req.client_id,
+            req.seq,
+            reply,
+        );
+    }
+
+    fn append(&self, req: PutAppendRequest, reply: Reply<WriteReply>) {
+        self.write(
+            CommandOp::OpAppend,
+            req.key,
+            req.value,
+            req.client_id,
+            req.seq,
+            reply,
+        );
+    }
+
+    fn delete(&self, req: DeleteRequest, reply: Reply<WriteReply>) {
+        self.write(
+            CommandOp::OpDelete,
+            req.key,
+            Bytes::new(),
+            req.client_id,
+            req.seq,
+            reply,
+        );
+    }
+
+    fn status(&self, _req: StatusRequest, reply: Reply<StatusReply>) {
+        let s = &self.shared;
+        let st = match s.node.status() {
+            Ok(st) => st,
+            Err(_) => {
+                reply.fail(rpc::Status::Unavailable, "the raft node has stopped");
+                return;
+            }
+        };
+        let p = &s.published;
+        reply.send(StatusReply {
+            node_id: s.id,
+            role: match st.role {
+                Role::Follower => WireRole::Follower,
+                Role::Candidate => WireRole::Candidate,
+                Role::Leader => WireRole::Leader,
+            } as i32,
+            term: st.term,
+            leader_id: st.leader.unwrap_or(0),
+            commit_index: st.commit,
+            applied_index: p.applied.load(Ordering::Relaxed),
+            log_bytes: st.log_bytes,
+            snapshot_index: st
+                .snapshot_index
+                .max(p.snapshot_index.load(Ordering::Relaxed)),
+            snapshot_bytes: p.snapshot_bytes.load(Ordering::Relaxed),
+            uptime_ms: s.started.elapsed().as_millis() as u64,
+            key_count: p.keys.load(Ordering::Relaxed),
+            last_log_index: st.last_index,
+            max_raft_state: s.cfg.max_raft_state,
+            listen_addr: s
+                .listen_addr
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        });
+    }
+}
+
+/// Entries applied per batch before the loop looks at its events again.
+const APPLY_BATCH: usize = 1024;
+
+struct ApplyLoop {
+    shared: Arc<Shared>,
+    machine: Machine<WriteHandle, ReadHandle>,
+    apply: Receiver<ApplyMsg>,
+    events: Receiver<Event>,
+    /// Approximate Raft log bytes applied since the last snapshot (payload + 16 per
+    /// entry, as `raft::Status::log_bytes` counts).
+    since_snapshot: u64,
+    snapshotting: bool,
+    /// The term in which this node last led (0: not leading at the last check).
+    last_term: u64,
+    snap_thread: Option<(Sender<SnapshotView>, JoinHandle<()>)>,
+}
+
+impl ApplyLoop {
+    fn run(mut self) -> Option<Fatal> {
+        let tick = self.shared.cfg.leader_check;
+        let mut next_check = Instant::now() + tick;
+        let fatal = loop {
+            let timeout = next_check.saturating_duration_since(Instant::now());
+            let mut stop = false;
+            select! {
+                recv(self.apply) -> m => match m {
+                    Ok(m) => {
+                        // Registrations sent before this entry reached us are queued on
+                        // `events`: take them first (see `Node::start_with`).
+                        stop |= self.drain_events();
+                        if let Err(f) = self.apply_batch(m) {
+                            break Some(f);
+                        }
+                    }
+                    Err(_) => break Some(Fatal::RaftStopped),
+                },
+                recv(self.events) -> e => match e {
+                    Ok(e) => {
+                        stop |= self.handle(e);
+                        stop |= self.drain_events();
+                    }
+                    Err(_) => stop = true,
+                },
+                default(timeout) => {}
+            }
+            if stop {
+                break None;
+            }
+            if Instant::now() >= next_check {
+                self.check_leadership();
+                next_check = Instant::now() + tick;
+            }
+        };
+        // Nobody waits forever: everything still waiting is answered.
+        for w in self.machine.drain_writes() {
+            w.reply.send(write_reply(
+                ErrorCode::ShuttingDown,
+                0,
+                "the node is stopping",
+            ));
+        }
+        for r in self.machine.drain_reads() {
+            r.reply.send(get_reply(
+                ErrorCode::ShuttingDown,
+                0,
+                "the node is stopping",
+            ));
+        }
+        while let Ok(e) = self.events.try_recv() {
+            self.handle(e);
+        }
+        if let Some((tx, t)) = self.snap_thread.take() {
+            drop(tx);
+            let _ = t.join();
+        }
+        if let Some(f) = &fatal {
+            log::error!("kv node {} stops: {f}", self.shared.id);
+        }
+        fatal
+    }
+
+    /// Returns true on Stop.
+    fn drain_events(&mut self) -> bool {
+        let mut stop = false;
+        while let Ok(e) = self.events.try_recv() {
+            stop |= self.handle(e);
+        }
+        stop
+    }
+
+    /// Returns true on Stop.
+    fn handle(&mut self, e: Event) -> bool {
+        match e {
+            Event::Write {
+                index,
+                term,
+                client_id,
+                seq,
+                handle,
+            } => {
+                if let Some((h, r)) = self
+                    .machine
+                    .register_write(index, term, client_id, seq, handle)
+                {
+                    answer_write(h, r, 0);
+                }
+            }
+            Event::Read { index, key, handle } => {
+                if let Some((h, v)) = self.machine.register_read(index, key, handle) {
+                    answer_read(h, v);
+                }
+            }
+            Event::SnapshotDone { index, bytes } => {
+                self.snapshotting = false;
+                let p = &self.shared.published;
+                p.snapshot_index.store(index, Ordering::Relaxed);
+                p.snapshot_bytes.store(bytes, Ordering::Relaxed);
+            }
+            Event::Stop => return true,
+        }
+        false
+    }
+
+    fn apply_batch(&mut self, first: ApplyMsg) -> Result<(), Fatal> {
+        let mut writes = Vec::new();
+        let mut reads = Vec::new();
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(m) = next.take() {
+            match m {
+                ApplyMsg::Command { index, term, data } => {
+                    self.since_snapshot += data.len() as u64 + 16;
+                    self.machine
+                        .apply_command(index, term, &data, &mut writes, &mut reads)
+                        .map_err(Fatal::BadEntry)?;
+                }
+                ApplyMsg::Snapshot { index, data, .. } => {
+                    self.machine
+                        .restore(&data, &mut writes, &mut reads)
+                        .map_err(Fatal::Snapshot)?;
+                    self.since_snapshot = 0;
+                    let p = &self.shared.published;
+                    p.snapshot_index.store(index, Ordering::Relaxed);
+                    p.snapshot_bytes.store(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            n += 1;
+            if n < APPLY_BATCH {
+                next = self.apply.try_recv().ok();
+            }
+        }
+        let hint = self.shared.id;
+        for (h, r) in writes {
+            answer_write(h, r, hint);
+        }
+        for (h, v) in reads {
+            answer_read(h, v);
+        }
+        let p = &self.shared.published;
+        p.applied
+            .store(self.machine.applied_index(), Ordering::Relaxed);
+        p.keys
+            .store(self.machine.state().len() as u64, Ordering::Relaxed);
+        self.maybe_snapshot();
+        Ok(())
+    }
+
+    /// Past `max_raft_state` bytes of log: copy the state (the only pause of the apply
+    /// loop) and let the snapshot thread serialize it and hand it to Raft.
+    fn maybe_snapshot(&mut self) {
+        let max = self.shared.cfg.max_raft_state;
+        if max == 0 || self.snapshotting || self.since_snapshot < max {
+            return;
+        }
+        let t0 = Instant::now();
+        let view = self.machine.state().snapshot_view();
+        let pause = t0.elapsed();
+        log::debug!(
+            "kv node {}: snapshot copy of {} keys at index {} paused apply for {pause:?}",
+            self.shared.id,
+            self.machine.state().len(),
+            view.applied_index()
+        );
+        if self.snap_thread.is_none() {
+            let (tx, rx) = unbounded::<SnapshotView>();
+            let shared = self.shared.clone();
+            match std::thread::Builder::new()
+                .name(format!("kv-snap-{}", self.shared.id))
+                .spawn(move || snapshot_thread(shared, rx))
+            {
+                Ok(t) => self.snap_thread = Some((tx, t)),
+                Err(e) => {
+                    log::error!("cannot start the snapshot thread: {e}; snapshots are off");
+                    return;
+                }
+            }
+        }
+        if let Some((tx, _)) = &self.snap_thread
+            && tx.send(view).is_ok()
+        {
+            self.snapshotting = true;
+            self.since_snapshot = 0;
+        }
+    }
+
+    fn check_leadership(&mut self) {
+        let now = Instant::now();
+        let (ws, rs) = self
+            .machine
+            .drain_expired(|w| w.deadline <= now, |r| r.deadline <= now);
+        for w in ws {
+            w.reply.send(write_reply(
+                ErrorCode::Timeout,
+                0,
+                "not applied in time; retry (the same client_id/seq applies at most once)",
+            ));
+        }
+        for r in rs {
+            r.reply.send(get_reply(
+                ErrorCode::Timeout,
+                0,
+                "not applied in time; retry",
+            ));
+        }
+        let (w, r) = self.machine.waiting();
+        if w + r == 0 {
+            self.last_term = 0;
+            return;
+        }
+        let Ok(st) = self.shared.node.status() else {
+            return;
+        };
+        let leading_term = if st.role == Role::Leader { st.term } else { 0 };
+        // Writes were proposed as leader of some term; once this node is not the leader of
+        // that term any more they may never be applied here: answer WRONG_LEADER now.
+        if self.last_term != 0 && leading_term != self.last_term || leading_term == 0 {
+            let hint = st.leader.unwrap_or(0);
+            for h in self.machine.drain_writes() {
+                h.reply.send(write_reply(
+                    ErrorCode::WrongLeader,
+                    hint,
+                    "leadership lost before the command applied; retry at the leader",
+                ));
+            }
+        }
+        self.last_term = leading_term;
+    }
+}
+
+fn answer_write(h: WriteHandle, r: WriteResult, hint: u64) {
+    let text = match r.err {
+        ErrorCode::Ok => String::new(),
+        ErrorCode::WrongLeader => {
+            "another command took this log index (leadership changed); retry".into()
+        }
+        ErrorCode::StaleRequest => "a later write of this client has already applied".into(),
+        _ => String::new(),
+    };
+    h.reply.send(WriteReply {
+        err: r.err as i32,
+        leader_hint: if r.err == ErrorCode::Ok { hint } else { 0 },
+        error_text: text,
+        existed: r.existed,
+    });
+}
+
+fn answer_read(h: ReadHandle, v: Option<Bytes>) {
+    h.reply.send(match v {
+        Some(value) => GetReply {
+            err: ErrorCode::Ok as i32,
+            value,
+            leader_hint: 0,
+            error_text: String::new(),
+        },
+        None => GetReply {
+            err: ErrorCode::NoKey as i32,
+            value: Bytes::new(),
+            leader_hint: 0,
+            error_text: String::new(),
+        },
+    });
+}
+
+fn snapshot_thread(shared: Arc<Shared>, rx: Receiver<SnapshotView>) {
+    for view in rx {
+        let index = view.applied_index();
+        let t0 = Instant::now();
+        let data = view.encode();
+        let bytes = data.len() as u64;
+        match shared.node.snapshot(index, data) {
+            Ok(()) => log::info!(
+                "kv node {}: snapshot at index {index}, {bytes} bytes, encoded in {:?}",
+                shared.id,
+                t0.elapsed()
+            ),
+            Err(e) => log::warn!("kv node {}: snapshot at {index} refused: {e}", shared.id),
+        }
+        let _ = shared.events.send(Event::SnapshotDone { index, bytes });
+    }
+}
