@@ -178,10 +178,10 @@ impl Node {
     /// If the node has stopped, `done` runs at once on the caller's thread with
     /// `Error::Shutdown`.
     pub fn start_with(&self, command: Bytes, done: Callback<(u64, u64)>) {
-        if let Err(e) = self.tx.send(Input::Propose(command, done)) {
-            if let Input::Propose(_, done) = e.into_inner() {
-                done(Err(Error::Shutdown));
-            }
+        if let Err(e) = self.tx.send(Input::Propose(command, done))
+            && let Input::Propose(_, done) = e.into_inner()
+        {
+            done(Err(Error::Shutdown));
         }
     }
 
@@ -223,10 +223,10 @@ impl Node {
     /// cannot join the round in flight: its read point was fixed before they arrived and
     /// could miss a write acknowledged in between.
     pub fn read_index_with(&self, done: Callback<u64>) {
-        if let Err(e) = self.tx.send(Input::ReadIndex(done)) {
-            if let Input::ReadIndex(done) = e.into_inner() {
-                done(Err(Error::Shutdown));
-            }
+        if let Err(e) = self.tx.send(Input::ReadIndex(done))
+            && let Input::ReadIndex(done) = e.into_inner()
+        {
+            done(Err(Error::Shutdown));
         }
     }
 

@@ -470,11 +470,11 @@ impl KvSim {
         }
         let result = match err {
             ErrorCode::Ok | ErrorCode::NoKey => {
-                let (_, op, ..) = self.clerks[c]
-                    .current
-                    .as_ref()
-                    .map(|x| x.clone())
-                    .unwrap_or((0, Op::Get(Bytes::new()), 0, 0, 0));
+                let (_, op, ..) =
+                    self.clerks[c]
+                        .current
+                        .clone()
+                        .unwrap_or((0, Op::Get(Bytes::new()), 0, 0, 0));
                 if matches!(op, Op::Get(_)) {
                     OpResult::Value(if *err == ErrorCode::NoKey {
                         None
@@ -1051,68 +1051,6 @@ pub fn check_append_history(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(clerk: usize, op: Op, invoke: u64, ret: u64, result: OpResult) -> Record {
-        Record {
-            clerk,
-            op,
-            invoke,
-            ret,
-            result,
-        }
-    }
-    fn b(s: &str) -> Bytes {
-        Bytes::copy_from_slice(s.as_bytes())
-    }
-
-    #[test]
-    fn the_append_checker_catches_each_violation() {
-        let w = OpResult::Written { existed: false };
-        let a1 = rec(0, Op::Append(b("k"), b("[a]")), 0, 10, w.clone());
-        let a2 = rec(1, Op::Append(b("k"), b("[b]")), 20, 30, w.clone());
-        let finals: BTreeMap<Bytes, Bytes> = [(b("k"), b("[a][b]"))].into();
-        let good = rec(2, Op::Get(b("k")), 12, 15, OpResult::Value(Some(b("[a]"))));
-        assert!(check_append_history(&[a1.clone(), a2.clone(), good.clone()], &finals).is_ok());
-        // A stale read: misses [a], which finished before the Get started.
-        let stale = rec(2, Op::Get(b("k")), 12, 15, OpResult::Value(None));
-        assert!(
-            check_append_history(&[a1.clone(), a2.clone(), stale], &finals)
-                .unwrap_err()
-                .contains("stale")
-        );
-        // A read from the future.
-        let future = rec(
-            2,
-            Op::Get(b("k")),
-            12,
-            15,
-            OpResult::Value(Some(b("[a][b]"))),
-        );
-        assert!(check_append_history(&[a1.clone(), a2.clone(), future], &finals).is_err());
-        // A lost or doubled append.
-        let lost: BTreeMap<Bytes, Bytes> = [(b("k"), b("[b]"))].into();
-        assert!(check_append_history(&[a1.clone(), a2.clone()], &lost).is_err());
-        let twice: BTreeMap<Bytes, Bytes> = [(b("k"), b("[a][a][b]"))].into();
-        assert!(check_append_history(&[a1.clone(), a2.clone()], &twice).is_err());
-        // Out of real-time order.
-        let swapped: BTreeMap<Bytes, Bytes> = [(b("k"), b("[b][a]"))].into();
-        assert!(check_append_history(&[a1.clone(), a2.clone()], &swapped).is_err());
-        // Reads going backwards.
-        let g1 = rec(
-            2,
-            Op::Get(b("k")),
-            31,
-            32,
-            OpResult::Value(Some(b("[a][b]"))),
-        );
-        let g2 = rec(3, Op::Get(b("k")), 33, 34, OpResult::Value(Some(b("[a]"))));
-        assert!(check_append_history(&[a1, a2, g1, g2], &finals).is_err());
-    }
-}
-
 impl KvSim {
     /// The whole history for the `lincheck` checker: every completed operation, and every
     /// operation still in progress as one whose outcome is unknown (it may or may not have
@@ -1203,5 +1141,67 @@ impl KvSim {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(clerk: usize, op: Op, invoke: u64, ret: u64, result: OpResult) -> Record {
+        Record {
+            clerk,
+            op,
+            invoke,
+            ret,
+            result,
+        }
+    }
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn the_append_checker_catches_each_violation() {
+        let w = OpResult::Written { existed: false };
+        let a1 = rec(0, Op::Append(b("k"), b("[a]")), 0, 10, w.clone());
+        let a2 = rec(1, Op::Append(b("k"), b("[b]")), 20, 30, w.clone());
+        let finals: BTreeMap<Bytes, Bytes> = [(b("k"), b("[a][b]"))].into();
+        let good = rec(2, Op::Get(b("k")), 12, 15, OpResult::Value(Some(b("[a]"))));
+        assert!(check_append_history(&[a1.clone(), a2.clone(), good.clone()], &finals).is_ok());
+        // A stale read: misses [a], which finished before the Get started.
+        let stale = rec(2, Op::Get(b("k")), 12, 15, OpResult::Value(None));
+        assert!(
+            check_append_history(&[a1.clone(), a2.clone(), stale], &finals)
+                .unwrap_err()
+                .contains("stale")
+        );
+        // A read from the future.
+        let future = rec(
+            2,
+            Op::Get(b("k")),
+            12,
+            15,
+            OpResult::Value(Some(b("[a][b]"))),
+        );
+        assert!(check_append_history(&[a1.clone(), a2.clone(), future], &finals).is_err());
+        // A lost or doubled append.
+        let lost: BTreeMap<Bytes, Bytes> = [(b("k"), b("[b]"))].into();
+        assert!(check_append_history(&[a1.clone(), a2.clone()], &lost).is_err());
+        let twice: BTreeMap<Bytes, Bytes> = [(b("k"), b("[a][a][b]"))].into();
+        assert!(check_append_history(&[a1.clone(), a2.clone()], &twice).is_err());
+        // Out of real-time order.
+        let swapped: BTreeMap<Bytes, Bytes> = [(b("k"), b("[b][a]"))].into();
+        assert!(check_append_history(&[a1.clone(), a2.clone()], &swapped).is_err());
+        // Reads going backwards.
+        let g1 = rec(
+            2,
+            Op::Get(b("k")),
+            31,
+            32,
+            OpResult::Value(Some(b("[a][b]"))),
+        );
+        let g2 = rec(3, Op::Get(b("k")), 33, 34, OpResult::Value(Some(b("[a]"))));
+        assert!(check_append_history(&[a1, a2, g1, g2], &finals).is_err());
     }
 }
