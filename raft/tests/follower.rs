@@ -288,3 +288,48 @@ fn snapshot_with_a_conflicting_last_entry_discards_the_whole_log() {
     );
     assert!(snapshot_replies(&rds).iter().any(|r| r.done));
 }
+
+/// A delayed InstallSnapshot older than what the follower already has (a retransmission
+/// of an earlier chunk, or the same leader's earlier snapshot overtaken by a newer one)
+/// must change nothing: restoring it would move the follower's snapshot, log and commit
+/// index backwards, and the state machine with them (Figure 13: "If existing log entry
+/// has same index and term as snapshot's last included entry, retain log entries
+/// following it"; a snapshot at or below the commit index carries nothing new).
+#[test]
+fn older_snapshot_after_a_newer_one_changes_nothing() {
+    let (mut n, mut st) = follower();
+    let snap = |index: u64, data: &'static [u8]| {
+        from_leader(Body::InstallSnapshot(InstallSnapshotRequest {
+            term: TERM,
+            leader_id: LEADER,
+            last_included_index: index,
+            last_included_term: TERM,
+            offset: 0,
+            data: Bytes::from_static(data),
+            done: true,
+        }))
+    };
+    n.step(snap(8, b"image through 8"));
+    let rds = drive(&mut n, &mut st);
+    assert!(rds.iter().any(|r| r.apply_snapshot.is_some()));
+    assert_eq!(n.status().snapshot_index, 8);
+
+    // The older one arrives late.
+    n.step(snap(5, b"image through 5"));
+    let rds = drive(&mut n, &mut st);
+    let s = n.status();
+    assert_eq!(
+        (s.snapshot_index, s.commit, s.last_index),
+        (8, 8, 8),
+        "an older snapshot moved the follower backwards"
+    );
+    assert!(
+        rds.iter()
+            .all(|r| r.apply_snapshot.is_none() && r.snapshot.is_none()),
+        "an older snapshot was handed to the state machine or to storage"
+    );
+    assert_eq!(st.state().snapshot.index, 8);
+    assert_eq!(n.snapshot_data().as_ref(), b"image through 8");
+    // It is still acknowledged as done, so the leader stops resending it.
+    assert!(snapshot_replies(&rds).iter().any(|r| r.done));
+}
