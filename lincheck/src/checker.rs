@@ -148,6 +148,9 @@ pub struct PartitionResult<S> {
     pub steps: u64,
     /// Entries in the memo cache at the end.
     pub cache_entries: usize,
+    /// Candidate orders dropped early in an append-only partition (see
+    /// [`crate::Model::is_monotone`]).
+    pub pruned: u64,
     /// Wall time spent on this partition.
     pub elapsed: Duration,
     /// The search stopped (verdict `Unknown`) because another partition was already found
@@ -413,6 +416,11 @@ fn check_partition<M: Model>(
         .iter()
         .map(|&i| model.is_read_only(&history[i].input))
         .collect();
+    // An append-only partition: a candidate whose state no longer leads to what some
+    // unplaced read returned is dropped at once (Model::is_monotone).
+    let inputs: Vec<&M::Input> = ops.iter().map(|&i| &history[i].input).collect();
+    let monotone = model.is_monotone(&inputs);
+    let mut pruned = 0u64;
     // Operations with unknown outcome, as a bitmask over local indices.
     let unknown: Vec<bool> = ops.iter().map(|&i| history[i].output.is_none()).collect();
     let mut unknown_mask = vec![0u64; n.div_ceil(64)];
@@ -466,7 +474,27 @@ fn check_partition<M: Model>(
         if attempt.is_none() {
             if list.is_call(entry) {
                 let op = &history[ops[list.op[entry]]];
-                match model.step(&state, &op.input, op.output.as_ref()) {
+                let next = model.step(&state, &op.input, op.output.as_ref());
+                let next = match next {
+                    Some(next) if monotone && !read_only[list.op[entry]] => {
+                        // Can every unplaced read of known outcome still be placed?
+                        let mut k = list.next[list.head];
+                        let mut viable = true;
+                        while viable && k != NIL {
+                            if k != entry && list.is_call(k) {
+                                let other = &history[ops[list.op[k]]];
+                                if let Some(out) = &other.output {
+                                    viable = model.can_still_reach(&next, &other.input, out);
+                                }
+                            }
+                            k = list.next[k];
+                        }
+                        pruned += u64::from(!viable);
+                        viable.then_some(next)
+                    }
+                    other => other,
+                };
+                match next {
                     Some(next) => attempt = Some((entry, next, false)),
                     None => {
                         entry = list.next[entry];
@@ -610,6 +638,7 @@ fn check_partition<M: Model>(
         failure,
         steps,
         cache_entries,
+        pruned,
         elapsed: start.elapsed(),
         abandoned,
     }

@@ -55,6 +55,30 @@ pub trait Model: Sync {
         false
     }
 
+    /// Whether a partition made of exactly these operations only ever extends its state,
+    /// so that a state, once reached, can never be left for an earlier one: for a key that
+    /// only sees appends and reads, `true`. The checker then drops a candidate order as
+    /// soon as its state can no longer lead to the answer of some read still to be placed
+    /// (see [`Model::can_still_reach`]), which turns the exponential search over orders of
+    /// concurrent appends into one guided by what the reads saw. The default `false` is
+    /// always safe.
+    fn is_monotone(&self, _inputs: &[&Self::Input]) -> bool {
+        false
+    }
+
+    /// In a partition for which [`Model::is_monotone`] said `true`: whether some sequence of
+    /// its operations can take `state` to one in which `input` returns `output`. Saying
+    /// `false` where such a sequence exists makes verdicts wrong; the default `true` is
+    /// always safe.
+    fn can_still_reach(
+        &self,
+        _state: &Self::State,
+        _input: &Self::Input,
+        _output: &Self::Output,
+    ) -> bool {
+        true
+    }
+
     /// The independent object this input touches (a key); one partition per distinct value.
     /// The default puts every operation in one partition.
     fn partition_key(&self, _input: &Self::Input) -> String {
@@ -287,6 +311,24 @@ impl Model for KvModel {
 
     fn partition_key(&self, input: &KvInput) -> String {
         input.key().to_string()
+    }
+
+    /// Appends and gets only: an append turns `s` into `s + v` (absent counts as ""), so
+    /// every later state has the current one as a prefix.
+    fn is_monotone(&self, inputs: &[&KvInput]) -> bool {
+        inputs
+            .iter()
+            .all(|i| matches!(i, KvInput::Append { .. } | KvInput::Get { .. }))
+    }
+
+    /// With appends only, a get that returned `v` can still be placed after `state` iff
+    /// `state` is a prefix of `v`; one that returned NoKey iff the key is still absent.
+    fn can_still_reach(&self, state: &Option<String>, input: &KvInput, output: &KvOutput) -> bool {
+        match (input, output, state) {
+            (KvInput::Get { .. }, KvOutput::Value(Some(v)), Some(s)) => v.starts_with(s.as_str()),
+            (KvInput::Get { .. }, KvOutput::Value(None), Some(_)) => false,
+            _ => true,
+        }
     }
 
     fn describe_operation(&self, input: &KvInput, output: Option<&KvOutput>) -> String {
