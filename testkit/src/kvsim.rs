@@ -1079,7 +1079,7 @@ pub fn check_append_history(
     Ok(())
 }
 
-impl KvSim {
+impl<S: SimStorage> KvSim<S> {
     /// The whole history for the `lincheck` checker: every completed operation, and every
     /// operation still in progress as one whose outcome is unknown (it may or may not have
     /// taken effect). Refused requests (INVALID_ARGUMENT) changed nothing and are left out.
