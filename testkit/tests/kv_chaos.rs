@@ -143,7 +143,9 @@ fn run_seed(seed: u64, t: &mut Totals) {
     }
     let reader = s.add_clerk();
     for k in KEYS {
-        if s.run_op(reader, Op::Get(Bytes::from_static(k.as_bytes())), 30_000).is_none() {
+        if s.run_op(reader, Op::Get(Bytes::from_static(k.as_bytes())), 30_000)
+            .is_none()
+        {
             s.fail(&format!("the final read of {k:?} did not finish in 30 s"));
         }
     }
