@@ -16,11 +16,13 @@
 //! For each mode it prints the apply-thread hold to start the snapshot, the encoding
 //! time, the fold (total, steps, longest step), and the write latency (p50, p99, max)
 //! over the window from the snapshot's start to the end of the fold, next to the same
-//! figures for the writes before it (the noise floor of a shared machine). Modes run
-//! one after the other in one process on the same keys; the load average is printed.
+//! figures for the writes before it (the noise floor of a shared machine). The modes take
+//! turns (copy, overlay, copy, ...) in one process on the same keys, so that a change in
+//! the machine's load hits both; the load average is printed before and after.
 //!
-//! `cargo run --release -p kvserver --example snapshot_stall -- [KEYS] [WRITES_PER_SEC]`
-//! (defaults 1,000,000 keys, 20,000 writes/s). Exits 1 when a window holds no write.
+//! `cargo run --release -p kvserver --example snapshot_stall -- [KEYS] [WRITES_PER_SEC]
+//! [ROUNDS]` (defaults 1,000,000 keys, 20,000 writes/s, 2 rounds of both modes). Exits 1
+//! when a window holds no write or a snapshot does not finish within a minute.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -49,6 +51,7 @@ enum Design {
     Copy {
         map: Box<SkipMap<Bytes, Bytes>>,
         dedup: HashMap<u64, u64>,
+        applied: u64,
     },
     Overlay(KvState),
 }
@@ -64,9 +67,22 @@ impl Design {
         }
     }
 
+    /// The last index applied.
+    fn applied_index(&self) -> u64 {
+        match self {
+            Design::Copy { applied, .. } => *applied,
+            Design::Overlay(st) => st.applied_index(),
+        }
+    }
+
     fn apply(&mut self, index: u64, cmd: &Command) {
         match self {
-            Design::Copy { map, dedup } => {
+            Design::Copy {
+                map,
+                dedup,
+                applied,
+            } => {
+                *applied = index;
                 map.insert(cmd.key.clone(), cmd.value.clone());
                 dedup.insert(cmd.client_id, cmd.seq);
             }
@@ -80,7 +96,7 @@ impl Design {
     /// returns its size in bytes.
     fn begin(&mut self) -> Job {
         match self {
-            Design::Copy { map, dedup } => {
+            Design::Copy { map, dedup, .. } => {
                 let copy = map.clone();
                 let mut rows: Vec<(u64, u64)> = dedup.iter().map(|(c, s)| (*c, *s)).collect();
                 rows.sort_unstable();
@@ -153,7 +169,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn run(design: &mut Design, keys: &[Bytes], rate: f64, first_index: u64) -> Report {
+fn run(design: &mut Design, keys: &[Bytes], rate: f64) -> Report {
     let value = Bytes::from(vec![b'w'; VALUE_BYTES]);
     let mut rng = Rng(0x5EED);
     let mut r = Report::default();
@@ -161,7 +177,7 @@ fn run(design: &mut Design, keys: &[Bytes], rate: f64, first_index: u64) -> Repo
     let arrival = |j: u64| start + Duration::from_secs_f64(j as f64 / rate);
     let warm_up = (WARM_UP * rate) as u64;
     let mut next = 0u64; // next write to apply
-    let mut index = first_index;
+    let mut index = design.applied_index();
     let mut snapshot_at: Option<u64> = None; // first write of the window
     let mut window_end: Option<u64> = None; // first write after the fold
     let (done_tx, done_rx) = mpsc::channel::<(Duration, usize)>();
@@ -195,7 +211,8 @@ fn run(design: &mut Design, keys: &[Bytes], rate: f64, first_index: u64) -> Repo
                 key: keys[(rng.next() % keys.len() as u64) as usize].clone(),
                 value: value.clone(),
                 client_id: j % 1000 + 1,
-                seq: j / 1000 + 1_000_000,
+                // Above every earlier seq of this client: each write applies.
+                seq: index,
             };
             design.apply(index, &cmd);
         }
@@ -267,7 +284,7 @@ fn arg<T: std::str::FromStr + PartialOrd + Default>(i: usize, default: T, what: 
         Some(Ok(v)) if v > T::default() => v,
         Some(_) => {
             eprintln!("snapshot_stall: {what} must be a positive number");
-            eprintln!("usage: snapshot_stall [KEYS] [WRITES_PER_SEC]");
+            eprintln!("usage: snapshot_stall [KEYS] [WRITES_PER_SEC] [ROUNDS]");
             std::process::exit(2);
         }
     }
@@ -276,6 +293,7 @@ fn arg<T: std::str::FromStr + PartialOrd + Default>(i: usize, default: T, what: 
 fn main() {
     let n: u64 = arg(1, 1_000_000, "KEYS");
     let rate: f64 = arg(2, 20_000.0, "WRITES_PER_SEC");
+    let rounds: u32 = arg(3, 2, "ROUNDS");
     let keys: Vec<Bytes> = (0..n)
         .map(|i| Bytes::from(format!("key-{i:012}")))
         .collect();
@@ -283,6 +301,7 @@ fn main() {
     let mut copy = Design::Copy {
         map: Box::default(),
         dedup: HashMap::new(),
+        applied: 0,
     };
     let mut overlay = Design::Overlay(KvState::new());
     for (i, k) in keys.iter().enumerate() {
@@ -306,8 +325,13 @@ fn main() {
          | window: writes  p50_ms  p99_ms  max_ms | before: p99_ms  max_ms"
     );
     let mut failed = false;
-    for design in [&mut copy, &mut overlay] {
-        let r = run(design, &keys, rate, n);
+    for round in 0..2 * rounds {
+        let design = if round % 2 == 0 {
+            &mut copy
+        } else {
+            &mut overlay
+        };
+        let r = run(design, &keys, rate);
         println!(
             "{:<8} {:>7.2}  {:>9.1}  {:>3}  {:>7.2} {:>5} {:>11.2}  {:>7}  | {:>14}  {:>6.2}  {:>6.2}  {:>6.2} | {:>14.2}  {:>6.2}",
             design.name(),
