@@ -67,6 +67,13 @@ impl<W, R> Machine<W, R> {
         &self.state
     }
 
+    /// Folds up to `max` entries of the state's overlay back into its map once no
+    /// snapshot view holds the map; returns the entries left (see
+    /// [`KvState::fold_overlay`]).
+    pub fn fold_overlay(&mut self, max: usize) -> usize {
+        self.state.fold_overlay(max)
+    }
+
     /// Index applied so far.
     pub fn applied_index(&self) -> u64 {
         self.state.applied_index()

@@ -204,6 +204,8 @@ impl KvNode {
                     events: events_rx,
                     since_snapshot: 0,
                     snapshotting: false,
+                    fold_time: Duration::ZERO,
+                    fold_steps: 0,
                     last_term: 0,
                     snap_thread: None,
                 }
@@ -476,6 +478,11 @@ impl KvService for KvHandlers {
 /// Entries applied per batch before the loop looks at its events again.
 const APPLY_BATCH: usize = 1024;
 
+/// Overlay entries folded back into the map per step between batches after a snapshot
+/// (each a skiplist insert or remove: 0.8 ms per step on average at 1M keys, measured by
+/// `examples/snapshot_stall.rs`).
+const FOLD_CHUNK: usize = 256;
+
 struct ApplyLoop {
     shared: Arc<Shared>,
     machine: Machine<WriteHandle, ReadHandle>,
@@ -485,6 +492,9 @@ struct ApplyLoop {
     /// entry, as `raft::Status::log_bytes` counts).
     since_snapshot: u64,
     snapshotting: bool,
+    /// Time spent folding since the last snapshot started, and the steps taken.
+    fold_time: Duration,
+    fold_steps: u32,
     /// The term in which this node last led (0: not leading at the last check).
     last_term: u64,
     snap_thread: Option<(Sender<SnapshotView>, JoinHandle<()>)>,
@@ -495,7 +505,12 @@ impl ApplyLoop {
         let tick = self.shared.cfg.leader_check;
         let mut next_check = Instant::now() + tick;
         let fatal = loop {
-            let timeout = next_check.saturating_duration_since(Instant::now());
+            // With overlay entries left to fold, look for work without waiting.
+            let timeout = if self.fold_pending() {
+                Duration::ZERO
+            } else {
+                next_check.saturating_duration_since(Instant::now())
+            };
             let mut stop = false;
             select! {
                 recv(self.apply) -> m => match m {
@@ -524,6 +539,9 @@ impl ApplyLoop {
             if Instant::now() >= next_check {
                 self.check_leadership();
                 next_check = Instant::now() + tick;
+            }
+            if self.fold_pending() {
+                self.fold_step();
             }
         };
         // Nobody waits forever: everything still waiting is answered.
@@ -640,8 +658,10 @@ impl ApplyLoop {
         Ok(())
     }
 
-    /// Past `max_raft_state` bytes of log: copy the state (the only pause of the apply
-    /// loop) and let the snapshot thread serialize it and hand it to Raft.
+    /// Past `max_raft_state` bytes of log: take a view of the state (O(clients + overlay),
+    /// no copy of the map) and let the snapshot thread serialize it and hand it to Raft.
+    /// Writes go to the state's overlay until the view is dropped; then `fold_step`
+    /// folds them back a chunk at a time.
     fn maybe_snapshot(&mut self) {
         let max = self.shared.cfg.max_raft_state;
         if max == 0 || self.snapshotting || self.since_snapshot < max {
@@ -650,8 +670,10 @@ impl ApplyLoop {
         let t0 = Instant::now();
         let view = self.machine.state().snapshot_view();
         let pause = t0.elapsed();
+        self.fold_time = Duration::ZERO;
+        self.fold_steps = 0;
         log::debug!(
-            "kv node {}: snapshot copy of {} keys at index {} paused apply for {pause:?}",
+            "kv node {}: snapshot view of {} keys at index {} paused apply for {pause:?}",
             self.shared.id,
             self.machine.state().len(),
             view.applied_index()
@@ -675,6 +697,27 @@ impl ApplyLoop {
         {
             self.snapshotting = true;
             self.since_snapshot = 0;
+        }
+    }
+
+    /// Whether the snapshot thread has let go of the map and overlay entries remain.
+    fn fold_pending(&self) -> bool {
+        !self.snapshotting && self.machine.state().overlay_len() > 0
+    }
+
+    /// Folds one chunk of the overlay back into the map (see [`FOLD_CHUNK`]).
+    fn fold_step(&mut self) {
+        let t0 = Instant::now();
+        let left = self.machine.fold_overlay(FOLD_CHUNK);
+        self.fold_time += t0.elapsed();
+        self.fold_steps += 1;
+        if left == 0 {
+            log::debug!(
+                "kv node {}: overlay folded back in {} steps, {:?} in all",
+                self.shared.id,
+                self.fold_steps,
+                self.fold_time
+            );
         }
     }
 
@@ -761,6 +804,8 @@ fn snapshot_thread(shared: Arc<Shared>, rx: Receiver<SnapshotView>) {
         let index = view.applied_index();
         let t0 = Instant::now();
         let data = view.encode();
+        // Let go of the map before saying so: the apply thread folds once this is dropped.
+        drop(view);
         let bytes = data.len() as u64;
         match shared.node.snapshot(index, data) {
             Ok(()) => log::info!(

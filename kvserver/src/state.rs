@@ -2,8 +2,8 @@
 //! snapshot format. Pure and deterministic: no threads, clock or I/O, so the node's apply
 //! loop and the simulator in `testkit` drive the same code.
 
-use std::collections::HashMap;
-use std::io::Write as _;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use proto::Message;
@@ -79,9 +79,26 @@ pub fn decode_command(index: u64, data: &[u8]) -> Result<Command, BadEntry> {
 ///   again and gets the first reply back (exactly-once writes over at-least-once retries;
 ///   §6.3 of Ongaro's thesis); a lower `seq` is refused as stale;
 /// - reads (Get) do not go through the log (ReadIndex), so the table holds writes only.
+///
+/// # Snapshots without stopping writes
+///
+/// The map is a **base** skiplist behind an [`Arc`] plus an **overlay** of the writes
+/// made while the base is shared (key → new value, or a tombstone for a delete).
+/// [`KvState::snapshot_view`] does not copy the map: it shares the base with the view
+/// (a reference-count increment) and copies only the overlay and the duplicate table, so
+/// its cost is O(overlay + clients), not O(keys). While a view holds the base, writes go
+/// to the overlay and reads look in the overlay first, then in the base. Once every view
+/// is dropped, [`KvState::fold_overlay`] moves overlay entries into the base a bounded
+/// number at a time, and writes go straight to the base again (a write to a key that is
+/// still in the overlay removes it there, since the overlay's entry is older). The copy
+/// made for a snapshot is thus limited to the keys written while it is encoded.
 #[derive(Debug, Default)]
 pub struct KvState {
-    map: SkipMap<Bytes, Bytes>,
+    base: Arc<SkipMap<Bytes, Bytes>>,
+    /// Writes newer than `base`: `Some(value)` to set, `None` (tombstone) to delete.
+    overlay: BTreeMap<Bytes, Option<Bytes>>,
+    /// Keys in base + overlay.
+    len: usize,
     /// client id → (last applied seq, its outcome).
     dedup: HashMap<u64, (u64, WriteOutcome)>,
     applied_index: u64,
@@ -124,12 +141,18 @@ impl std::error::Error for SnapshotError {
 /// First 8 bytes of a kv snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP1";
 
-/// A consistent copy of the state, cheap to take (keys and values are reference-counted
-/// [`Bytes`]: the copy allocates the map's nodes, never the data) and serialized on another
-/// thread, so the apply loop pauses only for the copy.
+/// The state at one applied index, taken by [`KvState::snapshot_view`] in
+/// O(overlay + clients) time and serialized ([`SnapshotView::encode`]) on another thread
+/// while the apply loop goes on. It shares the map's base with the [`KvState`]: while a
+/// view is alive the state writes into its overlay, so drop the view as soon as it is
+/// encoded, then let the state fold its overlay back ([`KvState::fold_overlay`]).
 #[derive(Debug)]
 pub struct SnapshotView {
-    map: SkipMap<Bytes, Bytes>,
+    base: Arc<SkipMap<Bytes, Bytes>>,
+    /// The overlay at the snapshot index, in key order (usually empty: the overlay is
+    /// folded between snapshots).
+    delta: Vec<(Bytes, Option<Bytes>)>,
+    /// Unsorted; sorted by `encode`.
     dedup: Vec<(u64, u64, WriteOutcome)>,
     applied_index: u64,
 }
@@ -138,6 +161,35 @@ impl SnapshotView {
     /// The index the snapshot covers.
     pub fn applied_index(&self) -> u64 {
         self.applied_index
+    }
+
+    /// The map's entries at the snapshot index, in key order: the base merged with the
+    /// overlay (an overlay entry wins; a tombstone hides the key).
+    fn entries(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        let mut base = self.base.iter().peekable();
+        let mut delta = self.delta.iter().peekable();
+        std::iter::from_fn(move || {
+            loop {
+                let (take_delta, skip_base) = match (base.peek(), delta.peek()) {
+                    (None, None) => return None,
+                    (Some(_), None) => (false, false),
+                    (None, Some(_)) => (true, false),
+                    // On equal keys the overlay's entry replaces (or, a tombstone, hides)
+                    // the base's.
+                    (Some((bk, _)), Some((dk, _))) => (dk <= *bk, dk == *bk),
+                };
+                if skip_base {
+                    base.next();
+                }
+                if !take_delta {
+                    return base.next();
+                }
+                if let Some((k, Some(v))) = delta.next() {
+                    return Some((k, v));
+                }
+                // A tombstone: the key is gone at the snapshot index.
+            }
+        })
     }
 
     /// Serializes the snapshot. Format, all integers little-endian:
@@ -154,22 +206,36 @@ impl SnapshotView {
     ///               version, count, length-prefixed keys and values, its own CRC-32)
     /// ```
     ///
-    /// Nothing may follow the dump.
+    /// Nothing may follow the dump. Time O(keys + clients · log clients): call it off the
+    /// apply thread.
     pub fn encode(&self) -> Bytes {
-        let mut out = Vec::with_capacity(64 + self.dedup.len() * 17);
+        let mut dedup = self.dedup.clone();
+        dedup.sort_unstable_by_key(|r| r.0);
+        let mut out = Vec::with_capacity(64 + dedup.len() * 17);
         out.extend_from_slice(&SNAPSHOT_MAGIC);
         out.extend_from_slice(&self.applied_index.to_le_bytes());
-        out.extend_from_slice(&(self.dedup.len() as u64).to_le_bytes());
-        for (c, s, o) in &self.dedup {
+        out.extend_from_slice(&(dedup.len() as u64).to_le_bytes());
+        for (c, s, o) in &dedup {
             out.extend_from_slice(&c.to_le_bytes());
             out.extend_from_slice(&s.to_le_bytes());
             out.push(u8::from(o.existed));
         }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
-        // Writing to a Vec cannot fail.
-        let _ = self.map.dump(&mut out);
-        let _ = out.flush();
+        // The entry count from the base's and the overlay's: O(overlay · log keys).
+        let mut count = self.base.len();
+        for (k, v) in &self.delta {
+            match (self.base.contains_key(&k[..]), v.is_some()) {
+                (false, true) => count += 1,
+                (true, false) => count -= 1,
+                _ => {}
+            }
+        }
+        // Writing to a Vec fails only when `entries` breaks its contract (a wrong count or
+        // key order): a bug in this file, and a snapshot written anyway would be corrupt.
+        if let Err(e) = skiplist::dump_entries(count as u64, self.entries(), &mut out) {
+            panic!("kv snapshot at index {}: {e}", self.applied_index);
+        }
         Bytes::from(out)
     }
 }
@@ -197,17 +263,101 @@ impl KvState {
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     /// True when no key is stored.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
     /// The value of `key`, `None` when absent (distinct from an empty value).
     pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
-        self.map.get(key)
+        match self.overlay.get(key) {
+            Some(v) => v.as_ref(),
+            None => self.base.get(key),
+        }
+    }
+
+    /// Writes made while a [`SnapshotView`] shared the map and not yet folded back.
+    pub fn overlay_len(&self) -> usize {
+        self.overlay.len()
+    }
+
+    /// Moves up to `max` overlay entries into the base once no [`SnapshotView`] shares it
+    /// (until then does nothing); returns the entries left. Each costs one skiplist insert
+    /// or remove (O(log keys)): call it between apply batches with a bounded `max` so that
+    /// no write waits long. Reads and writes are correct at any point of the fold.
+    pub fn fold_overlay(&mut self, max: usize) -> usize {
+        if self.overlay.is_empty() {
+            return 0;
+        }
+        let Some(base) = Arc::get_mut(&mut self.base) else {
+            return self.overlay.len();
+        };
+        for _ in 0..max {
+            match self.overlay.pop_first() {
+                Some((k, Some(v))) => {
+                    base.insert(k, v);
+                }
+                Some((k, None)) => {
+                    base.remove(&k[..]);
+                }
+                None => break,
+            }
+        }
+        self.overlay.len()
+    }
+
+    /// Sets `key` to `value`; returns whether the key existed.
+    fn set(&mut self, key: Bytes, value: Bytes) -> bool {
+        let existed = match Arc::get_mut(&mut self.base) {
+            Some(base) => {
+                // The overlay's entry for the key, if any, is older than this write.
+                let in_overlay = self.overlay.remove(&key[..]);
+                let in_base = base.insert(key, value).is_some();
+                match in_overlay {
+                    Some(v) => v.is_some(),
+                    None => in_base,
+                }
+            }
+            None => match self.overlay.insert(key.clone(), Some(value)) {
+                Some(v) => v.is_some(),
+                None => self.base.contains_key(&key[..]),
+            },
+        };
+        if !existed {
+            self.len += 1;
+        }
+        existed
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    fn delete(&mut self, key: &Bytes) -> bool {
+        let existed = match Arc::get_mut(&mut self.base) {
+            Some(base) => {
+                let in_overlay = self.overlay.remove(&key[..]);
+                let in_base = base.remove(&key[..]).is_some();
+                match in_overlay {
+                    Some(v) => v.is_some(),
+                    None => in_base,
+                }
+            }
+            None => {
+                let existed = self.get(key).is_some();
+                if self.base.contains_key(&key[..]) {
+                    self.overlay.insert(key.clone(), None);
+                } else {
+                    // Not in the shared base: no tombstone is needed to hide it.
+                    self.overlay.remove(&key[..]);
+                }
+                existed
+            }
+        };
+        if existed {
+            self.len -= 1;
+        }
+        existed
     }
 
     /// The client's last applied sequence number (0 when none).
@@ -239,24 +389,23 @@ impl KvState {
         }
         let existed = match CommandOp::try_from(cmd.op) {
             Ok(CommandOp::OpPut) => {
-                self.map.insert(cmd.key.clone(), cmd.value.clone());
+                self.set(cmd.key.clone(), cmd.value.clone());
                 false
             }
             Ok(CommandOp::OpAppend) => {
-                match self.map.get_mut(&cmd.key[..]) {
+                let joined = match self.get(&cmd.key) {
                     Some(v) => {
                         let mut joined = Vec::with_capacity(v.len() + cmd.value.len());
                         joined.extend_from_slice(v);
                         joined.extend_from_slice(&cmd.value);
-                        *v = Bytes::from(joined);
+                        Bytes::from(joined)
                     }
-                    None => {
-                        self.map.insert(cmd.key.clone(), cmd.value.clone());
-                    }
-                }
+                    None => cmd.value.clone(),
+                };
+                self.set(cmd.key.clone(), joined);
                 false
             }
-            Ok(CommandOp::OpDelete) => self.map.remove(&cmd.key[..]).is_some(),
+            Ok(CommandOp::OpDelete) => self.delete(&cmd.key),
             // `decode_command` refuses these before they get here.
             _ => false,
         };
@@ -265,18 +414,23 @@ impl KvState {
         Applied::Done(outcome)
     }
 
-    /// A consistent copy to serialize elsewhere (see [`SnapshotView::encode`]).
+    /// The state at [`applied_index`](Self::applied_index), to serialize elsewhere (see
+    /// [`SnapshotView::encode`]). O(overlay + clients): the map's base is shared, not
+    /// copied; until the view is dropped, writes go to the overlay.
     pub fn snapshot_view(&self) -> SnapshotView {
-        let mut dedup: Vec<_> = self.dedup.iter().map(|(c, (s, o))| (*c, *s, *o)).collect();
-        dedup.sort_unstable_by_key(|r| r.0);
         SnapshotView {
-            map: self.map.clone(),
-            dedup,
+            base: Arc::clone(&self.base),
+            delta: self
+                .overlay
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            dedup: self.dedup.iter().map(|(c, (s, o))| (*c, *s, *o)).collect(),
             applied_index: self.applied_index,
         }
     }
 
-    /// The snapshot bytes of the current state (copy + encode on this thread).
+    /// The snapshot bytes of the current state (view + encode on this thread).
     pub fn snapshot(&self) -> Bytes {
         self.snapshot_view().encode()
     }
@@ -346,7 +500,9 @@ impl KvState {
                 what: format!("{} bytes after the map", rest.len()),
             });
         }
-        self.map = map;
+        self.len = map.len();
+        self.base = Arc::new(map);
+        self.overlay.clear();
         self.dedup = dedup;
         self.applied_index = applied_index;
         Ok(())
@@ -479,5 +635,295 @@ mod tests {
                 .index,
             7
         );
+    }
+}
+
+/// Model-based tests of the overlay: random writes interleaved with snapshot views taken,
+/// encoded, dropped, folded back and restored at random points, against a `BTreeMap`.
+#[cfg(test)]
+mod overlay_model {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use proptest::prelude::*;
+    use proto::kv::{Command, CommandOp};
+
+    use super::{Applied, KvState, SnapshotView, WriteOutcome};
+
+    const KEYS: u8 = 6;
+    const CLIENTS: u64 = 3;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// `seq_step` is added to the client's last seq (0: a retry, below 0: stale).
+        Write {
+            op: CommandOp,
+            key: u8,
+            value: u8,
+            client: u64,
+            seq_step: i8,
+        },
+        /// Take a view, like the apply thread at a snapshot point.
+        Begin,
+        /// Encode one live view (the snapshot thread) and drop it.
+        Finish(usize),
+        /// Drop one live view unencoded.
+        Abandon(usize),
+        /// Fold up to this many overlay entries.
+        Fold(usize),
+        /// Restore one of the images encoded so far (Raft installs a snapshot).
+        Restore(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let write = (0..3u8, 0..KEYS, any::<u8>(), 1..=CLIENTS, -1i8..=2).prop_map(
+            |(op, key, value, client, seq_step)| Op::Write {
+                op: [CommandOp::OpPut, CommandOp::OpAppend, CommandOp::OpDelete][op as usize],
+                key,
+                value,
+                client,
+                seq_step,
+            },
+        );
+        prop_oneof![
+            12 => write,
+            2 => Just(Op::Begin),
+            2 => any::<usize>().prop_map(Op::Finish),
+            1 => any::<usize>().prop_map(Op::Abandon),
+            2 => (0..4usize).prop_map(Op::Fold),
+            1 => any::<usize>().prop_map(Op::Restore),
+        ]
+    }
+
+    /// The reference: what the state must equal, written plainly.
+    #[derive(Clone, Debug, Default, PartialEq)]
+    struct Model {
+        map: BTreeMap<Bytes, Bytes>,
+        dedup: HashMap<u64, (u64, WriteOutcome)>,
+        applied: u64,
+    }
+
+    impl Model {
+        fn apply(&mut self, cmd: &Command) -> Applied {
+            self.applied += 1;
+            if let Some(&(last, o)) = self.dedup.get(&cmd.client_id) {
+                if cmd.seq == last {
+                    return Applied::Duplicate(o);
+                }
+                if cmd.seq < last {
+                    return Applied::Stale { last_seq: last };
+                }
+            }
+            let existed = match CommandOp::try_from(cmd.op) {
+                Ok(CommandOp::OpPut) => {
+                    self.map.insert(cmd.key.clone(), cmd.value.clone());
+                    false
+                }
+                Ok(CommandOp::OpAppend) => {
+                    let mut v = self
+                        .map
+                        .get(&cmd.key)
+                        .map(|v| v.to_vec())
+                        .unwrap_or_default();
+                    v.extend_from_slice(&cmd.value);
+                    self.map.insert(cmd.key.clone(), Bytes::from(v));
+                    false
+                }
+                _ => self.map.remove(&cmd.key).is_some(),
+            };
+            let o = WriteOutcome { existed };
+            self.dedup.insert(cmd.client_id, (cmd.seq, o));
+            Applied::Done(o)
+        }
+    }
+
+    fn key(k: u8) -> Bytes {
+        Bytes::from(format!("key{k}"))
+    }
+
+    /// Everything a reader of `st` can see equals the model.
+    fn check_reads(st: &KvState, m: &Model) -> Result<(), TestCaseError> {
+        for k in 0..KEYS {
+            prop_assert_eq!(st.get(&key(k)), m.map.get(&key(k)), "get of key{}", k);
+        }
+        prop_assert_eq!(st.len(), m.map.len());
+        prop_assert_eq!(st.applied_index(), m.applied);
+        for c in 1..=CLIENTS {
+            prop_assert_eq!(st.last_seq(c), m.dedup.get(&c).map_or(0, |r| r.0));
+        }
+        Ok(())
+    }
+
+    /// The image decodes to exactly the model: every entry, the table, the index.
+    fn check_image(image: &[u8], m: &Model) -> Result<(), TestCaseError> {
+        let mut r = KvState::new();
+        r.restore(image)
+            .map_err(|e| TestCaseError::fail(format!("image does not restore: {e}")))?;
+        prop_assert_eq!(r.overlay_len(), 0);
+        let got: Vec<_> = r.base.iter().collect();
+        let want: Vec<_> = m.map.iter().collect();
+        prop_assert_eq!(got, want, "map of the image at index {}", m.applied);
+        prop_assert_eq!(&r.dedup, &m.dedup);
+        prop_assert_eq!(r.applied_index(), m.applied);
+        check_reads(&r, m)
+    }
+
+    fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+        let mut st = KvState::new();
+        let mut model = Model::default();
+        // Live views with the model at their index and the restores before them: a view
+        // taken before the last restore holds a map the state no longer uses.
+        let mut views: Vec<(SnapshotView, Model, usize)> = Vec::new();
+        let mut restores = 0;
+        let mut images: Vec<(Bytes, Model)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Write {
+                    op,
+                    key: k,
+                    value,
+                    client,
+                    seq_step,
+                } => {
+                    let last = model.dedup.get(client).map_or(0, |r| r.0);
+                    let cmd = Command {
+                        op: *op as i32,
+                        key: key(*k),
+                        value: Bytes::from(vec![*value; usize::from(*value % 3)]),
+                        client_id: *client,
+                        seq: last.saturating_add_signed(i64::from(*seq_step)).max(1),
+                    };
+                    let want = model.apply(&cmd);
+                    let got = st.apply(model.applied, &cmd);
+                    prop_assert_eq!(got, want, "outcome of {:?}", cmd);
+                }
+                Op::Begin => views.push((st.snapshot_view(), model.clone(), restores)),
+                Op::Finish(i) if !views.is_empty() => {
+                    let (v, m, _) = views.remove(i % views.len());
+                    prop_assert_eq!(v.applied_index(), m.applied);
+                    let image = v.encode();
+                    drop(v);
+                    check_image(&image, &m)?;
+                    images.push((image, m));
+                }
+                Op::Abandon(i) if !views.is_empty() => {
+                    views.remove(i % views.len());
+                }
+                Op::Fold(n) => {
+                    let before = st.overlay_len();
+                    let left = st.fold_overlay(*n);
+                    if views.iter().all(|v| v.2 != restores) {
+                        prop_assert_eq!(left, before.saturating_sub(*n));
+                    } else {
+                        prop_assert_eq!(left, before, "folded while a view shares the map");
+                    }
+                }
+                Op::Restore(i) if !images.is_empty() => {
+                    let (image, m) = &images[i % images.len()];
+                    st.restore(image)
+                        .map_err(|e| TestCaseError::fail(format!("restore: {e}")))?;
+                    model = m.clone();
+                    restores += 1;
+                }
+                Op::Finish(_) | Op::Abandon(_) | Op::Restore(_) => {}
+            }
+            check_reads(&st, &model)?;
+        }
+        // The whole state, encoded at the end, is the model too.
+        check_image(&st.snapshot(), &model)?;
+        for (v, m, _) in views {
+            check_image(&v.encode(), &m)?;
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn state_with_snapshots_at_random_points_equals_the_model(
+            ops in proptest::collection::vec(op(), 1..160)
+        ) {
+            run(&ops)?;
+        }
+    }
+
+    /// The cases the random search must not miss, spelled out.
+    #[test]
+    fn writes_while_a_view_is_alive_go_to_the_overlay_and_fold_back() {
+        let put = |k: u8, v: u8| Op::Write {
+            op: CommandOp::OpPut,
+            key: k,
+            value: v,
+            client: 1,
+            seq_step: 1,
+        };
+        let del = |k: u8| Op::Write {
+            op: CommandOp::OpDelete,
+            key: k,
+            value: 0,
+            client: 2,
+            seq_step: 1,
+        };
+        run(&[
+            put(0, 1),
+            put(1, 1),
+            Op::Begin,
+            del(0),
+            put(2, 2),
+            put(1, 2),
+            Op::Begin,
+            del(1),
+            Op::Finish(0),
+            put(1, 4),
+            Op::Fold(1),
+            Op::Finish(0),
+            put(0, 5),
+            Op::Fold(8),
+            Op::Begin,
+            Op::Finish(0),
+        ])
+        .expect("scripted case");
+    }
+
+    #[test]
+    fn a_view_shares_the_map_instead_of_copying_it() {
+        let mut st = KvState::new();
+        for i in 1..=1000u64 {
+            st.apply(
+                i,
+                &Command {
+                    op: CommandOp::OpPut as i32,
+                    key: Bytes::from(format!("k{i}")),
+                    value: Bytes::from_static(b"v"),
+                    client_id: 1,
+                    seq: i,
+                },
+            );
+        }
+        let view = st.snapshot_view();
+        assert!(Arc::ptr_eq(&view.base, &st.base), "the view copied the map");
+        assert!(view.delta.is_empty());
+        st.apply(
+            1001,
+            &Command {
+                op: CommandOp::OpDelete as i32,
+                key: Bytes::from_static(b"k1"),
+                value: Bytes::new(),
+                client_id: 1,
+                seq: 1001,
+            },
+        );
+        assert_eq!(st.overlay_len(), 1, "a delete under a view is a tombstone");
+        assert_eq!(
+            st.fold_overlay(100),
+            1,
+            "folded while the view holds the map"
+        );
+        drop(view);
+        assert_eq!(st.fold_overlay(100), 0);
+        assert_eq!(st.get(b"k1"), None);
+        assert_eq!(st.len(), 999);
     }
 }

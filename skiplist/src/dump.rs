@@ -192,28 +192,98 @@ impl std::error::Error for LoadError {
 }
 
 /// Writes `map` in the dump format.
-pub(crate) fn dump<K: Ord + Codec, V: Codec>(
-    map: &SkipMap<K, V>,
+pub(crate) fn dump<K: Ord + Codec, V: Codec>(map: &SkipMap<K, V>, w: impl Write) -> io::Result<()> {
+    write_entries(map.len() as u64, map.iter(), w, false)
+}
+
+/// Writes `count` entries from `entries` in the dump format of [`SkipMap::dump`], so that
+/// [`SkipMap::load`] reads them back as a map: for a map that exists only as a merge of
+/// sources (a frozen map plus the changes made since, say) and is never built in memory.
+///
+/// `entries` must yield exactly `count` entries in strictly ascending key order. The
+/// writer checks both as it goes and fails with [`io::ErrorKind::InvalidInput`] (naming
+/// the entry) on the first violation; the bytes already written are then not a valid dump
+/// (its count or order is wrong and its checksum is missing), so discard them. O(count)
+/// time, one comparison per entry; buffers 64 KiB at a time.
+///
+/// # Example
+/// ```
+/// use skiplist::{SkipMap, dump_entries};
+/// let keys = [1u64, 3, 5];
+/// let mut bytes = Vec::new();
+/// dump_entries(3, keys.iter().map(|k| (k, k)), &mut bytes)?;
+/// let back: SkipMap<u64, u64> = SkipMap::load(bytes.as_slice())?;
+/// assert_eq!(back.iter().map(|(k, _)| *k).collect::<Vec<_>>(), keys);
+/// // Out of order, or a wrong count, is refused.
+/// assert!(dump_entries(2, [(&2u64, &0u64), (&1, &0)].into_iter(), Vec::new()).is_err());
+/// assert!(dump_entries(4, keys.iter().map(|k| (k, k)), Vec::new()).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn dump_entries<'a, K, V>(
+    count: u64,
+    entries: impl Iterator<Item = (&'a K, &'a V)>,
+    w: impl Write,
+) -> io::Result<()>
+where
+    K: Ord + Codec + 'a,
+    V: Codec + 'a,
+{
+    write_entries(count, entries, w, true)
+}
+
+fn write_entries<'a, K, V>(
+    count: u64,
+    entries: impl Iterator<Item = (&'a K, &'a V)>,
     mut w: impl Write,
-) -> io::Result<()> {
+    check_order: bool,
+) -> io::Result<()>
+where
+    K: Ord + Codec + 'a,
+    V: Codec + 'a,
+{
     let mut crc = crc32fast::Hasher::new();
     let mut buf = Vec::with_capacity(WRITE_CHUNK + 256);
     buf.extend_from_slice(&MAGIC);
     buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    buf.extend_from_slice(&(map.len() as u64).to_le_bytes());
-    for (k, v) in map {
+    buf.extend_from_slice(&count.to_le_bytes());
+    let mut written = 0u64;
+    let mut prev: Option<&K> = None;
+    for (k, v) in entries {
+        if written == count {
+            return Err(invalid(format!(
+                "skiplist dump: more than the {count} entries announced"
+            )));
+        }
+        if check_order {
+            if prev.is_some_and(|p| p >= k) {
+                return Err(invalid(format!(
+                    "skiplist dump: entry {written} is not after the previous key"
+                )));
+            }
+            prev = Some(k);
+        }
         put_prefixed(&mut buf, |out| k.encode(out), "key")?;
         put_prefixed(&mut buf, |out| v.encode(out), "value")?;
+        written += 1;
         if buf.len() >= WRITE_CHUNK {
             crc.update(&buf);
             w.write_all(&buf)?;
             buf.clear();
         }
     }
+    if written != count {
+        return Err(invalid(format!(
+            "skiplist dump: {written} entries where {count} were announced"
+        )));
+    }
     crc.update(&buf);
     buf.extend_from_slice(&crc.finalize().to_le_bytes());
     w.write_all(&buf)?;
     w.flush()
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
 
 /// Appends a `u32` length and the bytes that `encode` writes.

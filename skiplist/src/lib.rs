@@ -107,6 +107,8 @@
 //! and fails with a [`LoadError`] that names the problem and its byte offset on a truncated input, a bad
 //! magic, an unknown version, a key or value its codec rejects, keys out of order, or a
 //! checksum mismatch. The partly built map is dropped: a refused input never yields a map.
+//! [`dump_entries`] writes the same format from any sorted sequence of entries (a merge of
+//! a frozen map and later changes, in kvserver's snapshots) without building the map.
 //!
 //! # Concurrency
 //!
@@ -154,7 +156,7 @@ mod map;
 mod raw;
 
 pub use codec::{Codec, DecodeError};
-pub use dump::{FORMAT_VERSION, Field, LoadError, MAGIC};
+pub use dump::{FORMAT_VERSION, Field, LoadError, MAGIC, dump_entries};
 pub use map::{Iter, Range, SkipMap};
 
 /// `SkipMap` and its iterators are `Send` and `Sync` exactly when std's `BTreeMap` is.
