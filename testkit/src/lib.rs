@@ -2,6 +2,9 @@
 //!
 //! - [`sim`]: a deterministic simulator for Raft clusters (simulated time, one seeded
 //!   RNG, faults, crash/restart, safety checks after every event).
+//! - [`chaos`]: one randomized fault run from a seed (the `chaos` test's body).
+//! - [`record`] and [`viz`]: a recording of a simulated run and its picture, a
+//!   self-contained HTML page (the `raft-viz` binary draws any lab scenario or chaos seed).
 //! - [`disk`]: `SimDisk`, the real on-disk storage (`raft::DiskStorage`) over a file
 //!   system that loses power, as a simulated node's storage.
 //!
@@ -22,6 +25,9 @@
 //! Still to come (other issues): a linearizability checker for key-value histories and a
 //! launcher for real multi-process clusters.
 
+pub mod chaos;
 pub mod disk;
 pub mod kvsim;
+pub mod record;
 pub mod sim;
+pub mod viz;
