@@ -2,7 +2,9 @@
 //! ``[`RawNode::propose`](../raft/src/core.rs#L459)``. The code is the truth: every
 //! relative link must name a file that exists, every `#L` anchor a line that exists, and
 //! a link whose text is a code name must land on a line that holds that name (its last
-//! `::` segment). When code moves, this test names each stale link.
+//! `::` segment). When code moves, this test names each stale link and the line where
+//! the name is now; `TOUR_FIX=1 cargo test -p testkit --profile ci --test tour_links`
+//! rewrites those anchors in place (check the diff).
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +51,36 @@ fn cited_name(text: &str) -> Option<String> {
     ok.then(|| name.to_owned())
 }
 
-fn check(doc: &Path) -> (usize, Vec<String>) {
+/// The line (1-based) nearest to `near` that defines `name` (`fn name`, `struct name`,
+/// `enum name`, `trait name`, `message name`, `mod name`), else that merely holds it.
+fn find_name(body: &str, name: &str, near: usize) -> Option<usize> {
+    let defs: Vec<String> = [
+        "fn ", "struct ", "enum ", "trait ", "message ", "mod ", "type ",
+    ]
+    .iter()
+    .map(|k| format!("{k}{name}"))
+    .collect();
+    let is_def = |l: &str| {
+        defs.iter().any(|d| {
+            l.find(d.as_str()).is_some_and(|at| {
+                !l[at + d.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+            })
+        })
+    };
+    let nearest = |pred: &dyn Fn(&str) -> bool| {
+        body.lines()
+            .enumerate()
+            .filter(|(_, l)| pred(l))
+            .map(|(i, _)| i + 1)
+            .min_by_key(|&i| i.abs_diff(near))
+    };
+    nearest(&is_def).or_else(|| nearest(&|l: &str| l.contains(name)))
+}
+
+/// Checks `doc`; returns the number of links to files and the problems. Each stale
+/// anchor whose name is found elsewhere in its file is also returned as (old target,
+/// new target) in `fixes`.
+fn check_with_fixes(doc: &Path, fixes: &mut Vec<(String, String)>) -> (usize, Vec<String>) {
     let md = std::fs::read_to_string(doc)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", doc.display()));
     let dir = doc.parent().expect("docs folder");
@@ -100,22 +131,35 @@ fn check(doc: &Path) -> (usize, Vec<String>) {
         if let Some(name) = cited_name(&text)
             && !line.contains(&name)
         {
+            let now = find_name(&body, &name, n);
+            if let Some(m) = now {
+                fixes.push((target.clone(), format!("{file}#L{m}")));
+            }
             bad.push(format!(
-                "{}: [{text}]({target}): line {n} does not hold `{name}`: {}",
+                "{}: [{text}]({target}): line {n} does not hold `{name}`: {}{}",
                 doc.display(),
-                line.trim()
+                line.trim(),
+                now.map(|m| format!(" (it is at #L{m} now)"))
+                    .unwrap_or_default()
             ));
         }
     }
     (checked, bad)
 }
 
+fn check(doc: &Path) -> (usize, Vec<String>) {
+    check_with_fixes(doc, &mut Vec::new())
+}
+
 #[test]
 fn every_code_link_in_the_tour_lands_on_its_name() {
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
     let mut all_bad = Vec::new();
+    let fix = std::env::var_os("TOUR_FIX").is_some();
     for name in ["tour.md", "tour.zh-CN.md"] {
-        let (checked, bad) = check(&docs.join(name));
+        let path = docs.join(name);
+        let mut fixes = Vec::new();
+        let (checked, mut bad) = check_with_fixes(&path, &mut fixes);
         eprintln!(
             "{name}: {checked} links to files checked, {} stale",
             bad.len()
@@ -124,11 +168,20 @@ fn every_code_link_in_the_tour_lands_on_its_name() {
             checked > 50,
             "{name}: only {checked} code links found; is the tour there?"
         );
+        if fix && !fixes.is_empty() {
+            let mut md = std::fs::read_to_string(&path).expect("read the tour");
+            for (old, new) in &fixes {
+                md = md.replace(&format!("]({old})"), &format!("]({new})"));
+                eprintln!("TOUR_FIX: {name}: {old} -> {new}");
+            }
+            std::fs::write(&path, md).expect("write the tour");
+            bad = check(&path).1;
+        }
         all_bad.extend(bad);
     }
     assert!(
         all_bad.is_empty(),
-        "stale links in the tour (update the line numbers):\n{}",
+        "stale links in the tour (TOUR_FIX=1 rewrites the ones whose name was found):\n{}",
         all_bad.join("\n")
     );
 }
