@@ -23,7 +23,7 @@ use bytes::Bytes;
 use kvserver::{Machine, WriteResult};
 use proto::Message;
 use proto::kv::{Command, CommandOp, ErrorCode};
-use raft::{Config, EntryType, MemStorage, RaftMessage, RawNode, Storage};
+use raft::{Config, MemStorage, RaftMessage, RawNode, Storage};
 
 use crate::sim::{NetConfig, Rng, TICK_MS, describe};
 
@@ -783,7 +783,7 @@ impl KvSim {
                     break;
                 }
                 self.last_applied[i] = e.index;
-                if e.entry_type == EntryType::EntryNoop as i32 {
+                if e.is_noop() {
                     s.machine.skip_to(e.index, &mut reads);
                     applied_now.push((e.index, Bytes::from_static(b"\0noop")));
                     continue;

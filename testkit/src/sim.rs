@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use bytes::{Bytes, BytesMut};
 use proto::Message;
 use proto::raft::raft_message::Body;
-use raft::{Config, EntryType, HardState, MemStorage, RaftMessage, RawNode, Ready, Role, Storage};
+use raft::{Config, HardState, MemStorage, RaftMessage, RawNode, Ready, Role, Storage};
 
 use crate::record::{self, EntryMark, Marks, Recording, What};
 
@@ -940,7 +940,7 @@ impl<S: SimStorage> Sim<S> {
                     .map(|e| EntryMark {
                         index: e.index,
                         term: e.term,
-                        noop: e.entry_type == EntryType::EntryNoop as i32,
+                        noop: e.is_noop(),
                     })
                     .collect(),
             });
@@ -1123,7 +1123,7 @@ impl<S: SimStorage> Sim<S> {
                 ));
             }
             node.last_applied = e.index;
-            if e.entry_type == EntryType::EntryNoop as i32 {
+            if e.is_noop() {
                 self.check_applied(id, e.index, &Bytes::from_static(b"\0noop"));
                 continue;
             }
