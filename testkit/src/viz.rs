@@ -581,7 +581,8 @@ function drawLogs() {
   const s = stateAt(cur);
   let maxLast = 0, minSnap = Infinity;
   for (const n of s) { maxLast = Math.max(maxLast, n.snap + n.log.length); minSnap = Math.min(minSnap, n.snap); }
-  const WIDTH = 32;
+  // As many index columns as fit beside the names and the summary (cells are ~26 px).
+  const WIDTH = Math.max(8, Math.min(64, Math.floor((logsDiv.clientWidth - 400) / 26)));
   const from = Math.max(1, maxLast - WIDTH + 1);
   let h = '<table class="log"><tr><th></th>';
   if (from > 1) h += '<th>…</th>';
