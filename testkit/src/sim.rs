@@ -97,7 +97,7 @@ pub fn seed_from_env(default: u64) -> u64 {
 /// The command that replays `seed` in the running test: `SEED=… cargo test -p testkit
 /// --profile ci --test <file> <test name>` (the test binary's and thread's names).
 pub fn replay_command(seed: u64) -> String {
-    let file = std::env::args()
+    let exe = std::env::args()
         .next()
         .as_deref()
         .and_then(|p| {
@@ -106,8 +106,16 @@ pub fn replay_command(seed: u64) -> String {
                 .to_str()
                 .map(str::to_owned)
         })
-        .and_then(|f| f.rsplit_once('-').map(|(name, _hash)| name.to_owned()))
-        .unwrap_or_else(|| "<file>".to_owned());
+        .unwrap_or_default();
+    // A cargo test binary is `<file>-<16 hex digits>`; any other program (raft-viz) is
+    // replayed by running it again.
+    let file = match exe.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name.to_owned()
+        }
+        _ if !exe.is_empty() => return format!("run {exe} again with the same arguments"),
+        _ => "<file>".to_owned(),
+    };
     let test = std::thread::current()
         .name()
         .filter(|n| *n != "main")

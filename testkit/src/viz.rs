@@ -526,7 +526,8 @@ function drawTimeline() {
     ctx.strokeStyle = '#ccc'; ctx.beginPath(); ctx.moveTo(LEFT, y + H); ctx.lineTo(LEFT + W, y + H); ctx.stroke();
     ctx.fillStyle = '#222'; ctx.font = 'bold 13px system-ui'; ctx.fillText('n' + (i + 1), 8, mid(i) + 4);
   }
-  // messages overlapping the window
+  // messages overlapping the window, clipped to the lanes (not over the names)
+  ctx.save(); ctx.beginPath(); ctx.rect(LEFT, AXIS - 6, W, N * H + 6); ctx.clip();
   const curMsg = EV.length && ['send', 'deliver', 'lose'].indexOf(EV[cur][1]) >= 0 ? EV[cur][2] : -1;
   let lo = 0, hi = MS.length;
   while (lo < hi) { const m = (lo + hi) >> 1; if (MS[m][3] < t0 - 2500) lo = m + 1; else hi = m; }
@@ -557,6 +558,7 @@ function drawTimeline() {
     }
   }
   ctx.globalAlpha = 1;
+  ctx.restore();
   // client marks, crashes
   let k0 = firstAt(t0);
   for (let k = k0; k < EV.length && EV[k][0] <= t1; k++) {
