@@ -15,11 +15,15 @@
 //!   staged Figure 8, vote durability, the leader's unpersisted copy;
 //! - `tests/chaos.rs`: thousands of random seeds (`CHAOS_SEEDS`, `CHAOS_BASE`);
 //! - `tests/power_loss.rs`: hundreds of seeds over `SimDisk` with crashes that lose
-//!   unsynced data and power cuts in the middle of a persist (`POWER_SEEDS`).
+//!   unsynced data and power cuts in the middle of a persist (`POWER_SEEDS`);
+//! - `tests/record.rs`: a recorded run is the same run, and the recording agrees with the
+//!   nodes; `tests/viz_chromium.rs`: `raft-viz` pages in headless Chromium;
+//! - `tests/tour_links.rs`: every code link of `docs/tour*.md` lands on its name.
 //!
 //! A failing run prints the seed and the command that replays it exactly, e.g.
 //! `SEED=401 cargo test -p testkit --profile ci --test lab3 snapshot_basic_3d -- --exact`;
-//! add `SIM_TRACE=1` to print every event. `SEED` must be a decimal number: anything else
+//! add `SIM_TRACE=1` to print every event, or draw the run with `raft-viz` (a chaos seed
+//! prints that command too). `SEED` must be a decimal number: anything else
 //! (a typo, or a placeholder copied from a doc) is rejected with a message.
 //!
 //! Still to come (other issues): a linearizability checker for key-value histories and a
