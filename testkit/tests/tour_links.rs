@@ -181,7 +181,7 @@ fn every_code_link_in_the_tour_lands_on_its_name() {
     }
     assert!(
         all_bad.is_empty(),
-        "stale links in the tour (TOUR_FIX=1 rewrites the ones whose name was found):\n{}",
+        "stale links in the tour; `TOUR_FIX=1 cargo test -p testkit --profile ci --test tour_links` rewrites the anchors whose name it found (then check the diff):\n{}",
         all_bad.join("\n")
     );
 }
