@@ -207,6 +207,22 @@ fn raft_viz_pages_render_and_step_in_headless_chromium() {
     ]);
     assert_eq!(code, 0, "{text}");
     let html = std::fs::read_to_string(&figure8).expect("read the page");
+    // A seed draws the same page every time (the recorder and the page are deterministic).
+    let again = dir.join("raft-viz-figure8-again.html");
+    let (code, text) = raft_viz(&[
+        "--scenario",
+        "figure8",
+        "--out",
+        again.to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let html_again = std::fs::read_to_string(&again).expect("read the page");
+    // (The pages differ only in the --out path of the command they show.)
+    let own = |page: &str, out: &Path| page.replace(out.to_str().unwrap_or_default(), "OUT");
+    assert!(
+        own(&html, &figure8) == own(&html_again, &again),
+        "the same scenario drew two different pages"
+    );
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "no network"
