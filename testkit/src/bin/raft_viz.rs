@@ -238,7 +238,7 @@ const SCENARIOS: &[Scenario] = &[
 
 /// Draws a simulated Raft run as one self-contained HTML page.
 #[derive(Parser, Debug)]
-#[command(name = "raft-viz", about, long_about = None)]
+#[command(name = "raft-viz")]
 struct Args {
     /// A scenario by name (see --list): a lab 3 test, a scenario test, or "figure8".
     #[arg(long, value_name = "NAME")]
