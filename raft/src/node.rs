@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
-use proto::raft::{EntryType, RaftMessage};
+use proto::raft::RaftMessage;
 
 use crate::core::{Config, RawNode, Role, Status};
 use crate::storage::Storage;
@@ -419,7 +419,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 });
             }
             for e in &rd.committed_entries {
-                if e.entry_type == EntryType::EntryNoop as i32 {
+                if e.is_noop() {
                     self.noops.insert(e.index);
                     if self.noops.len() > 64 {
                         self.noops.pop_first();

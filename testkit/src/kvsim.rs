@@ -23,7 +23,7 @@ use bytes::Bytes;
 use kvserver::{Machine, WriteResult};
 use proto::Message;
 use proto::kv::{Command, CommandOp, ErrorCode};
-use raft::{Config, EntryType, MemStorage, RaftMessage, RawNode};
+use raft::{Config, MemStorage, RaftMessage, RawNode};
 
 use crate::sim::SimStorage;
 
@@ -811,7 +811,7 @@ impl<S: SimStorage> KvSim<S> {
                     break;
                 }
                 self.last_applied[i] = e.index;
-                if e.entry_type == EntryType::EntryNoop as i32 {
+                if e.is_noop() {
                     s.machine.skip_to(e.index, &mut reads);
                     applied_now.push((e.index, Bytes::from_static(b"\0noop")));
                     continue;

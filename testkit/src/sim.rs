@@ -36,7 +36,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use bytes::{Bytes, BytesMut};
 use proto::Message;
 use proto::raft::raft_message::Body;
-use raft::{Config, EntryType, HardState, MemStorage, RaftMessage, RawNode, Ready, Role, Storage};
+use raft::{Config, HardState, MemStorage, RaftMessage, RawNode, Ready, Role, Storage};
+
+use crate::record::{self, EntryMark, Marks, Recording, What};
 
 /// Simulated milliseconds per Raft tick (the driver's default too).
 pub const TICK_MS: u64 = 50;
@@ -95,7 +97,7 @@ pub fn seed_from_env(default: u64) -> u64 {
 /// The command that replays `seed` in the running test: `SEED=… cargo test -p testkit
 /// --profile ci --test <file> <test name>` (the test binary's and thread's names).
 pub fn replay_command(seed: u64) -> String {
-    let file = std::env::args()
+    let exe = std::env::args()
         .next()
         .as_deref()
         .and_then(|p| {
@@ -104,8 +106,16 @@ pub fn replay_command(seed: u64) -> String {
                 .to_str()
                 .map(str::to_owned)
         })
-        .and_then(|f| f.rsplit_once('-').map(|(name, _hash)| name.to_owned()))
-        .unwrap_or_else(|| "<file>".to_owned());
+        .unwrap_or_default();
+    // A cargo test binary is `<file>-<16 hex digits>`; any other program (raft-viz) is
+    // replayed by running it again.
+    let file = match exe.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name.to_owned()
+        }
+        _ if !exe.is_empty() => return format!("run {exe} again with the same arguments"),
+        _ => "<file>".to_owned(),
+    };
     let test = std::thread::current()
         .name()
         .filter(|n| *n != "main")
@@ -286,6 +296,9 @@ pub struct Sim<S: SimStorage = MemStorage> {
     pub trace: bool,
     /// When `Some`, every trace line is also recorded here (golden tests).
     pub trace_log: Option<Vec<String>>,
+    /// What happened, for a picture: `Some` when the simulator was created inside
+    /// [`record::record`] (handed back there when the `Sim` is dropped).
+    recording: Option<Recording>,
 }
 
 /// One line for a message, for `SIM_TRACE=1` output: `n1@3 → n2 Append prev=4@2 [5@3]`.
@@ -476,11 +489,33 @@ impl<S: SimStorage> Sim<S> {
             needless_snapshots: 0,
             trace: std::env::var_os("SIM_TRACE").is_some(),
             trace_log: None,
+            recording: record::recording_on().then(|| Recording::new(n, seed)),
         };
         for id in 1..=n as u64 {
             sim.start_node(id);
         }
         sim
+    }
+
+    /// Adds an event to the recording, if there is one (see [`crate::record`]).
+    fn rec(&mut self, what: impl FnOnce() -> What) {
+        if let Some(r) = &mut self.recording {
+            r.push(self.now, what());
+        }
+    }
+
+    /// Records the connectivity, if recording and it changed.
+    fn rec_net(&mut self) {
+        if let Some(r) = &mut self.recording {
+            let disconnected = (1..=self.n as u64)
+                .filter(|&id| !self.connected[Self::idx(id)])
+                .collect();
+            r.net(
+                self.now,
+                disconnected,
+                self.blocked.iter().copied().collect(),
+            );
+        }
     }
 
     fn emit(&mut self, line: impl FnOnce() -> String) {
@@ -543,6 +578,7 @@ impl<S: SimStorage> Sim<S> {
         self.incarnations += 1;
         let incarnation = self.incarnations;
         self.emit(|| format!("start   n{id}"));
+        self.rec(|| What::Start { id });
         self.nodes[Self::idx(id)] = Some(SimNode {
             raw,
             incarnation,
@@ -568,10 +604,12 @@ impl<S: SimStorage> Sim<S> {
     /// Cuts a node off from everyone (it keeps running).
     pub fn disconnect(&mut self, id: u64) {
         self.connected[Self::idx(id)] = false;
+        self.rec_net();
     }
     /// Reconnects a node.
     pub fn connect(&mut self, id: u64) {
         self.connected[Self::idx(id)] = true;
+        self.rec_net();
     }
     /// True if the node is connected.
     pub fn is_connected(&self, id: u64) -> bool {
@@ -580,10 +618,12 @@ impl<S: SimStorage> Sim<S> {
     /// Blocks the one-way link `from -> to`.
     pub fn block(&mut self, from: u64, to: u64) {
         self.blocked.insert((from, to));
+        self.rec_net();
     }
     /// Heals every one-way block.
     pub fn unblock_all(&mut self) {
         self.blocked.clear();
+        self.rec_net();
     }
     /// Only nodes in the same group can talk (all nodes stay "connected").
     pub fn partition(&mut self, groups: &[&[u64]]) {
@@ -596,11 +636,16 @@ impl<S: SimStorage> Sim<S> {
                 }
             }
         }
+        self.rec_net();
     }
     /// Crashes a node: it loses everything it had not persisted.
     pub fn crash(&mut self, id: u64) {
         if self.nodes[Self::idx(id)].is_some() {
             self.emit(|| format!("crash   n{id}"));
+            self.rec(|| What::Crash {
+                id,
+                why: "crashed".into(),
+            });
         }
         self.nodes[Self::idx(id)] = None;
     }
@@ -698,10 +743,17 @@ impl<S: SimStorage> Sim<S> {
                         continue;
                     };
                     if !self.link_ok(m.from, m.to) {
+                        if let Some(r) = &mut self.recording {
+                            r.arrive(at, seq, Some("link cut"));
+                        }
                         continue;
                     }
                     let to = m.to;
                     self.emit(|| format!("deliver {}", describe(&m)));
+                    if let Some(r) = &mut self.recording {
+                        let up = self.nodes[Self::idx(to)].is_some();
+                        r.arrive(at, seq, (!up).then_some("node down"));
+                    }
                     let Some(node) = self.nodes[Self::idx(to)].as_mut() else {
                         continue;
                     };
@@ -759,8 +811,13 @@ impl<S: SimStorage> Sim<S> {
         if matches!(&m.body, Some(Body::AppendEntries(a)) if !a.heartbeat) {
             *self.appends_by_link.entry((m.from, m.to)).or_default() += 1;
         }
-        if !self.link_ok(m.from, m.to) || self.rng.chance(self.net.drop) {
+        let cut = !self.link_ok(m.from, m.to);
+        if cut || self.rng.chance(self.net.drop) {
             self.emit(|| format!("drop    {}", describe(&m)));
+            if let Some(r) = &mut self.recording {
+                let why = if cut { "link cut" } else { "random loss" };
+                r.send(self.now, &m, describe(&m), &[], why);
+            }
             return;
         }
         let copies = if self.rng.chance(self.net.duplicate) {
@@ -768,6 +825,7 @@ impl<S: SimStorage> Sim<S> {
         } else {
             1
         };
+        let mut due = Vec::new();
         for _ in 0..copies {
             let delay = if !request && self.rng.chance(self.net.long_reorder) {
                 self.rng
@@ -779,6 +837,10 @@ impl<S: SimStorage> Sim<S> {
             let seq = self.next_seq;
             self.in_flight.insert(seq, m.clone());
             self.push_event(self.now + delay, EventKind::Deliver { seq });
+            due.push((seq, self.now + delay));
+        }
+        if let Some(r) = &mut self.recording {
+            r.send(self.now, &m, describe(&m), &due, "");
         }
     }
 
@@ -786,6 +848,7 @@ impl<S: SimStorage> Sim<S> {
     pub fn start(&mut self, id: u64, cmd: Bytes) -> Option<(u64, u64)> {
         let node = self.nodes[Self::idx(id)].as_mut()?;
         let r = node.raw.propose(cmd).ok();
+        self.rec(|| What::Propose { id, at: r });
         self.process(id);
         r
     }
@@ -796,6 +859,7 @@ impl<S: SimStorage> Sim<S> {
             return false;
         };
         let ok = node.raw.read_index(ctx).is_ok();
+        self.rec(|| What::Read { id, ctx });
         let required = self.max_committed();
         self.read_required.insert((id, ctx), required);
         self.process(id);
@@ -850,6 +914,10 @@ impl<S: SimStorage> Sim<S> {
             _ => None,
         };
         if crash == Some(CrashPoint::BeforePersist) {
+            self.rec(|| What::Crash {
+                id,
+                why: "crashed before persisting its Ready".into(),
+            });
             return false; // nothing of this Ready persisted
         }
         if let Err(e) =
@@ -858,9 +926,38 @@ impl<S: SimStorage> Sim<S> {
             // The driver stops a node whose storage fails (a simulated power cut in the
             // middle of a write): a crash at this point.
             self.emit(|| format!("crash   n{id} (storage: {e})"));
+            self.rec(|| What::Crash {
+                id,
+                why: format!("storage: {e}"),
+            });
             return false;
         }
+        if let Some(s) = &rd.snapshot {
+            self.rec(|| What::Snapshot {
+                id,
+                index: s.index,
+                term: s.term,
+            });
+        }
+        if !rd.entries.is_empty() {
+            self.rec(|| What::Append {
+                id,
+                entries: rd
+                    .entries
+                    .iter()
+                    .map(|e| EntryMark {
+                        index: e.index,
+                        term: e.term,
+                        noop: e.is_noop(),
+                    })
+                    .collect(),
+            });
+        }
         if crash == Some(CrashPoint::AfterPersist) {
+            self.rec(|| What::Crash {
+                id,
+                why: "crashed after persisting its Ready, before sending".into(),
+            });
             return false;
         }
         for m in &rd.persisted_messages {
@@ -880,6 +977,11 @@ impl<S: SimStorage> Sim<S> {
                 ));
             }
             self.reads.push((id, r.ctx, r.index));
+            self.rec(|| What::ReadState {
+                id,
+                ctx: r.ctx,
+                index: r.index,
+            });
         }
         node.raw.advance(&rd);
         true
@@ -1029,7 +1131,7 @@ impl<S: SimStorage> Sim<S> {
                 ));
             }
             node.last_applied = e.index;
-            if e.entry_type == EntryType::EntryNoop as i32 {
+            if e.is_noop() {
                 self.check_applied(id, e.index, &Bytes::from_static(b"\0noop"));
                 continue;
             }
@@ -1107,6 +1209,20 @@ impl<S: SimStorage> Sim<S> {
         let st = node.raw.status();
         if node.role != (st.role, st.term) {
             self.emit(|| format!("role    n{id} {:?}@{}", st.role, st.term));
+            self.rec(|| What::Role {
+                id,
+                role: st.role,
+                term: st.term,
+            });
+        }
+        if let Some(r) = &mut self.recording {
+            let marks = Marks {
+                last: st.last_index,
+                commit: st.commit,
+                applied: node.last_applied,
+                snapshot: st.snapshot_index,
+            };
+            r.marks(self.now, id, marks);
         }
         node.role = (st.role, st.term);
         if node.raw.is_leader() {
@@ -1298,6 +1414,7 @@ impl Sim<MemStorage> {
     pub fn restart_with_empty_disk(&mut self, id: u64) {
         self.crash(id);
         self.storages[Self::idx(id)] = MemStorage::new();
+        self.rec(|| What::Wipe { id });
         // The node forgot its votes with its disk: a second vote in a term it voted in
         // before is what this fault does, not a bug the one-vote check should report.
         self.votes.retain(|&(voter, _), _| voter != id);
@@ -1307,6 +1424,10 @@ impl Sim<MemStorage> {
 
 impl<S: SimStorage> Drop for Sim<S> {
     fn drop(&mut self) {
+        if let Some(mut r) = self.recording.take() {
+            r.end = r.end.max(self.now);
+            record::hand_back(r);
+        }
         if std::thread::panicking() {
             eprintln!(
                 "simulation failed; replay with SEED={}: {}",

@@ -3,6 +3,9 @@
 //! `SCENARIOS.md`; node ids are 1-based, and because every new leader appends a no-op
 //! entry, command indexes are checked relative to earlier ones rather than as absolute
 //! numbers. Each test takes `SEED` from the environment to replay a failure.
+//!
+//! Each test is `pub` and marked `#[cfg_attr(test, test)]`: the `raft-viz` binary
+//! (`src/bin/raft_viz.rs`) includes this file as a module and runs a scenario by name.
 
 use bytes::Bytes;
 use testkit::sim::{NetConfig, Sim, rand_cmd, seed_from_env};
@@ -66,8 +69,8 @@ fn cmd(x: u64) -> Bytes {
 
 // ------------------------------------------------------------------------------- 3A
 
-#[test]
-fn initial_election_3a() {
+#[cfg_attr(test, test)]
+pub fn initial_election_3a() {
     let mut s = sim(3, 101);
     s.check_one_leader();
     s.run_for(50);
@@ -81,8 +84,8 @@ fn initial_election_3a() {
     s.check_one_leader();
 }
 
-#[test]
-fn re_election_3a() {
+#[cfg_attr(test, test)]
+pub fn re_election_3a() {
     let mut s = sim(3, 102);
     let leader1 = s.check_one_leader();
     s.disconnect(leader1);
@@ -99,8 +102,8 @@ fn re_election_3a() {
     s.check_one_leader();
 }
 
-#[test]
-fn many_elections_3a() {
+#[cfg_attr(test, test)]
+pub fn many_elections_3a() {
     let n = 7;
     let mut s = sim(n, 103);
     s.check_one_leader();
@@ -121,8 +124,8 @@ fn many_elections_3a() {
 
 // ------------------------------------------------------------------------------- 3B
 
-#[test]
-fn basic_agree_3b() {
+#[cfg_attr(test, test)]
+pub fn basic_agree_3b() {
     let mut s = sim(3, 201);
     let mut last = 0;
     for i in 1..=3u64 {
@@ -140,8 +143,8 @@ fn basic_agree_3b() {
     assert_eq!(last, 4, "three commands after one no-op");
 }
 
-#[test]
-fn rpc_bytes_3b() {
+#[cfg_attr(test, test)]
+pub fn rpc_bytes_3b() {
     let n = 3;
     let mut s = sim(n, 202);
     let mut last = s.one(cmd(99), n, false);
@@ -169,8 +172,8 @@ fn rpc_bytes_3b() {
     }
 }
 
-#[test]
-fn follower_failure_3b() {
+#[cfg_attr(test, test)]
+pub fn follower_failure_3b() {
     let n = 3;
     let mut s = sim(n, 203);
     s.one(cmd(101), n, false);
@@ -195,8 +198,8 @@ fn follower_failure_3b() {
     }
 }
 
-#[test]
-fn leader_failure_3b() {
+#[cfg_attr(test, test)]
+pub fn leader_failure_3b() {
     let n = 3;
     let mut s = sim(n, 204);
     s.one(cmd(101), n, false);
@@ -219,8 +222,8 @@ fn leader_failure_3b() {
     }
 }
 
-#[test]
-fn fail_agree_3b() {
+#[cfg_attr(test, test)]
+pub fn fail_agree_3b() {
     let n = 3;
     let mut s = sim(n, 205);
     s.one(cmd(101), n, false);
@@ -237,8 +240,8 @@ fn fail_agree_3b() {
     s.one(cmd(107), n, true);
 }
 
-#[test]
-fn fail_no_agree_3b() {
+#[cfg_attr(test, test)]
+pub fn fail_no_agree_3b() {
     let n = 5;
     let mut s = sim(n, 206);
     let last = s.one(cmd(10), n, false);
@@ -271,8 +274,8 @@ fn fail_no_agree_3b() {
     s.one(cmd(1000), n, true);
 }
 
-#[test]
-fn concurrent_starts_3b() {
+#[cfg_attr(test, test)]
+pub fn concurrent_starts_3b() {
     let n = 3;
     let mut s = sim(n, 207);
     let mut success = false;
@@ -316,8 +319,8 @@ fn concurrent_starts_3b() {
     }
 }
 
-#[test]
-fn rejoin_3b() {
+#[cfg_attr(test, test)]
+pub fn rejoin_3b() {
     let n = 3;
     let mut s = sim(n, 208);
     s.one(cmd(101), n, true);
@@ -335,8 +338,8 @@ fn rejoin_3b() {
     s.one(cmd(105), n, true);
 }
 
-#[test]
-fn backup_3b() {
+#[cfg_attr(test, test)]
+pub fn backup_3b() {
     let n = 5;
     let mut s = sim(n, 209);
     let c = rand_cmd(&mut s);
@@ -392,8 +395,8 @@ fn backup_3b() {
     s.one(c, n, true);
 }
 
-#[test]
-fn count_3b() {
+#[cfg_attr(test, test)]
+pub fn count_3b() {
     let n = 3;
     let mut s = sim(n, 210);
     let leader = s.check_one_leader();
@@ -465,8 +468,8 @@ fn count_3b() {
 
 // ------------------------------------------------------------------------------- 3C
 
-#[test]
-fn persist1_3c() {
+#[cfg_attr(test, test)]
+pub fn persist1_3c() {
     let n = 3;
     let mut s = sim(n, 301);
     s.one(cmd(11), n, true);
@@ -494,8 +497,8 @@ fn persist1_3c() {
     s.one(cmd(16), n, true);
 }
 
-#[test]
-fn persist2_3c() {
+#[cfg_attr(test, test)]
+pub fn persist2_3c() {
     let n = 5;
     let mut s = sim(n, 302);
     let mut index = 1;
@@ -527,8 +530,8 @@ fn persist2_3c() {
     s.one(cmd(1000), n, true);
 }
 
-#[test]
-fn persist3_3c() {
+#[cfg_attr(test, test)]
+pub fn persist3_3c() {
     let n = 3;
     let mut s = sim(n, 303);
     s.one(cmd(101), n, true);
@@ -611,8 +614,8 @@ fn figure8(s: &mut Sim, unreliable: bool) {
     );
 }
 
-#[test]
-fn figure8_3c() {
+#[cfg_attr(test, test)]
+pub fn figure8_3c() {
     // One seed commits only a few dozen entries (the leader is crashed every iteration),
     // so several seeds run; `SEED` still replays one.
     for seed in [304, 3041, 3042, 3043, 3044, 3045] {
@@ -666,8 +669,8 @@ fn one_concurrent(s: &mut Sim, cmds: &[Bytes], expected: usize) {
     }
 }
 
-#[test]
-fn unreliable_agree_3c() {
+#[cfg_attr(test, test)]
+pub fn unreliable_agree_3c() {
     let n = 5;
     let mut s = sim(n, 305);
     s.net = NetConfig::unreliable();
@@ -681,8 +684,8 @@ fn unreliable_agree_3c() {
     s.one(cmd(100), n, true);
 }
 
-#[test]
-fn figure8_unreliable_3c() {
+#[cfg_attr(test, test)]
+pub fn figure8_unreliable_3c() {
     // With long reordering and CheckQuorum most leaders are short-lived (one seed commits
     // a dozen entries), so several seeds run; `SEED` still replays one.
     for seed in [306, 3061, 3062, 3063, 3064, 3065] {
@@ -781,14 +784,14 @@ fn churn(s: &mut Sim, unreliable: bool) {
     }
 }
 
-#[test]
-fn reliable_churn_3c() {
+#[cfg_attr(test, test)]
+pub fn reliable_churn_3c() {
     let mut s = sim(5, 307);
     churn(&mut s, false);
 }
 
-#[test]
-fn unreliable_churn_3c() {
+#[cfg_attr(test, test)]
+pub fn unreliable_churn_3c() {
     let mut s = sim(5, 308);
     churn(&mut s, true);
 }
@@ -872,33 +875,33 @@ fn snapcommon(default_seed: u64, disconnect: bool, reliable: bool, crash: bool) 
     }
 }
 
-#[test]
-fn snapshot_basic_3d() {
+#[cfg_attr(test, test)]
+pub fn snapshot_basic_3d() {
     snapcommon(401, false, true, false);
 }
 
-#[test]
-fn snapshot_install_3d() {
+#[cfg_attr(test, test)]
+pub fn snapshot_install_3d() {
     snapcommon(402, true, true, false);
 }
 
-#[test]
-fn snapshot_install_unreliable_3d() {
+#[cfg_attr(test, test)]
+pub fn snapshot_install_unreliable_3d() {
     snapcommon(403, true, false, false);
 }
 
-#[test]
-fn snapshot_install_crash_3d() {
+#[cfg_attr(test, test)]
+pub fn snapshot_install_crash_3d() {
     snapcommon(404, false, true, true);
 }
 
-#[test]
-fn snapshot_install_uncrash_3d() {
+#[cfg_attr(test, test)]
+pub fn snapshot_install_uncrash_3d() {
     snapcommon(405, false, false, true);
 }
 
-#[test]
-fn snapshot_all_crash_3d() {
+#[cfg_attr(test, test)]
+pub fn snapshot_all_crash_3d() {
     let n = 3;
     let mut s = sim(n, 406);
     s.snapshot_every = Some(SNAPSHOT_INTERVAL);
@@ -926,8 +929,8 @@ fn snapshot_all_crash_3d() {
     }
 }
 
-#[test]
-fn snapshot_init_3d() {
+#[cfg_attr(test, test)]
+pub fn snapshot_init_3d() {
     let n = 3;
     let mut s = sim(n, 407);
     s.snapshot_every = Some(SNAPSHOT_INTERVAL);

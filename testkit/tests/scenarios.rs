@@ -1,4 +1,7 @@
 //! Scenarios beyond the lab: PreVote, CheckQuorum, one-way links, ReadIndex, bad input.
+//!
+//! Each test is `pub` and marked `#[cfg_attr(test, test)]`: the `raft-viz` binary
+//! (`src/bin/raft_viz.rs`) includes this file as a module and runs a scenario by name.
 
 use bytes::Bytes;
 use proto::raft::raft_message::Body;
@@ -20,8 +23,8 @@ fn followers(s: &Sim, leader: u64) -> Vec<u64> {
 
 /// PreVote: a follower cut off for many election timeouts does not inflate its term, so
 /// when it comes back the stable leader keeps leading in the same term.
-#[test]
-fn prevote_rejoining_node_does_not_disrupt() {
+#[cfg_attr(test, test)]
+pub fn prevote_rejoining_node_does_not_disrupt() {
     let mut s = sim(3, 501);
     let leader = s.check_one_leader();
     let term = s.check_terms();
@@ -48,8 +51,8 @@ fn prevote_rejoining_node_does_not_disrupt() {
 
 /// CheckQuorum lease: a follower that lost only its link *from* the leader campaigns, but
 /// the others, who hear the leader, refuse to vote, so the leader stays.
-#[test]
-fn check_quorum_lease_protects_leader_from_half_connected_node() {
+#[cfg_attr(test, test)]
+pub fn check_quorum_lease_protects_leader_from_half_connected_node() {
     let mut s = sim(3, 502);
     let leader = s.check_one_leader();
     let term = s.check_terms();
@@ -72,8 +75,8 @@ fn check_quorum_lease_protects_leader_from_half_connected_node() {
 
 /// CheckQuorum: a leader cut off from the majority steps down within about two election
 /// timeouts, and the majority elects a new leader.
-#[test]
-fn check_quorum_isolated_leader_steps_down() {
+#[cfg_attr(test, test)]
+pub fn check_quorum_isolated_leader_steps_down() {
     let mut s = sim(5, 503);
     let leader = s.check_one_leader();
     s.disconnect(leader);
@@ -93,8 +96,8 @@ fn check_quorum_isolated_leader_steps_down() {
 
 /// One-way links: a leader that can send but not receive steps down (no acks), and the
 /// nodes that can talk elect a new leader and make progress.
-#[test]
-fn one_way_deaf_leader_is_replaced() {
+#[cfg_attr(test, test)]
+pub fn one_way_deaf_leader_is_replaced() {
     let n = 3;
     let mut s = sim(n, 504);
     let leader = s.check_one_leader();
@@ -125,8 +128,8 @@ fn one_way_deaf_leader_is_replaced() {
 
 /// ReadIndex: a leader answers with an index covering every committed write; a follower
 /// refuses; an isolated old leader never answers.
-#[test]
-fn read_index() {
+#[cfg_attr(test, test)]
+pub fn read_index() {
     let mut s = sim(3, 505);
     let c = rand_cmd(&mut s);
     let idx = s.one(c, 3, false);
@@ -162,8 +165,8 @@ fn read_index() {
 }
 
 /// Nothing a peer sends can panic a node; bad messages are dropped and counted.
-#[test]
-fn bad_input_is_dropped_and_counted() {
+#[cfg_attr(test, test)]
+pub fn bad_input_is_dropped_and_counted() {
     let mut s = sim(3, 506);
     let c = rand_cmd(&mut s);
     s.one(c, 3, false);
@@ -281,8 +284,8 @@ fn bad_input_is_dropped_and_counted() {
 
 /// A vote must be durable before it is sent: a voter that crashes before persisting its
 /// vote must not be able to vote again, for someone else, in the same term.
-#[test]
-fn vote_is_durable_before_it_is_sent() {
+#[cfg_attr(test, test)]
+pub fn vote_is_durable_before_it_is_sent() {
     use testkit::sim::{CrashPoint, default_config};
     for seed in 0..20 {
         let mut s = Sim::with_config(3, seed_from_env(600 + seed), |id, peers| {
@@ -332,8 +335,8 @@ fn step_until(s: &mut Sim, limit_ms: u64, what: &str, mut cond: impl FnMut(&Sim)
 /// fixed 2 ms delays let the test stop the leader between the old entry's acks and its
 /// own no-op's delivery. With the commit rule broken (counting old-term entries) the
 /// simulator reports a lost committed entry.
-#[test]
-fn figure8_staged_old_term_entry_not_committed_by_counting() {
+#[cfg_attr(test, test)]
+pub fn figure8_staged_old_term_entry_not_committed_by_counting() {
     use testkit::sim::default_config;
     let mut s = Sim::with_config(5, seed_from_env(700), |id, peers| {
         let mut c = default_config(id, peers);
@@ -431,8 +434,8 @@ fn figure8_staged_old_term_entry_not_committed_by_counting() {
 /// the leader crashes before its disk write lands, and the entry's only other copy is
 /// cut off, so a new leader legitimately replaces it. Counting the unpersisted copy would
 /// have reported it committed.
-#[test]
-fn leader_counts_own_entries_only_once_persisted() {
+#[cfg_attr(test, test)]
+pub fn leader_counts_own_entries_only_once_persisted() {
     let mut s = sim(3, 800);
     let c = rand_cmd(&mut s);
     s.one(c, 3, false);
@@ -473,8 +476,8 @@ fn leader_counts_own_entries_only_once_persisted() {
 /// from the new leader (one entry per round trip would need hundreds). Counting starts
 /// before the follower is reconnected (it once started after the election, by which time
 /// the follower had caught up and nothing was measured); heartbeats are not counted.
-#[test]
-fn fast_backtracking_needs_few_round_trips() {
+#[cfg_attr(test, test)]
+pub fn fast_backtracking_needs_few_round_trips() {
     let n = 3;
     let mut s = sim(n, 900);
     let c = rand_cmd(&mut s);
@@ -557,8 +560,8 @@ fn fast_backtracking_needs_few_round_trips() {
 /// index is below it. A read served at that commit index would miss X; the leader must
 /// wait for its own no-op to commit first (thesis §6.4). The simulator fails any read
 /// whose index is below an index committed before the request.
-#[test]
-fn read_index_on_new_leader_waits_for_its_first_commit() {
+#[cfg_attr(test, test)]
+pub fn read_index_on_new_leader_waits_for_its_first_commit() {
     let mut s = sim(3, 950);
     s.net.delay = (2, 2);
     let c = rand_cmd(&mut s);
@@ -601,8 +604,8 @@ fn read_index_on_new_leader_waits_for_its_first_commit() {
 /// milliseconds forever (about 1,000 requests in 3 simulated seconds) and the follower
 /// never caught up. Counted: requests from the leader to that follower over 3 simulated
 /// seconds; heartbeats alone are 20 of them.
-#[test]
-fn follower_whose_log_went_backwards_catches_up_without_a_storm() {
+#[cfg_attr(test, test)]
+pub fn follower_whose_log_went_backwards_catches_up_without_a_storm() {
     for snapshots in [false, true] {
         let mut s = sim(3, 970);
         if snapshots {
