@@ -296,7 +296,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     };
     let server = match rpc::ServerBuilder::new()
         .register_inline(intake.service())
-        .register(KvServiceServer::new(kv.handlers()))
+        .register_inline(KvServiceServer::new(kv.handlers()))
         .bind(s.listen)
     {
         Ok(srv) => srv,

@@ -59,7 +59,7 @@ enum Input {
     Propose(Bytes, Callback<(u64, u64)>),
     ReadIndex(Callback<u64>),
     Snapshot(u64, Bytes, Sender<Result<()>>),
-    Status(Sender<Status>),
+    Status(Callback<Status>),
     Shutdown,
 }
 
@@ -187,7 +187,22 @@ impl Node {
 
     /// Term, role, leader, commit and applied index, log bounds.
     pub fn status(&self) -> Result<Status> {
-        self.call(Input::Status)
+        let (tx, rx) = bounded(1);
+        self.status_with(Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
+        rx.recv().map_err(|_| Error::Shutdown)?
+    }
+
+    /// The non-blocking [`Node::status`]: `done` runs on the driver thread with the status
+    /// (or at once on the caller's thread with `Error::Shutdown` if the node has stopped),
+    /// so an RPC handler can answer from the event loop without parking a thread.
+    pub fn status_with(&self, done: Callback<Status>) {
+        if let Err(e) = self.tx.send(Input::Status(done))
+            && let Input::Status(done) = e.into_inner()
+        {
+            done(Err(Error::Shutdown));
+        }
     }
 
     /// The service applied through `index` and serialized its state as `data`.
@@ -385,9 +400,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             Input::Snapshot(index, data, tx) => {
                 let _ = tx.send(self.raw.snapshot(index, data));
             }
-            Input::Status(tx) => {
-                let _ = tx.send(self.raw.status());
-            }
+            Input::Status(done) => done(Ok(self.raw.status())),
             Input::Shutdown => return false,
         }
         true

@@ -129,6 +129,10 @@ struct Args {
     /// RPC client I/O threads; Clerks are spread over them round-robin.
     #[arg(long, default_value_t = 2, value_name = "N")]
     io_threads: usize,
+    /// How long a blocking caller and the RPC I/O threads poll for a reply before sleeping,
+    /// in microseconds (`rpc::ClientConfig::spin`; default 50, the Clerk's default).
+    #[arg(long, value_name = "US")]
+    client_spin_us: Option<u64>,
     /// Seed of the key choice (client j uses seed + 7919 j, as the etcd loadgen).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -785,8 +789,14 @@ fn run(args: &Args) -> Result<ExitCode, Failure> {
         }
     };
 
+    let spin_us = args.client_spin_us.unwrap_or(50);
     let runtimes: Vec<ClientRuntime> = (0..args.io_threads)
-        .map(|_| ClientRuntime::new(ClientConfig::default()))
+        .map(|_| {
+            ClientRuntime::new(ClientConfig {
+                spin: Duration::from_micros(spin_us),
+                ..ClientConfig::default()
+            })
+        })
         .collect::<Result<_, _>>()
         .or_else(|e| fail(1, format!("cannot start an RPC client thread: {e}")))?;
     let op_timeout = Duration::from_secs_f64(args.op_timeout);
@@ -1121,6 +1131,16 @@ impl Report<'_> {
         (t1 > t0).then(|| 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64)
     }
 
+    /// CPU seconds the rest of the machine used during the run: the host's busy time minus
+    /// this process's and its spawned nodes'. Other work on the machine skews the figures;
+    /// this says by how much.
+    fn other_cpu_secs(&self) -> Option<f64> {
+        let ((b0, _), (b1, _)) = (self.before.host?, self.after.host?);
+        let ours: f64 = self.node_cpu().iter().map(|(_, c)| c).sum::<f64>()
+            + (self.after.me? - self.before.me?);
+        Some(((b1 - b0) as f64 / clk_tck() - ours).max(0.0))
+    }
+
     fn title(&self) -> String {
         let a = self.args;
         let conc = if a.pipeline == 0 {
@@ -1177,6 +1197,11 @@ impl Report<'_> {
         }
         if let Some(h) = self.host_busy_pct() {
             o["host_busy_pct"] = ((h * 10.0).round() / 10.0).into();
+        }
+        if a.spawn.is_some()
+            && let Some(c) = self.other_cpu_secs()
+        {
+            o["other_cpu_s"] = round2(c).into();
         }
         o.to_string()
     }
@@ -1242,6 +1267,9 @@ impl Report<'_> {
             }
             if let Some(h) = self.host_busy_pct() {
                 s += &format!("; host {h:.0} % busy");
+            }
+            if let Some(c) = self.other_cpu_secs() {
+                s += &format!(" (other processes {c:.2} CPU s)");
             }
             s += "\n";
         }
