@@ -129,22 +129,27 @@ impl Node {
         let (tx, rx) = unbounded();
         let (apply_tx, apply_rx) = unbounded();
         let storage = Arc::new(Mutex::new(storage));
-        let (jobs_tx, jobs_rx) = bounded::<PersistJob>(1);
-        let persister = Persister {
-            storage: Arc::clone(&storage),
-            jobs: jobs_rx,
-            done: tx.clone(),
+        // The persist thread exists only with `Config::pipelined_persist`.
+        let (jobs, persist_thread) = if pipelined {
+            let (jobs_tx, jobs_rx) = bounded::<PersistJob>(1);
+            let persister = Persister {
+                storage: Arc::clone(&storage),
+                jobs: jobs_rx,
+                done: tx.clone(),
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("raft-persist-{id}"))
+                .spawn(move || persister.run())
+                .map_err(|e| Error::InvalidConfig(format!("cannot spawn persist thread: {e}")))?;
+            (Some(jobs_tx), Some(t))
+        } else {
+            (None, None)
         };
-        let persist_thread = std::thread::Builder::new()
-            .name(format!("raft-persist-{id}"))
-            .spawn(move || persister.run())
-            .map_err(|e| Error::InvalidConfig(format!("cannot spawn persist thread: {e}")))?;
         let driver = Driver {
             raw,
             storage,
-            pipelined,
-            jobs: Some(jobs_tx),
-            persist_thread: Some(persist_thread),
+            jobs,
+            persist_thread,
             in_flight: None,
             storage_failed: None,
             transport,
@@ -331,9 +336,8 @@ struct Driver<S, T> {
     raw: RawNode,
     /// Shared with the persist thread; used by one of the two at a time.
     storage: Arc<Mutex<S>>,
-    /// `Config::pipelined_persist`: a leader persists on the persist thread.
-    pipelined: bool,
-    /// Jobs for the persist thread (dropped when the driver stops: the thread then ends).
+    /// Jobs for the persist thread, which exists with `Config::pipelined_persist` only
+    /// (dropped when the driver stops: the thread then ends).
     jobs: Option<Sender<PersistJob>>,
     persist_thread: Option<JoinHandle<()>>,
     /// The Ready whose persist job is on the persist thread (its entries, hard state and
@@ -538,8 +542,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                     snapshot: rd.snapshot.take(),
                     entries: std::mem::take(&mut rd.entries),
                 };
-                if self.pipelined
-                    && self.raw.is_leader()
+                if self.raw.is_leader()
                     && let Some(jobs) = &self.jobs
                 {
                     match jobs.send(job) {
