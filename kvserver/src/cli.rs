@@ -77,6 +77,10 @@ struct Cli {
     /// Cluster id: messages from another cluster are dropped (default 1).
     #[arg(long)]
     cluster_id: Option<u64>,
+    /// While leading, write the Raft log on a separate thread and keep replicating
+    /// meanwhile (raft `Config::pipelined_persist`; off by default, see the README).
+    #[arg(long)]
+    pipelined_persist: bool,
 }
 
 /// The `--config` file: the same keys as the flags.
@@ -95,6 +99,7 @@ struct FileConfig {
     heartbeat_ticks: Option<u32>,
     request_timeout_ms: Option<u64>,
     cluster_id: Option<u64>,
+    pipelined_persist: Option<bool>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -115,6 +120,7 @@ struct Settings {
     election_ticks: u32,
     heartbeat_ticks: u32,
     cluster_id: u64,
+    pipelined_persist: bool,
 }
 
 /// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002`.
@@ -218,6 +224,7 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         election_ticks: cli.election_ticks.or(file.election_ticks).unwrap_or(10),
         heartbeat_ticks: cli.heartbeat_ticks.or(file.heartbeat_ticks).unwrap_or(3),
         cluster_id: cli.cluster_id.or(file.cluster_id).unwrap_or(1),
+        pipelined_persist: cli.pipelined_persist || file.pipelined_persist.unwrap_or(false),
     })
 }
 
@@ -275,6 +282,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     };
     cfg.election_tick = s.election_ticks;
     cfg.heartbeat_tick = s.heartbeat_ticks;
+    cfg.pipelined_persist = s.pipelined_persist;
     cfg.seed = u64::from(std::process::id()) ^ s.id.rotate_left(32);
     let others: BTreeMap<u64, SocketAddr> = s
         .peers
@@ -296,7 +304,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     };
     let server = match rpc::ServerBuilder::new()
         .register_inline(intake.service())
-        .register(KvServiceServer::new(kv.handlers()))
+        .register_inline(KvServiceServer::new(kv.handlers()))
         .bind(s.listen)
     {
         Ok(srv) => srv,

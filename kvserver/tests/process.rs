@@ -202,7 +202,16 @@ fn three_processes_serve_the_kv_api() {
         get(&clients[f], b"empty").err,
         ErrorCode::WrongLeader as i32
     );
-    let st = clients[f].status(&StatusRequest {}, T).expect("status");
+    // A follower learns the latest commit index with the leader's next message (a
+    // heartbeat at the latest): wait for it to apply the delete rather than race it.
+    let t0 = Instant::now();
+    let st = loop {
+        let st = clients[f].status(&StatusRequest {}, T).expect("status");
+        if st.key_count == 1 || t0.elapsed() > Duration::from_secs(10) {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(st.node_id, f as u64 + 1);
     assert_eq!(st.leader_id, leader as u64 + 1);
     assert!(

@@ -41,6 +41,11 @@ pub struct Config {
     pub check_quorum: bool,
     /// Seed of the RNG that draws election timeouts (mixed with `id`; default: `id`).
     pub seed: u64,
+    /// For the [`Node`](crate::Node) driver only (the core does not look at it): while it
+    /// leads, persist on a separate thread and keep stepping and replicating meanwhile
+    /// (see `Node`). Default off: on a CPU-bound machine the extra AppendEntries and thread
+    /// hand-offs cost more than the overlap gains (README, "kv-bench").
+    pub pipelined_persist: bool,
 }
 
 impl Config {
@@ -58,6 +63,7 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             seed: id,
+            pipelined_persist: false,
         }
     }
 
@@ -294,6 +300,9 @@ pub struct RawNode {
     read_states: Vec<ReadState>,
     /// The hard state last handed out in a Ready.
     prev_hs: HardState,
+    /// Proposals were appended since the last broadcast: replicate them at the next
+    /// `ready` (or `take_early_messages`), all in one AppendEntries per follower.
+    bcast_pending: bool,
     stats: Stats,
 }
 
@@ -362,6 +371,7 @@ impl RawNode {
             msgs: Vec::new(),
             read_states: Vec::new(),
             prev_hs,
+            bcast_pending: false,
             stats: Stats::default(),
         })
     }
@@ -454,7 +464,9 @@ impl RawNode {
         }
     }
 
-    /// Appends a command to the leader's log and starts replicating it at once.
+    /// Appends a command to the leader's log; the next [`RawNode::ready`] sends it to the
+    /// followers, together with every other command proposed since the last one (one
+    /// AppendEntries per follower for the whole batch, as far as `max_msg_bytes` allows).
     /// Returns its (index, term); on a non-leader, `Error::NotLeader` with a hint.
     pub fn propose(&mut self, data: Bytes) -> Result<(u64, u64)> {
         if !self.is_leader() {
@@ -463,7 +475,9 @@ impl RawNode {
             });
         }
         let index = self.log.append_new(self.term, EntryType::EntryNormal, data);
-        self.bcast_append();
+        // Replicated by the next `ready` (or `take_early_messages`): every proposal made
+        // before it goes to each follower in one AppendEntries, not one message each.
+        self.bcast_pending = true;
         Ok((index, self.term))
     }
 
@@ -603,7 +617,8 @@ impl RawNode {
 
     /// True if [`RawNode::ready`] has anything to do.
     pub fn has_ready(&self) -> bool {
-        self.hard_state() != self.prev_hs
+        self.bcast_pending
+            || self.hard_state() != self.prev_hs
             || self.log.unstable_from <= self.log.last_index()
             || self.log.pending_snapshot.is_some()
             || self.log.pending_apply_snapshot.is_some()
@@ -615,6 +630,7 @@ impl RawNode {
     /// Takes everything to persist, send and apply. Handle it in the order of the crate
     /// docs, then call [`RawNode::advance`] before the next `ready`.
     pub fn ready(&mut self) -> Ready {
+        self.flush_proposals();
         let hs = self.hard_state();
         let hard_state = (hs != self.prev_hs).then_some(hs);
         self.prev_hs = hs;
@@ -655,6 +671,30 @@ impl RawNode {
         }
     }
 
+    /// While a [`Ready`] is being persisted (between [`RawNode::ready`] and
+    /// [`RawNode::advance`]), takes the messages produced since that may go out at once:
+    /// a leader's AppendEntries (new proposals included), heartbeats (ReadIndex rounds
+    /// included) and snapshot chunks, the ones a `Ready` puts in `messages` (step 1).
+    /// Messages that promise durability (votes, replies) stay for the next `Ready`.
+    ///
+    /// This is what lets a driver persist on another thread and keep replicating: the
+    /// leader sends new entries to its followers while its own disk write of earlier ones
+    /// is in flight, and its own copy counts towards a commit only once a later `advance`
+    /// says it is persisted (thesis §10.2.1: the leader writes its log in parallel with
+    /// replication). The new entries themselves are handed out for persisting by the next
+    /// `ready`.
+    pub fn take_early_messages(&mut self) -> Vec<RaftMessage> {
+        self.flush_proposals();
+        if self.msgs.iter().all(|(_, after_persist)| *after_persist) {
+            return Vec::new();
+        }
+        let (late, early): (Vec<_>, Vec<_>) = std::mem::take(&mut self.msgs)
+            .into_iter()
+            .partition(|(_, after_persist)| *after_persist);
+        self.msgs = late;
+        early.into_iter().map(|(m, _)| m).collect()
+    }
+
     /// Step 5: the driver has persisted `rd` (step 2), sent it (steps 1 and 3) and applied
     /// it (step 4). The leader may now count its own copy of the new entries towards a
     /// commit.
@@ -673,6 +713,14 @@ impl RawNode {
     }
 
     // ---------------------------------------------------------------- internals
+
+    /// Sends the proposals appended since the last broadcast, one AppendEntries per
+    /// follower (in replicate mode; a probing follower gets them once it matches).
+    fn flush_proposals(&mut self) {
+        if std::mem::take(&mut self.bcast_pending) {
+            self.bcast_append();
+        }
+    }
 
     fn hard_state(&self) -> HardState {
         HardState {

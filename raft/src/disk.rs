@@ -33,7 +33,9 @@
 //!
 //! One WAL (see [`persist::wal`]) holds every record, and one [`Storage::persist`] call
 //! is one WAL append batch, which recovery keeps whole or not at all, then one
-//! `fdatasync`. Record types:
+//! `fdatasync` (a call that only moves the commit index writes nothing: its hard state
+//! goes with the next batch, so a restart may bring back an older commit index, see
+//! `must_sync`). Record types:
 //!
 //! | type | payload | replay |
 //! | --- | --- | --- |
@@ -208,6 +210,9 @@ pub struct DiskStorage {
     snapshot_conf: ConfState,
     /// Set after a failed write: a node that cannot persist must stop.
     failed: bool,
+    /// The in-memory hard state has a commit index not yet written to the WAL (see
+    /// `must_sync`): the next batch carries it.
+    hard_state_unwritten: bool,
     _lock: Option<DirLock>,
 }
 
@@ -463,6 +468,7 @@ impl DiskStorage {
             has_snapshot: rp.has_snapshot,
             snapshot_conf,
             failed: false,
+            hard_state_unwritten: false,
             _lock: None,
         })
     }
@@ -608,7 +614,8 @@ impl DiskStorage {
         Ok(())
     }
 
-    /// The persisted term, vote and commit index.
+    /// The persisted term and vote, and the latest commit index (which may not be written
+    /// yet: see `must_sync`).
     pub fn hard_state(&self) -> HardState {
         self.state.hard_state
     }
@@ -688,6 +695,14 @@ impl DiskStorage {
         if snapshot.is_none() && entries.is_empty() && hard_state.is_none() {
             return Ok(());
         }
+        if !must_sync(&self.state.hard_state, hard_state, snapshot, entries) {
+            // Only the commit index moved: remember it, write it with the next batch.
+            if let Some(hs) = hard_state {
+                self.state.hard_state = *hs;
+                self.hard_state_unwritten = true;
+            }
+            return Ok(());
+        }
         self.failed = true; // until this call completes
         if let Some(s) = snapshot {
             self.write_snapshot(s)?;
@@ -699,12 +714,18 @@ impl DiskStorage {
         for e in entries {
             payloads.push((REC_ENTRY, e.encode_to_vec()));
         }
-        if let Some(hs) = hard_state {
+        // The hard state of this call, or the one whose commit index moved since the last
+        // write (it goes with this batch).
+        let hs = hard_state
+            .copied()
+            .or(self.hard_state_unwritten.then_some(self.state.hard_state));
+        if let Some(hs) = &hs {
             payloads.push((REC_HARD_STATE, hs.encode_to_vec()));
         }
         self.wal
             .append(payloads.iter().map(|(k, p)| (*k, p.as_slice())))?;
         self.wal.sync()?;
+        self.hard_state_unwritten = false;
 
         // Durable: now the in-memory copy.
         let old_snap = self
@@ -760,13 +781,36 @@ impl DiskStorage {
     }
 }
 
+/// Whether a persist call must reach the disk now: yes for entries, a snapshot, a new term
+/// or vote; no when only the commit index moved. The commit index is volatile state in Raft
+/// (Figure 2 of the paper): a node that comes back with an older one learns the current one
+/// from the leader, and nothing it promised depended on it. So such a call only updates the
+/// in-memory state, and the hard state goes into the next batch that is written (and
+/// synced); a restart before that brings back the commit index of the last written batch.
+/// (Writing the record without a sync would leave unsynced records that a later batch
+/// could outlive, a hole the WAL's recovery rightly refuses.) etcd's WAL does not sync for
+/// a commit index either (`raft.MustSync`). On a leader this saves the second fsync of
+/// every write: the one that recorded the commit before the entry could be applied.
+fn must_sync(
+    stored: &HardState,
+    hard_state: Option<&HardState>,
+    snapshot: Option<&Snapshot>,
+    entries: &[Entry],
+) -> bool {
+    snapshot.is_some()
+        || !entries.is_empty()
+        || hard_state.is_some_and(|hs| hs.term != stored.term || hs.vote != stored.vote)
+}
+
 impl Storage for DiskStorage {
     fn load(&self) -> Result<InitialState, StorageError> {
         Ok(self.state.clone())
     }
 
     /// One WAL batch and one `fdatasync` (plus, with a snapshot, the atomic snapshot file
-    /// before it). After an error every later call fails: the node must stop.
+    /// before it); nothing is written when only the commit index changed: it goes with the
+    /// next batch (see `must_sync`).
+    /// After an error every later call fails: the node must stop.
     fn persist(
         &mut self,
         hard_state: Option<&HardState>,

@@ -52,7 +52,9 @@ impl std::error::Error for StorageError {
 }
 
 /// Durable Raft state. One `persist` call is one atomic write (a crash keeps all of it or
-/// none of it), applied in this order:
+/// none of it), applied in this order (an implementation may leave a call that only moves
+/// the commit index unsynced: after a crash the commit index may then be older, which
+/// Raft allows, as it is volatile state):
 ///
 /// 1. `snapshot`, if any: store it, then drop every log entry with index `<=
 ///    snapshot.index` — and every later entry too, unless the stored entry at

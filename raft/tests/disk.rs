@@ -105,14 +105,31 @@ fn random_call(r: &mut Rng, st: &InitialState) -> Call {
     (hs, snap, entries)
 }
 
-fn same(a: &InitialState, b: &InitialState) -> bool {
-    a.hard_state == b.hard_state && a.snapshot == b.snapshot && a.entries == b.entries
-}
-
 fn assert_same(disk: &InitialState, mem: &InitialState, ctx: &str) {
     assert_eq!(disk.hard_state, mem.hard_state, "hard state differs {ctx}");
     assert_eq!(disk.snapshot, mem.snapshot, "snapshot differs {ctx}");
     assert_eq!(disk.entries, mem.entries, "entries differ {ctx}");
+}
+
+/// As [`assert_same`], except that the commit index is `written`, the one as of the last
+/// call that wrote: `DiskStorage` writes nothing for a call that only moves the commit
+/// index (its hard state goes with the next batch), so a reopen brings back that one.
+fn assert_same_but_commit(disk: &InitialState, mem: &InitialState, written: u64, ctx: &str) {
+    let (d, m) = (&disk.hard_state, &mem.hard_state);
+    assert_eq!((d.term, d.vote), (m.term, m.vote), "term/vote differ {ctx}");
+    assert_eq!(d.commit, written, "commit {ctx}");
+    assert_eq!(disk.snapshot, mem.snapshot, "snapshot differs {ctx}");
+    assert_eq!(disk.entries, mem.entries, "entries differ {ctx}");
+}
+
+/// Whether `DiskStorage` writes this call (mirrors its rule: not for the commit alone).
+fn syncs(call: &Call, stored: &HardState) -> bool {
+    let (hs, snap, entries) = call;
+    snap.is_some()
+        || !entries.is_empty()
+        || hs
+            .as_ref()
+            .is_some_and(|h| (h.term, h.vote) != (stored.term, stored.vote))
 }
 
 fn seeds(default: std::ops::Range<u64>) -> std::ops::Range<u64> {
@@ -136,9 +153,16 @@ fn disk_storage_matches_mem_storage_across_reopen_and_power_loss() {
         let seg = [256, 1024, 64 << 10][r.below(3) as usize];
         let mut disk = DiskStorage::open_with_fs(Arc::new(fs.clone()), dir, opts(seg)).unwrap();
         let mut mem = MemStorage::new();
+        // The commit index as of the last call that wrote.
+        let mut written = 0;
         for step in 0..400 {
-            let (hs, snap, entries) = random_call(&mut r, &mem.state());
+            let call = random_call(&mut r, &mem.state());
+            let writes = syncs(&call, &mem.hard_state());
+            let (hs, snap, entries) = call;
             mem.persist(hs.as_ref(), snap.as_ref(), &entries).unwrap();
+            if writes {
+                written = mem.hard_state().commit;
+            }
             disk.persist(hs.as_ref(), snap.as_ref(), &entries)
                 .unwrap_or_else(|e| panic!("persist failed: {e} {}", ctx(step, "persist")));
             assert_same(
@@ -149,15 +173,14 @@ fn disk_storage_matches_mem_storage_across_reopen_and_power_loss() {
             if r.chance(10) {
                 drop(disk);
                 if r.chance(50) {
-                    fs.power_loss(true); // everything persisted was synced: nothing is lost
+                    fs.power_loss(true); // everything written was synced: nothing is lost
                 }
                 disk = DiskStorage::open_with_fs(Arc::new(fs.clone()), dir, opts(seg))
                     .unwrap_or_else(|e| panic!("reopen failed: {e} {}", ctx(step, "reopen")));
-                assert_same(
-                    &disk.load().unwrap(),
-                    &mem.state(),
-                    &ctx(step, "after reopen"),
-                );
+                let got = disk.load().unwrap();
+                assert_same_but_commit(&got, &mem.state(), written, &ctx(step, "after reopen"));
+                // The node goes on from what it reopened.
+                mem.persist(Some(&got.hard_state), None, &[]).unwrap();
             }
         }
         if !disk.wal_segments()[0].ends_with("0000000000000001.wal") {
@@ -182,15 +205,28 @@ fn a_persist_cut_by_a_power_loss_keeps_all_or_nothing() {
         let seg = [256, 2048][r.below(2) as usize];
         let mut disk = DiskStorage::open_with_fs(Arc::new(fs.clone()), dir, opts(seg)).unwrap();
         let mut mem = MemStorage::new();
+        let mut written = 0;
         for _ in 0..r.below(60) {
-            let (hs, snap, entries) = random_call(&mut r, &mem.state());
+            let call = random_call(&mut r, &mem.state());
+            let writes = syncs(&call, &mem.hard_state());
+            let (hs, snap, entries) = call;
             mem.persist(hs.as_ref(), snap.as_ref(), &entries).unwrap();
             disk.persist(hs.as_ref(), snap.as_ref(), &entries).unwrap();
+            if writes {
+                written = mem.hard_state().commit;
+            }
         }
         let before = mem.state();
-        let (hs, snap, entries) = random_call(&mut r, &before);
+        let call = random_call(&mut r, &before);
+        let writes = syncs(&call, &before.hard_state);
+        let (hs, snap, entries) = call;
         mem.persist(hs.as_ref(), snap.as_ref(), &entries).unwrap();
         let after = mem.state();
+        let written_after = if writes {
+            after.hard_state.commit
+        } else {
+            written
+        };
         // The power goes out after a random number of file-system calls of this persist.
         fs.cut_power_after(r.below(12));
         let ok = disk.persist(hs.as_ref(), snap.as_ref(), &entries).is_ok();
@@ -204,17 +240,23 @@ fn a_persist_cut_by_a_power_loss_keeps_all_or_nothing() {
         let disk = DiskStorage::open_with_fs(Arc::new(fs.clone()), dir, opts(seg))
             .unwrap_or_else(|e| panic!("seed {seed}: reopen after a cut: {e}"));
         let got = disk.load().unwrap();
+        // (Calls that only moved the commit index wrote nothing: the commit index comes
+        // back as of the last call that wrote.)
+        let same_before = |got: &InitialState| {
+            let (b, g) = (&before.hard_state, &got.hard_state);
+            (g.term, g.vote, g.commit) == (b.term, b.vote, written)
+                && got.snapshot == before.snapshot
+                && got.entries == before.entries
+        };
         if ok {
-            assert_same(&got, &after, &format!("(seed {seed}: persist returned Ok)"));
+            let ctx = format!("(seed {seed}: persist returned Ok)");
+            assert_same_but_commit(&got, &after, written_after, &ctx);
             cuts[1] += 1;
-        } else if same(&got, &before) {
+        } else if same_before(&got) {
             cuts[0] += 1;
         } else {
-            assert_same(
-                &got,
-                &after,
-                &format!("(seed {seed}: neither before nor after)"),
-            );
+            let ctx = format!("(seed {seed}: neither before nor after)");
+            assert_same_but_commit(&got, &after, written_after, &ctx);
             cuts[1] += 1;
         }
     }
@@ -363,4 +405,63 @@ fn a_missing_first_segment_or_snapshot_file_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains(&snap.display().to_string()), "{msg}");
+}
+
+/// A call that only moves the commit index writes nothing (the commit index is volatile
+/// state, Raft Figure 2; etcd's `MustSync`): it saves a leader the second fsync of every
+/// write. Its hard state goes with the next batch that is written. Entries and a new term
+/// or vote are written and synced.
+#[test]
+fn a_commit_index_change_alone_is_not_written_until_the_next_batch() {
+    let dir = Path::new("/n2");
+    let fs = SimFs::new(1);
+    let open = || DiskStorage::open_with_fs(Arc::new(fs.clone()), dir, opts(1 << 20)).unwrap();
+    let mut disk = open();
+    let syncs = || fs.sync_counts().0;
+    let e = |i: u64| Entry {
+        term: 1,
+        index: i,
+        entry_type: 0,
+        data: Bytes::from_static(b"x"),
+    };
+    let hs = |term, commit| HardState {
+        term,
+        vote: 1,
+        commit,
+    };
+    let s0 = syncs();
+    disk.persist(Some(&hs(1, 0)), None, &[e(1), e(2)]).unwrap();
+    assert_eq!(syncs(), s0 + 1, "entries and a new term are synced");
+    disk.persist(Some(&hs(1, 2)), None, &[]).unwrap();
+    assert_eq!(syncs(), s0 + 1, "a commit-index-only change is not synced");
+    assert_eq!(
+        disk.load().unwrap().hard_state.commit,
+        2,
+        "but kept in memory"
+    );
+    drop(disk);
+    let mut disk = open();
+    assert_eq!(disk.load().unwrap().hard_state, hs(1, 0), "and not written");
+    disk.persist(Some(&hs(1, 2)), None, &[]).unwrap();
+    disk.persist(None, None, &[e(3)]).unwrap();
+    assert_eq!(syncs(), s0 + 2);
+    drop(disk);
+    let mut disk = open();
+    assert_eq!(
+        disk.load().unwrap().hard_state,
+        hs(1, 2),
+        "the commit index went with the next batch"
+    );
+    disk.persist(Some(&hs(2, 3)), None, &[]).unwrap();
+    assert_eq!(syncs(), s0 + 3, "a new term is synced");
+    disk.persist(Some(&hs(2, 5)), None, &[]).unwrap();
+    drop(disk);
+    fs.power_loss_with(Loss::Synced);
+    let st = open().load().unwrap();
+    assert_eq!(
+        st.hard_state,
+        hs(2, 3),
+        "commit 2 went with entry 3's batch; 5 never went"
+    );
+    assert_eq!(st.entries.len(), 3);
 }

@@ -243,3 +243,89 @@ fn next_probe_after_each_kind_of_rejection() {
         assert_eq!(terms, want, "{what}: logs differ after catching up");
     }
 }
+
+/// Node 1 leading with follower 2 in replicate mode (it acknowledged the no-op).
+fn leader_replicating_to_2() -> (RawNode, MemStorage) {
+    let (mut n, mut st, _) = leader(&[1, 1, 1]);
+    let noop = n.status().last_index;
+    n.step(msg(
+        2,
+        LEADER,
+        Body::AppendEntriesReply(AppendEntriesReply {
+            term: TERM,
+            success: true,
+            match_index: noop,
+            last_log_index: noop,
+            ..Default::default()
+        }),
+    ));
+    drive(&mut n, &mut st);
+    (n, st)
+}
+
+/// Proposals made between two Readies reach a follower in ONE AppendEntries carrying all
+/// of them (one message, one acknowledgment, one follower fsync for the batch), not one
+/// message per proposal.
+#[test]
+fn proposals_between_readies_go_out_in_one_append_entries() {
+    let (mut n, mut st) = leader_replicating_to_2();
+    let first = n.status().last_index + 1;
+    for i in 0..3 {
+        n.propose(Bytes::from(format!("batch{i}"))).expect("leader");
+    }
+    let rds = drive(&mut n, &mut st);
+    let appends = appends_to(&rds, 2);
+    assert_eq!(
+        appends.len(),
+        1,
+        "one AppendEntries for the batch: {appends:?}"
+    );
+    let idx: Vec<u64> = appends[0].entries.iter().map(|e| e.index).collect();
+    assert_eq!(idx, [first, first + 1, first + 2]);
+}
+
+/// While a Ready is being persisted, `take_early_messages` sends the proposals made since
+/// (a pipelined driver replicates them during the leader's own fsync); the leader's copy
+/// counts towards a commit only once a later Ready with those entries is advanced.
+#[test]
+fn early_messages_replicate_during_the_persist_without_counting_the_leaders_copy() {
+    let (mut n, mut st) = leader_replicating_to_2();
+    let a = n.propose(Bytes::from_static(b"a")).expect("leader").0;
+    let rd = n.ready(); // being persisted ...
+    assert_eq!(appends_to(std::slice::from_ref(&rd), 2).len(), 1);
+    let b = n.propose(Bytes::from_static(b"b")).expect("leader").0;
+    let early = n.take_early_messages();
+    let to2: Vec<&RaftMessage> = early.iter().filter(|m| m.to == 2).collect();
+    assert_eq!(to2.len(), 1, "the new proposal goes out at once: {early:?}");
+    match &to2[0].body {
+        Some(Body::AppendEntries(ae)) => {
+            assert_eq!(ae.entries.iter().map(|e| e.index).collect::<Vec<_>>(), [b]);
+        }
+        other => panic!("expected AppendEntries, got {other:?}"),
+    }
+    // Follower 2 acknowledges both before the leader's disk write of `a` is done: with
+    // the leader's copy not yet durable, 1 of 3 copies is no majority.
+    n.step(msg(
+        2,
+        LEADER,
+        Body::AppendEntriesReply(AppendEntriesReply {
+            term: TERM,
+            success: true,
+            match_index: b,
+            last_log_index: b,
+            ..Default::default()
+        }),
+    ));
+    assert!(n.status().commit < a, "committed on one disk");
+    use raft::Storage;
+    st.persist(rd.hard_state.as_ref(), rd.snapshot.as_ref(), &rd.entries)
+        .expect("mem storage");
+    n.advance(&rd);
+    assert_eq!(n.status().commit, a, "leader's copy of `a` now counts");
+    let rds = drive(&mut n, &mut st);
+    assert!(
+        rds.iter().any(|r| r.entries.iter().any(|e| e.index == b)),
+        "`b` is still handed out for persisting"
+    );
+    assert_eq!(n.status().commit, b);
+}

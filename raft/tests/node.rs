@@ -24,9 +24,15 @@ struct Member {
     last: u64,
 }
 
-fn spawn(net: &LocalNetwork, id: u64, storage: MemStorage) -> (Node, Receiver<ApplyMsg>) {
+fn spawn(
+    net: &LocalNetwork,
+    id: u64,
+    storage: MemStorage,
+    pipelined: bool,
+) -> (Node, Receiver<ApplyMsg>) {
     let mut cfg = Config::new(id, vec![1, 2, 3]);
     cfg.snapshot_chunk_bytes = 1024;
+    cfg.pipelined_persist = pipelined;
     let (node, apply) = Node::spawn(cfg, storage, net.transport(id), TICK).expect("spawn node");
     net.register(id, node.mailbox());
     (node, apply)
@@ -122,11 +128,21 @@ fn propose(ms: &mut [Member], data: Bytes) -> u64 {
 
 #[test]
 fn three_nodes_over_channels() {
+    three_nodes(false);
+}
+
+/// The same with the leader persisting on its own thread (`Config::pipelined_persist`).
+#[test]
+fn three_nodes_over_channels_with_pipelined_persist() {
+    three_nodes(true);
+}
+
+fn three_nodes(pipelined: bool) {
     let net = LocalNetwork::new();
     let mut ms: Vec<Member> = (1..=3)
         .map(|id| {
             let storage = MemStorage::new();
-            let (node, apply) = spawn(&net, id, storage.clone());
+            let (node, apply) = spawn(&net, id, storage.clone(), pipelined);
             Member {
                 node: Some(node),
                 apply,
@@ -231,7 +247,7 @@ fn three_nodes_over_channels() {
     // The old leader restarts from its storage; the log was compacted meanwhile, so it
     // catches up by InstallSnapshot.
     let st = ms[l].storage.clone();
-    let (node, apply) = spawn(&net, l as u64 + 1, st);
+    let (node, apply) = spawn(&net, l as u64 + 1, st, pipelined);
     ms[l].node = Some(node);
     ms[l].apply = apply;
     ms[l].applied.clear();

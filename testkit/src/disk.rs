@@ -6,7 +6,9 @@
 //! synced bytes and directory entries survive, plus, as drawn for each restart, nothing,
 //! a random prefix, or a random subset of the sectors of what was written after), then the
 //! directory is reopened (recovery runs) and its state is compared
-//! with a [`MemStorage`] shadow that received the same `persist` calls: it must be equal.
+//! with a [`MemStorage`] shadow that received the same `persist` calls: it must be equal,
+//! except that the commit index may be the one of the last call that wrote (`DiskStorage`
+//! writes nothing for a call that only moves the commit index).
 //! With probability [`SimDisk::cut_chance`] a `persist` call is cut by a power loss after a
 //! random number of file-system calls; the node then stops (as the driver stops a node
 //! whose storage fails), and at restart the state must be the one before that call or the
@@ -41,6 +43,9 @@ pub struct SimDisk {
     pub restarts: u64,
     /// Persist calls cut by a power loss.
     pub cuts: u64,
+    /// The commit index as of the last persist that wrote: `DiskStorage` writes nothing for
+    /// a call that only moves the commit index, so a restart brings back this one.
+    synced_commit: u64,
 }
 
 fn copy_state(st: &InitialState) -> MemStorage {
@@ -52,8 +57,14 @@ fn copy_state(st: &InitialState) -> MemStorage {
     m
 }
 
-fn same(a: &InitialState, b: &InitialState) -> bool {
-    a.hard_state == b.hard_state && a.snapshot == b.snapshot && a.entries == b.entries
+/// `got` is `want`, except that its commit index may be `written`, the one of the last
+/// call that wrote (later calls that only moved the commit index wrote nothing).
+fn same_but_commit(got: &InitialState, want: &InitialState, written: u64) -> bool {
+    let (g, w) = (&got.hard_state, &want.hard_state);
+    (g.term, g.vote) == (w.term, w.vote)
+        && (g.commit == w.commit || g.commit == written)
+        && got.snapshot == want.snapshot
+        && got.entries == want.entries
 }
 
 fn describe(st: &InitialState) -> String {
@@ -90,6 +101,7 @@ impl SimDisk {
             cut_chance: 0.0,
             restarts: 0,
             cuts: 0,
+            synced_commit: 0,
         }
     }
 
@@ -118,6 +130,11 @@ impl Storage for SimDisk {
         };
         let before = self.shadow.state();
         self.shadow.persist(hard_state, snapshot, entries)?;
+        let commit_only = snapshot.is_none()
+            && entries.is_empty()
+            && hard_state.is_none_or(|hs| {
+                hs.term == before.hard_state.term && hs.vote == before.hard_state.vote
+            });
         let cut = self.rng.chance(self.cut_chance);
         if cut {
             self.fs.cut_power_after(self.rng.range(0, 14));
@@ -127,6 +144,9 @@ impl Storage for SimDisk {
             Ok(()) => {
                 if cut {
                     self.fs.cut_power_after(u64::MAX); // the cut came after this call
+                }
+                if !commit_only {
+                    self.synced_commit = self.shadow.hard_state().commit;
                 }
                 Ok(())
             }
@@ -171,9 +191,14 @@ impl SimStorage for SimDisk {
                 .map_err(|e| format!("reopen after a power loss: {e}"))?;
         let got = disk.load().map_err(|e| e.to_string())?;
         let want = self.shadow.state();
-        if !same(&got, &want) {
+        // A call that only moved the commit index wrote nothing: the commit index comes back
+        // as of the last call that wrote.
+        let lo = self.synced_commit;
+        if !same_but_commit(&got, &want, lo) {
             match self.before_cut.take() {
-                Some(before) if same(&got, &before) => self.shadow = copy_state(&before),
+                Some(before) if same_but_commit(&got, &before, lo) => {
+                    self.shadow = copy_state(&got);
+                }
                 _ => {
                     return Err(format!(
                         "reopened as ({}) but persisted ({})",
@@ -183,6 +208,10 @@ impl SimStorage for SimDisk {
                 }
             }
         }
+        if got.hard_state.commit != self.shadow.hard_state().commit {
+            self.shadow = copy_state(&got);
+        }
+        self.synced_commit = got.hard_state.commit;
         self.before_cut = None;
         self.restarts += 1;
         self.disk = Some(disk);

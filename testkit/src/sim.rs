@@ -3,7 +3,10 @@
 //! Everything runs on one thread in simulated milliseconds; every random choice (message
 //! delay, drop, duplication, tick phase, workload) comes from one seeded RNG, so a seed
 //! replays a run exactly (a failure prints the command, see [`replay_command`]). Each node's `Ready` is handled atomically in the contract order
-//! (persist, send, apply, advance) unless the test asks for a crash in the middle of one.
+//! (persist, send, apply, advance) unless the test asks for a crash in the middle of one,
+//! or gives the disk a latency: then the node goes on stepping while a Ready is being
+//! persisted and sends its leader traffic at once (`RawNode::take_early_messages`), as
+//! raft's pipelined `Node` driver does.
 //!
 //! `SIM_TRACE=1` prints one line per event (send drops, deliveries, crashes, restarts,
 //! role changes), e.g. `   1013 deliver n2 → n1 Append@1 prev=0@0 [1@1] commit=0`.
@@ -896,6 +899,15 @@ impl<S: SimStorage> Sim<S> {
             }
             if !self.finish_ready(id, &mut node, rd) {
                 return; // crashed
+            }
+        }
+        if node.disk.is_some() {
+            // A pipelined driver (raft's `Node` when it leads) sends the leader traffic
+            // stepped while its disk write is in flight at once: new entries go to the
+            // followers before the leader's own copy is durable (thesis §10.2.1).
+            for m in node.raw.take_early_messages() {
+                self.check_durable(id, &m);
+                self.send(m);
             }
         }
         self.check_node(id, &mut node);
