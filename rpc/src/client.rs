@@ -21,6 +21,7 @@ use proto::service::{Body, CallError, Caller, Completion, Status};
 
 use crate::frame::{self, FrameKind};
 use crate::reader::{FrameReader, KEEP_BUF};
+use crate::server::READ_BUDGET;
 
 const WAKER: Token = Token(0);
 const READ_CHUNK: usize = 64 * 1024;
@@ -61,6 +62,19 @@ impl Default for ClientConfig {
             spin: Duration::from_micros(50),
         }
     }
+}
+
+/// Counters of a [`ClientRuntime`], from [`ClientRuntime::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Request bytes queued and not yet taken by the kernel, all connections together.
+    /// Bytes of a call whose deadline passed before any of them were written are dropped
+    /// from the queue, so this falls back to 0 once a stuck peer's calls have ended.
+    pub queued_bytes: usize,
+    /// The most bytes the I/O thread read from one connection in one turn of its loop (at
+    /// most [`READ_BUDGET`] plus one read): a peer that streams replies cannot hold the
+    /// thread that serves every other connection.
+    pub max_read_per_turn: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -195,6 +209,10 @@ struct Shared {
     /// When the I/O thread plans to look for expired non-blocking calls, in nanoseconds
     /// since `base` (`u64::MAX`: no plan).
     next_sweep: AtomicU64,
+    /// Request bytes queued and not yet taken by the kernel, all connections together.
+    queued_bytes: Arc<AtomicUsize>,
+    /// The most bytes the I/O thread read from one connection in one turn.
+    max_read_per_turn: AtomicUsize,
 }
 
 impl Shared {
@@ -266,6 +284,8 @@ impl ClientRuntime {
             shutdown: AtomicBool::new(false),
             base: Instant::now(),
             next_sweep: AtomicU64::new(u64::MAX),
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            max_read_per_turn: AtomicUsize::new(0),
         });
         let s2 = shared.clone();
         let thread = std::thread::Builder::new()
@@ -291,6 +311,15 @@ impl ClientRuntime {
                     .expect("rpc: cannot start the client I/O thread")
             })
             .clone()
+    }
+
+    /// The runtime's counters; for tests, metrics and benchmarks.
+    pub fn stats(&self) -> ClientStats {
+        let sh = &self.inner.shared;
+        ClientStats {
+            queued_bytes: sh.queued_bytes.load(Ordering::Acquire),
+            max_read_per_turn: sh.max_read_per_turn.load(Ordering::Relaxed),
+        }
     }
 
     /// A channel to `addr` served by this runtime. Connects on first call.
@@ -619,6 +648,9 @@ struct IoLoop {
     conns: HashMap<Token, (Arc<Conn>, FrameReader)>,
     scratch: Vec<u8>,
     done: Vec<(Waiter, Result<Bytes, CallError>)>,
+    /// Connections that used their read budget with bytes possibly left in the socket:
+    /// read again on the next turn (after the other events and the deadline sweep).
+    backlog: Vec<Token>,
 }
 
 impl IoLoop {
@@ -629,6 +661,7 @@ impl IoLoop {
             conns: HashMap::new(),
             scratch: vec![0; READ_CHUNK],
             done: Vec::new(),
+            backlog: Vec::new(),
         }
     }
 
@@ -647,7 +680,7 @@ impl IoLoop {
                 Some(Duration::from_nanos(next.saturating_sub(now)) + Duration::from_micros(999))
             };
             let spinning = spin_until.is_some_and(|t| Instant::now() < t);
-            let timeout = if spinning {
+            let timeout = if spinning || !self.backlog.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 timeout
@@ -667,7 +700,14 @@ impl IoLoop {
                 std::thread::yield_now();
             }
             self.adopt_new_conns();
-            let mut active = false;
+            let mut active = !self.backlog.is_empty();
+            for token in std::mem::take(&mut self.backlog) {
+                if let Some((conn, _)) = self.conns.get(&token) {
+                    let conn = conn.clone();
+                    // As if the end of stream might be there: read on to `WouldBlock`.
+                    self.read(token, &conn, true);
+                }
+            }
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
@@ -763,17 +803,36 @@ impl IoLoop {
         let Some((_, rb)) = self.conns.get_mut(&token) else {
             return;
         };
+        let mut turn = 0;
         let end = read_event(
             rb,
             &mut self.scratch,
-            |buf| (&conn.stream).read(buf),
+            |buf| {
+                let r = (&conn.stream).read(buf);
+                if let Ok(n) = r {
+                    turn += n;
+                }
+                r
+            },
             hup,
             max,
+            READ_BUDGET,
             &conn.state,
             &mut self.done,
         );
+        self.shared
+            .max_read_per_turn
+            .fetch_max(turn, Ordering::Relaxed);
         match end {
             ReadEnd::Drained => {}
+            ReadEnd::Budget => {
+                // Fairness: the other connections (and the deadlines) go first; this one
+                // is read again on the next turn. Readiness is edge-triggered: no new
+                // event would announce the bytes left in the socket.
+                if !self.backlog.contains(&token) {
+                    self.backlog.push(token);
+                }
+            }
             ReadEnd::Closed(None) => self.fail_conn(token, "connection closed by the server", None),
             ReadEnd::Closed(Some(e)) => self.fail_conn(token, "read failed", Some(e)),
             ReadEnd::Protocol(e) => {
@@ -858,6 +917,9 @@ impl IoLoop {
 enum ReadEnd {
     /// Nothing more to read until the next event.
     Drained,
+    /// The connection used its [`READ_BUDGET`] for this turn with bytes possibly left in
+    /// the socket: read it again on the next turn, after the other connections.
+    Budget,
     /// End of stream (`None`) or a read error: the connection is gone.
     Closed(Option<io::Error>),
     /// The server sent bytes that are not a response frame: framing is lost.
@@ -867,16 +929,22 @@ enum ReadEnd {
 /// Reads what one readiness event announced through `read`, matching every complete
 /// reply to its waiter in `state` and completing it (completions run here, between
 /// reads). Bytes of an incomplete frame stay in `rb` for the next event.
+#[allow(clippy::too_many_arguments)]
 fn read_event(
     rb: &mut FrameReader,
     scratch: &mut [u8],
     mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
     hup: bool,
     max: usize,
+    budget: usize,
     state: &Mutex<ConnState>,
     done: &mut Vec<(Waiter, Result<Bytes, CallError>)>,
 ) -> ReadEnd {
+    let mut taken = 0;
     loop {
+        if taken >= budget {
+            return ReadEnd::Budget;
+        }
         let (buf, want) = rb.read_buf(scratch);
         let n = match read(buf) {
             Ok(0) => return ReadEnd::Closed(None),
@@ -885,6 +953,7 @@ fn read_event(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return ReadEnd::Closed(Some(e)),
         };
+        taken += n;
         let result = rb.feed(scratch, n, max, |data, owned| {
             parse_responses(data, owned, max, state, done)
         });
@@ -1134,8 +1203,9 @@ mod tests {
                     prop_assert!(events < 1_000_000);
                     // The event that brings the end of stream says so.
                     let hup = last && eof;
-                    match read_event(&mut rb, &mut scratch, |b| sock.read(b), hup, 1 << 20, &state, &mut done) {
+                    match read_event(&mut rb, &mut scratch, |b| sock.read(b), hup, 1 << 20, usize::MAX, &state, &mut done) {
                         ReadEnd::Drained => prop_assert!(!hup),
+                        ReadEnd::Budget => prop_assert!(false, "no budget was set"),
                         ReadEnd::Closed(None) => {
                             prop_assert!(hup);
                             closed = true;

@@ -177,6 +177,6 @@ mod pool;
 mod reader;
 pub mod server;
 
-pub use client::{Channel, ClientConfig, ClientRuntime};
+pub use client::{Channel, ClientConfig, ClientRuntime, ClientStats};
 pub use proto::service::{CallError, Caller, RawReply, Reply, Service, Status};
 pub use server::{READ_BUDGET, Server, ServerBuilder, ServerConfig, ServerStats};

@@ -80,7 +80,8 @@ pub struct ServerStats {
 
 /// Bytes read from one connection per turn of the event loop before the loop moves on to
 /// the other ready connections (and comes back to this one on the next turn): one busy
-/// connection cannot hold the loop, which Raft heartbeats share.
+/// connection cannot hold the loop, which Raft heartbeats share. The client's I/O thread
+/// uses the same budget per connection, so a peer streaming replies cannot hold it either.
 pub const READ_BUDGET: usize = 256 * 1024;
 
 impl Default for ServerConfig {

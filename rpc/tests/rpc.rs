@@ -1510,3 +1510,74 @@ fn requests_to_a_peer_that_never_reads_stop_at_the_queued_byte_cap() {
     );
     drop(peer);
 }
+
+/// Issue 7, item 5: one peer streaming valid replies with ids nobody waits for, as fast as
+/// it can, does not hold the client's I/O thread: calls on another channel of the same
+/// runtime complete (blocking ones, whose replies the I/O thread must read, and
+/// non-blocking ones, whose deadlines it keeps).
+#[test]
+fn a_peer_streaming_unknown_replies_does_not_starve_the_other_channels() {
+    let rt = runtime();
+    let s = server(true);
+    let healthy = EchoServiceClient::new(rt.channel(s.local_addr()));
+    healthy.echo(&req(b"warm"), T).unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hostile_addr = l.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let streamed = Arc::new(AtomicUsize::new(0));
+    let hostile = {
+        let (stop, streamed) = (stop.clone(), streamed.clone());
+        std::thread::spawn(move || {
+            let (mut sock, _) = l.accept().unwrap();
+            // 1 MiB of 20-byte replies to ids the client never used.
+            let mut burst = Vec::new();
+            let mut id = 1u64 << 40;
+            while burst.len() < 1 << 20 {
+                frame::encode_response(&mut burst, id, &EchoReply::default());
+                id += 1;
+            }
+            // Bounded: 16 GiB at most, or until the test is done.
+            for _ in 0..16 * 1024 {
+                if stop.load(Ordering::Relaxed) || sock.write_all(&burst).is_err() {
+                    return;
+                }
+                streamed.fetch_add(burst.len(), Ordering::Relaxed);
+            }
+        })
+    };
+    let bad = EchoServiceClient::new(rt.channel(hostile_addr));
+    bad.echo_async(&req(b"connect"), T, |_| {});
+    // The stream is on: the client has taken 64 MiB of it (more than any socket buffers).
+    while streamed.load(Ordering::Relaxed) < 64 << 20 {
+        assert!(!hostile.is_finished(), "the hostile peer stopped early");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for i in 0..50u32 {
+        let p = i.to_string();
+        let r = healthy
+            .echo(&req(p.as_bytes()), T)
+            .expect("a healthy channel was starved by a streaming peer");
+        assert_eq!(r.payload, p.as_bytes());
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for _ in 0..20 {
+        let tx = tx.clone();
+        healthy.echo_async(&req(b"async"), T, move |r| tx.send(r).unwrap());
+    }
+    for _ in 0..20 {
+        let r = rx.recv_timeout(T + T).unwrap();
+        assert_eq!(&r.expect("async call starved").payload[..], b"async");
+    }
+    assert!(
+        !hostile.is_finished(),
+        "the stream ended before the healthy calls were checked"
+    );
+    let st = rt.stats();
+    assert!(
+        st.max_read_per_turn > 0 && st.max_read_per_turn <= rpc::READ_BUDGET + 64 * 1024,
+        "one connection took more than its share of a turn: {st:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    drop(bad);
+    hostile.join().unwrap();
+}
