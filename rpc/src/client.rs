@@ -1,7 +1,7 @@
 //! The client: one I/O thread per [`ClientRuntime`], a [`Channel`] per address.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -148,17 +148,126 @@ struct Pending {
     /// Set for non-blocking calls: the I/O thread times them out. Blocking callers time
     /// themselves out.
     deadline: Option<Instant>,
+    /// When the request was queued: if the kernel has taken none of the connection's
+    /// bytes since, by the deadline, the peer is not reading (see [`ConnState::expire`]).
+    queued_at: Instant,
 }
 
 struct ConnState {
+    /// Request bytes not yet taken by the kernel start at `out_pos`.
     out: Vec<u8>,
     out_pos: usize,
+    /// `(request id, start, end)` in `out` of every request not wholly written, in order:
+    /// a call that ends before any of its bytes were written takes them out of the queue.
+    frames: VecDeque<(u64, usize, usize)>,
+    /// When the kernel last took bytes of this connection, or the queue last went from
+    /// empty to not empty.
+    write_progress: Instant,
+    /// The runtime's count of queued bytes, kept equal to the sum of `out.len() - out_pos`.
+    queued: Arc<AtomicUsize>,
     pending: IdMap<Pending>,
     next_id: u64,
     connected: bool,
     /// Queued in the runtime's dirty list (calls made on the I/O thread).
     dirty: bool,
     closed: bool,
+    /// The peer took no bytes for a whole deadline: new calls go to a new connection, and
+    /// this one closes once its calls have ended.
+    retired: bool,
+}
+
+impl ConnState {
+    fn new(queued: Arc<AtomicUsize>) -> ConnState {
+        ConnState {
+            out: Vec::new(),
+            out_pos: 0,
+            frames: VecDeque::new(),
+            write_progress: Instant::now(),
+            queued,
+            pending: IdMap::default(),
+            next_id: 1,
+            connected: false,
+            dirty: false,
+            closed: false,
+            retired: false,
+        }
+    }
+
+    /// Appends request `id` to the queue.
+    fn push_request(&mut self, id: u64, service: &str, method: &str, request: &dyn Body) {
+        if self.out_pos == self.out.len() {
+            self.write_progress = Instant::now();
+        }
+        let start = self.out.len();
+        frame::encode_request(&mut self.out, id, service, method, request);
+        let end = self.out.len();
+        self.frames.push_back((id, start, end));
+        self.queued.fetch_add(end - start, Ordering::AcqRel);
+    }
+
+    /// The kernel took `n` more bytes.
+    fn wrote(&mut self, n: usize) {
+        self.out_pos += n;
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        self.write_progress = Instant::now();
+        while self.frames.front().is_some_and(|f| f.2 <= self.out_pos) {
+            self.frames.pop_front();
+        }
+    }
+
+    /// Forgets every queued byte (the connection is gone).
+    fn clear_queue(&mut self) {
+        self.queued
+            .fetch_sub(self.out.len() - self.out_pos, Ordering::AcqRel);
+        self.out = Vec::new();
+        self.out_pos = 0;
+        self.frames.clear();
+    }
+
+    /// Calls `(id, queued_at)` ended without their replies (deadline passed). The bytes
+    /// of each whose request was not written at all leave the queue (one compaction for
+    /// all). If one of them is still (partly) unwritten and the kernel has taken nothing
+    /// of this connection since it was queued, the peer is not reading: the connection is
+    /// retired (new calls reconnect). Returns true when it was retired now.
+    fn expire(&mut self, calls: &[(u64, Instant)]) -> bool {
+        let mut drop = vec![false; self.frames.len()];
+        let mut any = false;
+        let mut stalled = false;
+        for &(id, queued_at) in calls {
+            let Some(k) = self.frames.iter().position(|f| f.0 == id) else {
+                continue; // wholly written
+            };
+            stalled |= self.write_progress <= queued_at;
+            if self.frames[k].1 >= self.out_pos {
+                drop[k] = true;
+                any = true;
+            }
+        }
+        if any {
+            // The frames cover every unwritten byte, from the first one's start (a frame
+            // partly written is never dropped: framing would be lost).
+            let base = self.frames.front().map_or(self.out_pos, |f| f.1);
+            let mut out = Vec::with_capacity(self.out.len() - base);
+            let mut kept = VecDeque::with_capacity(self.frames.len());
+            let mut freed = 0;
+            for (&(id, start, end), &gone) in self.frames.iter().zip(&drop) {
+                if gone {
+                    freed += end - start;
+                    continue;
+                }
+                let from = out.len();
+                out.extend_from_slice(&self.out[start..end]);
+                kept.push_back((id, from, out.len()));
+            }
+            self.out_pos -= base;
+            self.out = out;
+            self.frames = kept;
+            self.queued.fetch_sub(freed, Ordering::AcqRel);
+        }
+        let retire = stalled && !self.retired;
+        self.retired |= stalled;
+        retire
+    }
 }
 
 /// One outgoing TCP connection, shared by its [`Channel`] and the I/O thread.
@@ -178,13 +287,14 @@ impl Conn {
         while st.out_pos < st.out.len() {
             match (&self.stream).write(&st.out[st.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => st.out_pos += n,
+                Ok(n) => st.wrote(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
         st.out_pos = 0;
+        st.frames.clear();
         if st.out.capacity() > KEEP_BUF {
             st.out = Vec::new();
         } else {
@@ -446,15 +556,7 @@ impl Channel {
             token,
             addr: self.inner.addr,
             stream,
-            state: Mutex::new(ConnState {
-                out: Vec::new(),
-                out_pos: 0,
-                pending: IdMap::default(),
-                next_id: 1,
-                connected: false,
-                dirty: false,
-                closed: false,
-            }),
+            state: Mutex::new(ConnState::new(shared.queued_bytes.clone())),
             closed: AtomicBool::new(false),
             ever_connected: AtomicBool::new(false),
         });
@@ -509,6 +611,15 @@ impl Channel {
         if st.closed {
             return Err((unavailable("connection closed", None), waiter));
         }
+        if st.retired {
+            return Err((
+                unavailable(
+                    "connection reset: the server took no bytes for a whole deadline",
+                    None,
+                ),
+                waiter,
+            ));
+        }
         if st.pending.len() >= shared.config.max_in_flight
             || st.out.len() - st.out_pos > shared.config.max_queued_bytes
         {
@@ -517,8 +628,15 @@ impl Channel {
         let id = st.next_id;
         st.next_id += 1;
         let was_empty = st.out.len() == st.out_pos;
-        frame::encode_request(&mut st.out, id, service, method, request);
-        st.pending.insert(id, Pending { waiter, deadline });
+        st.push_request(id, service, method, request);
+        st.pending.insert(
+            id,
+            Pending {
+                waiter,
+                deadline,
+                queued_at: Instant::now(),
+            },
+        );
         if shared.on_io_thread() {
             if !st.dirty {
                 st.dirty = true;
@@ -585,8 +703,23 @@ impl Channel {
             }
             std::thread::park_timeout(deadline - now);
         }
-        if lock(&conn.state).pending.remove(&id).is_some() {
-            return Err(CallError::Timeout);
+        {
+            let mut st = lock(&conn.state);
+            if let Some(p) = st.pending.remove(&id) {
+                if st.expire(&[(id, p.queued_at)]) {
+                    conn.closed.store(true, Ordering::Release);
+                    log::warn!(
+                        "rpc client: {} took no request bytes for a whole call deadline; \
+                         new calls use a new connection",
+                        conn.addr
+                    );
+                }
+                if st.retired && st.pending.is_empty() {
+                    // The I/O thread sees the hang-up and closes it.
+                    let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+                }
+                return Err(CallError::Timeout);
+            }
         }
         // The I/O thread already took the call and is completing it.
         loop {
@@ -856,8 +989,7 @@ impl IoLoop {
             let mut st = lock(&conn.state);
             st.closed = true;
             conn.closed.store(true, Ordering::Release);
-            st.out = Vec::new();
-            st.out_pos = 0;
+            st.clear_queue();
             std::mem::take(&mut st.pending)
         };
         if !pending.is_empty() {
@@ -885,14 +1017,18 @@ impl IoLoop {
         let now = Instant::now();
         let mut earliest: Option<Instant> = None;
         let mut expired = Vec::new();
-        for (conn, _) in self.conns.values() {
+        let mut ended = Vec::new();
+        let mut finished = Vec::new();
+        for (token, (conn, _)) in &self.conns {
             let mut st = lock(&conn.state);
-            st.pending.retain(|_, p| match p.deadline {
+            ended.clear();
+            st.pending.retain(|&id, p| match p.deadline {
                 Some(d) if d <= now => {
                     expired.push(std::mem::replace(
                         &mut p.waiter,
                         Waiter::Callback(Box::new(|_| {})),
                     ));
+                    ended.push((id, p.queued_at));
                     false
                 }
                 Some(d) => {
@@ -901,11 +1037,25 @@ impl IoLoop {
                 }
                 None => true,
             });
+            if !ended.is_empty() && st.expire(&ended) {
+                conn.closed.store(true, Ordering::Release);
+                log::warn!(
+                    "rpc client: {} took no request bytes for a whole call deadline; new \
+                     calls use a new connection, this one closes once its calls end",
+                    conn.addr
+                );
+            }
+            if st.retired && st.pending.is_empty() {
+                finished.push(*token);
+            }
         }
         if let Some(e) = earliest {
             self.shared
                 .next_sweep
                 .fetch_min(self.shared.nanos(e), Ordering::AcqRel);
+        }
+        for t in finished {
+            self.fail_conn(t, "connection retired: the server took no bytes", None);
         }
         for w in expired {
             w.complete(Err(CallError::Timeout));
@@ -1039,18 +1189,14 @@ mod tests {
                 Pending {
                     waiter: Waiter::Callback(f),
                     deadline: None,
+                    queued_at: Instant::now(),
                 },
             );
         }
-        Mutex::new(ConnState {
-            out: Vec::new(),
-            out_pos: 0,
-            pending,
-            next_id: 1,
-            connected: true,
-            dirty: false,
-            closed: false,
-        })
+        let mut st = ConnState::new(Arc::new(AtomicUsize::new(0)));
+        st.pending = pending;
+        st.connected = true;
+        Mutex::new(st)
     }
 
     fn reply(out: &mut Vec<u8>, id: u64, text: &str) {

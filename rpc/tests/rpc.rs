@@ -1581,3 +1581,100 @@ fn a_peer_streaming_unknown_replies_does_not_starve_the_other_channels() {
     drop(bad);
     hostile.join().unwrap();
 }
+
+/// Issue 7, item 4: 400 calls of 1 MiB with a 20 ms deadline to a peer that accepts and
+/// never reads (16 at a time, each one that ends starting the next, so the byte cap never
+/// refuses one). Every call ends with `Timeout`; the bytes of calls that ended before
+/// being written leave the queue, so the client's queued bytes fall back to 0; and the
+/// connection that took nothing for a deadline is reset: later calls reconnect.
+#[test]
+fn timed_out_calls_to_a_peer_that_never_reads_leave_nothing_queued() {
+    const CALLS: usize = 400;
+    const AT_ONCE: usize = 16;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Small receive buffers on the accepted sockets: the kernel holds little, the
+    // client's own queue fills.
+    let small: libc::c_int = 64 * 1024;
+    // SAFETY: a valid socket and a pointer to a c_int of the given length.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&l),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let addr = l.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let acceptor = {
+        let (stop, accepted) = (stop.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            // Bounded: one connection per call at most.
+            for _ in 0..CALLS + 1 {
+                let (sock, _) = l.accept().unwrap();
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                accepted.fetch_add(1, Ordering::Relaxed);
+                held.push(sock); // never read
+            }
+        })
+    };
+    let rt = runtime();
+    let c = EchoServiceClient::new(rt.channel(addr));
+    let payload = Bytes::from(vec![1u8; 1 << 20]);
+    let started = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = crossbeam_channel::unbounded();
+    type Echo = EchoServiceClient<rpc::Channel>;
+    fn chain(
+        c: Echo,
+        payload: Bytes,
+        started: Arc<AtomicUsize>,
+        tx: crossbeam_channel::Sender<Result<EchoReply, CallError>>,
+    ) {
+        if started.fetch_add(1, Ordering::Relaxed) >= CALLS {
+            return;
+        }
+        let next = (c.clone(), payload.clone(), started.clone(), tx.clone());
+        c.echo_async(
+            &EchoRequest { payload },
+            Duration::from_millis(20),
+            move |r| {
+                tx.send(r).unwrap();
+                chain(next.0, next.1, next.2, next.3);
+            },
+        );
+    }
+    for _ in 0..AT_ONCE {
+        chain(c.clone(), payload.clone(), started.clone(), tx.clone());
+    }
+    let mut timeouts = 0;
+    let mut other = Vec::new();
+    for _ in 0..CALLS {
+        match rx.recv_timeout(T).expect("a call never ended") {
+            Err(CallError::Timeout) => timeouts += 1,
+            r => other.push(r),
+        }
+    }
+    assert_eq!(timeouts, CALLS, "not all Timeout: {other:?}");
+    let t0 = Instant::now();
+    while rt.stats().queued_bytes != 0 {
+        assert!(
+            t0.elapsed() < T,
+            "bytes of ended calls stay queued: {:?}",
+            rt.stats()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        accepted.load(Ordering::Relaxed) >= 2,
+        "the stuck connection was never reset"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = TcpStream::connect(addr);
+    acceptor.join().unwrap();
+}
