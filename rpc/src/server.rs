@@ -253,6 +253,9 @@ impl ServerBuilder {
             turn_bytes: 0,
             max_queued: 0,
             max_read_per_turn: 0,
+            spare_fd: Some(std::fs::File::open("/dev/null")?),
+            fd_refused: 0,
+            fd_warned: None,
             scratch: vec![0; READ_CHUNK],
             backlog: Vec::new(),
             services: self.services,
@@ -539,7 +542,18 @@ struct EventLoop {
     max_read_per_turn: usize,
     /// High-water mark of one connection's queued reply bytes.
     max_queued: usize,
+    /// A descriptor held in reserve (`/dev/null`): when `accept` fails for lack of
+    /// descriptors, it is closed to accept the newcomer and close it at once, then
+    /// re-opened.
+    spare_fd: Option<std::fs::File>,
+    /// New connections closed at once for lack of descriptors.
+    fd_refused: u64,
+    /// When that was last logged (at most once per [`FD_WARN_EVERY`]).
+    fd_warned: Option<Instant>,
 }
+
+/// How often running out of descriptors is logged at most.
+const FD_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Descriptors kept free for everything else in the process (listener, poll, waker,
 /// files, outgoing connections).
@@ -734,9 +748,53 @@ impl EventLoop {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && self.spare_fd.is_some() =>
+                {
+                    // Out of descriptors: the newcomer would wait in the backlog for its
+                    // whole deadline. Free the spare, take the newcomer and close it at
+                    // once (its calls fail with a closed connection), take the spare back.
+                    self.spare_fd = None;
+                    let refused = listener.accept();
+                    self.spare_fd = std::fs::File::open("/dev/null").ok();
+                    match refused {
+                        Ok((stream, peer)) => {
+                            drop(stream);
+                            self.fd_refused += 1;
+                            let now = Instant::now();
+                            if self
+                                .fd_warned
+                                .is_none_or(|t| now.duration_since(t) >= FD_WARN_EVERY)
+                            {
+                                log::warn!(
+                                    "rpc server: out of file descriptors ({e}); closed {} new \
+                                     connections so far (the latest from {peer}) instead of \
+                                     leaving them waiting. Raise `ulimit -n` or lower \
+                                     max_connections",
+                                    self.fd_refused
+                                );
+                                self.fd_warned = Some(now);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            log::error!("rpc server: accept failed, retrying in 100 ms: {e}");
+                            self.accept_retry = Some(Instant::now() + Duration::from_millis(100));
+                            break;
+                        }
+                    }
+                    if self.spare_fd.is_none() {
+                        log::error!(
+                            "rpc server: cannot re-open the spare descriptor; new connections \
+                             wait in the backlog until descriptors are free"
+                        );
+                    }
+                }
                 Err(e) => {
-                    // E.g. EMFILE: the rest stay in the backlog. Readiness is
-                    // edge-triggered, so no new event may come for them: retry on a timer.
+                    // E.g. EMFILE without a spare: the rest stay in the backlog. Readiness
+                    // is edge-triggered, so no new event may come for them: retry on a
+                    // timer.
                     log::error!("rpc server: accept failed, retrying in 100 ms: {e}");
                     self.accept_retry = Some(Instant::now() + Duration::from_millis(100));
                     break;
