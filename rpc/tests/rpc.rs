@@ -1678,3 +1678,70 @@ fn timed_out_calls_to_a_peer_that_never_reads_leave_nothing_queued() {
     let _ = TcpStream::connect(addr);
     acceptor.join().unwrap();
 }
+
+/// Issue 7, item 3 (the cap across connections): twelve connections each send 3 MiB of a
+/// 4 MiB request and stop, 36 MiB of incomplete requests against a cap of 8 MiB. The
+/// server never holds much more than the cap: it closes the connections whose frames
+/// began last, the first one can still complete its request and is answered, and a
+/// second client is served meanwhile.
+#[test]
+fn bytes_held_for_incomplete_requests_are_capped_across_connections() {
+    const CAP: usize = 8 << 20;
+    const FRAME: usize = 4 << 20;
+    const SENT: usize = 3 << 20;
+    const CONNS: usize = 12;
+    // The first buffer of a large frame is allocated before the cap is checked again.
+    const SLACK: usize = 256 * 1024;
+    let s = ServerBuilder::new()
+        .config(rpc::ServerConfig {
+            max_partial_bytes: CAP,
+            ..Default::default()
+        })
+        .register_inline(EchoServiceServer::new(TestEcho))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    while_served(&s, |addr, served| {
+        let big = Arc::new(echo_frame(1, &vec![3u8; FRAME - 64]));
+        // The first frame has begun (and been read) before the others start.
+        let mut first = TcpStream::connect(addr).unwrap();
+        first.write_all(&big[..SENT]).unwrap();
+        let t0 = Instant::now();
+        while s.stats().partial_frame_bytes < SENT {
+            assert!(t0.elapsed() < T, "the first frame never arrived");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let others: Vec<_> = (1..CONNS)
+            .map(|_| {
+                let big = big.clone();
+                std::thread::spawn(move || {
+                    let mut sock = TcpStream::connect(addr).unwrap();
+                    let _ = sock.write_all(&big[..SENT]); // fails once closed
+                    sock
+                })
+            })
+            .collect();
+        // The cap is reached and acted on (without a cap: passed).
+        loop {
+            let st = s.stats();
+            if st.partial_cap_closes > 0 || st.max_partial_frame_bytes > CAP + SLACK {
+                break;
+            }
+            assert!(t0.elapsed() < T, "the abuse never reached the cap: {st:?}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        served();
+        let others: Vec<TcpStream> = others.into_iter().map(|h| h.join().unwrap()).collect();
+        served();
+        // The frame that began first completes and is answered.
+        first.write_all(&big[SENT..]).unwrap();
+        let r = read_frames(&mut first, 1);
+        assert_eq!((r[0].0, r[0].1), (FrameKind::Response, 1));
+        let st = s.stats();
+        assert!(
+            st.max_partial_frame_bytes <= CAP + SLACK,
+            "held more than the cap for incomplete requests: {st:?}"
+        );
+        assert!(st.partial_cap_closes > 0, "{st:?}");
+        drop(others);
+    });
+}
