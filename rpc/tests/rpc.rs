@@ -173,7 +173,10 @@ fn frames_split_byte_by_byte_and_coalesced() {
     }
     let cut = all.len() - 7;
     sock.write_all(&all[..cut]).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    // The server has read up to the cut (it holds the 7-byte-short frame) before the rest.
+    while s.stats().partial_frame_bytes == 0 {
+        std::thread::yield_now();
+    }
     sock.write_all(&all[cut..]).unwrap();
     let r = read_frames(&mut sock, 500);
     for (i, f) in r.iter().enumerate() {
@@ -205,15 +208,13 @@ fn client_reconnects_after_server_restart() {
     let c = EchoServiceClient::new(rt.channel(addr));
     c.echo(&req(b"one"), T).unwrap();
     drop(s);
-    // With the server gone, calls fail fast and never hang.
-    let t0 = Instant::now();
+    // With the server gone, calls fail (Unavailable, not a Timeout after T).
     for _ in 0..5 {
         match c.echo(&req(b"down"), T) {
             Err(CallError::Unavailable { .. }) => {}
             other => panic!("expected Unavailable, got {other:?}"),
         }
     }
-    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     let s2 = ServerBuilder::new()
         .register_inline(EchoServiceServer::new(TestEcho))
         .bind(addr)
@@ -242,30 +243,30 @@ fn stalled_handler_times_out_at_the_deadline() {
     let rt = runtime();
     let s = server(false);
     let c = EchoServiceClient::new(rt.channel(s.local_addr()));
-    let t0 = Instant::now();
-    let r = c.echo(&req(b"stall"), Duration::from_millis(100));
-    let took = t0.elapsed();
-    // Timeout, not the reply (due at 400 ms), and not before the deadline. The upper
-    // bound only catches a deadline that never fires: a loaded machine may be late.
+    // Blocking call, on a thread so that a deadline that never fires fails the test
+    // instead of hanging it.
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let r = c.echo(&req(b"stall"), Duration::from_millis(100));
+            tx.send((r, t0.elapsed())).unwrap();
+        });
+    }
+    let (r, took) = rx.recv_timeout(T).expect("the deadline never fired");
+    // Timeout, not the reply (due at 400 ms), and never before the deadline.
     assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
-    assert!(
-        took >= Duration::from_millis(100) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(100), "{took:?}");
     // Non-blocking call: the I/O thread times it out.
     let (tx, rx) = crossbeam_channel::bounded(1);
     let t0 = Instant::now();
     c.echo_async(&req(b"stall"), Duration::from_millis(100), move |r| {
         tx.send((r, t0.elapsed())).unwrap();
     });
-    let (r, took) = rx.recv_timeout(T).unwrap();
-    // Timeout, not the reply (due at 400 ms), and not before the deadline. The upper
-    // bound only catches a deadline that never fires: a loaded machine may be late.
+    let (r, took) = rx.recv_timeout(T).expect("the deadline never fired");
     assert!(matches!(r, Err(CallError::Timeout)), "{r:?}");
-    assert!(
-        took >= Duration::from_millis(100) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(100), "{took:?}");
     // Other calls go on meanwhile (the pool has more workers).
     assert_eq!(&c.echo(&req(b"ok"), T).unwrap().payload[..], b"ok");
 }
@@ -344,30 +345,29 @@ fn while_served(s: &Server, bad: impl FnOnce(SocketAddr, &dyn Fn())) {
     let c = EchoServiceClient::new(rt.channel(s.local_addr()));
     c.echo(&req(b"warm"), T).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicUsize::new(0));
+    let (served_tx, served) = crossbeam_channel::unbounded::<()>();
     let good = {
-        let (stop, served) = (stop.clone(), served.clone());
+        let stop = stop.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let r = c
                     .echo(&req(b"good"), T)
                     .expect("good client must be served");
                 assert_eq!(&r.payload[..], b"good");
-                served.fetch_add(1, Ordering::Relaxed);
+                let _ = served_tx.send(());
             }
         })
     };
     let checks = AtomicUsize::new(0);
     let progress = || {
         checks.fetch_add(1, Ordering::Relaxed);
-        let from = served.load(Ordering::Relaxed);
-        let t0 = Instant::now();
-        while served.load(Ordering::Relaxed) < from + 10 {
-            assert!(
-                !good.is_finished() && t0.elapsed() < T,
-                "good client stalled or failed"
-            );
-            std::thread::sleep(Duration::from_millis(1));
+        while served.try_recv().is_ok() {} // calls completed before now do not count
+        for _ in 0..10 {
+            // The good client's own calls have a deadline of T: a failure ends its thread
+            // (and the channel) before this does.
+            served
+                .recv_timeout(T + T)
+                .expect("good client stalled or failed");
         }
     };
     bad(s.local_addr(), &progress);
@@ -524,9 +524,7 @@ fn graceful_shutdown_fails_new_calls_fast() {
     proto::kv::KvServiceClient::new(ch)
         .get(&Default::default(), T)
         .unwrap();
-    let t0 = Instant::now();
     drop(s);
-    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert_eq!(&rx.recv_timeout(T).unwrap().unwrap().payload[..], b"stall");
     assert!(matches!(
         c.echo(&req(b"x"), T),
@@ -592,10 +590,9 @@ fn idle_timeout_closes_idle_connections_but_not_busy_ones() {
     busy.write_all(&echo_frame(1, b"stall")).unwrap();
     let r = read_frames(&mut busy, 1);
     assert_eq!((r[0].0, r[0].1), (FrameKind::Response, 1));
-    let t0 = Instant::now();
+    // Each within T (the read timeout of `expect_closed`), not at the default 10 minutes.
     expect_closed(&mut idle);
     expect_closed(&mut busy); // idle now that it is answered
-    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
 
 #[test]
@@ -624,14 +621,13 @@ fn calls_to_a_dead_address_fail_fast_and_back_off() {
         .local_addr()
         .unwrap();
     let c = EchoServiceClient::new(rt.channel(addr));
-    let t0 = Instant::now();
+    // Unavailable at once (refused, then backing off), not a Timeout after T.
     for _ in 0..50 {
         assert!(matches!(
             c.echo(&req(b"x"), T),
             Err(CallError::Unavailable { .. })
         ));
     }
-    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     let (tx, rx) = crossbeam_channel::bounded(1);
     c.echo_async(&req(b"x"), T, move |r| tx.send(r).unwrap());
     assert!(matches!(
@@ -810,12 +806,11 @@ fn bad_bytes_from_a_server_fail_the_call_not_the_client() {
     for answer in cases {
         let (addr, h) = fake_server(answer);
         let c = EchoServiceClient::new(rt.channel(addr));
-        let t0 = Instant::now();
+        // Unavailable when the bad bytes arrive, not a Timeout after T.
         match c.echo(&req(b"x"), T) {
             Err(CallError::Unavailable { .. }) => {}
             other => panic!("{other:?}"),
         }
-        assert!(t0.elapsed() < Duration::from_secs(2));
         h.join().unwrap();
     }
     // A reply that does not decode as the method's output.
@@ -1021,17 +1016,16 @@ fn a_reply_and_the_close_after_it_in_one_readiness_event_fail_the_other_calls_fa
     answer_tx.send(()).unwrap();
     fake.join().unwrap(); // answered and closed
     std::thread::sleep(Duration::from_millis(50));
-    let t0 = Instant::now();
     go_tx.send(()).unwrap();
     let mut got: Vec<_> = (0..2).map(|_| rx.recv_timeout(T).unwrap()).collect();
     got.sort_by_key(|(p, _)| *p);
     assert!(got[0].1.is_ok(), "{:?}", got[0]);
+    // Unavailable when the close is seen, not a Timeout after T.
     assert!(
         matches!(got[1].1, Err(CallError::Unavailable { .. })),
         "{:?}",
         got[1]
     );
-    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
 
 #[test]
@@ -1059,13 +1053,12 @@ fn shutdown_does_not_wait_for_calls_still_queued_after_the_grace() {
     proto::kv::KvServiceClient::new(ch)
         .get(&Default::default(), T)
         .unwrap();
-    let t0 = Instant::now();
     drop(s);
-    let took = t0.elapsed();
-    assert!(took < Duration::from_secs(4), "shutdown took {took:?}");
-    for _ in 0..30 {
-        rx.recv_timeout(T).unwrap().ok();
-    }
+    // Had the shutdown waited for the queue, all 30 would have run and been answered.
+    let answered = (0..30)
+        .filter(|_| rx.recv_timeout(T).expect("a call never ended").is_ok())
+        .count();
+    assert!(answered < 30, "shutdown waited for every queued call");
 }
 
 #[test]
@@ -1112,14 +1105,13 @@ fn dropping_the_client_fails_its_calls_in_flight_at_once() {
         c.echo_async(&req(b"gate"), T, move |r| tx.send(r).unwrap());
     }
     started.recv_timeout(T).unwrap(); // in flight: the server holds the first one
-    let t0 = Instant::now();
     drop(c);
     drop(rt);
+    // Unavailable at once, not a Timeout after T.
     for _ in 0..3 {
         let r = rx.recv_timeout(T).unwrap();
         assert!(matches!(r, Err(CallError::Unavailable { .. })), "{r:?}");
     }
-    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     for _ in 0..3 {
         let _ = go.send(());
     }
@@ -1165,9 +1157,15 @@ fn unbounded_idle_timeout_and_grace_are_accepted() {
     let rt = runtime();
     let c = EchoServiceClient::new(rt.channel(s.local_addr()));
     assert_eq!(&c.echo(&req(b"a"), T).unwrap().payload[..], b"a");
-    let t0 = Instant::now();
-    drop(s); // nothing in flight: no grace needed
-    assert!(t0.elapsed() < Duration::from_secs(5));
+    // Nothing in flight: no grace needed. On a thread, so that waiting for the unbounded
+    // grace fails the test instead of hanging it.
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        drop(s);
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(T)
+        .expect("shutdown waited for an unbounded grace");
 }
 
 #[test]
