@@ -228,7 +228,9 @@ impl ConnState {
     /// of each whose request was not written at all leave the queue (one compaction for
     /// all). If one of them is still (partly) unwritten and the kernel has taken nothing
     /// of this connection since it was queued, the peer is not reading: the connection is
-    /// retired (new calls reconnect). Returns true when it was retired now.
+    /// retired (new calls reconnect); so is one left with unwritten bytes and no call
+    /// waiting (`calls` must already be out of `pending`). Returns true when it was
+    /// retired now.
     fn expire(&mut self, calls: &[(u64, Instant)]) -> bool {
         let mut drop = vec![false; self.frames.len()];
         let mut any = false;
@@ -264,8 +266,12 @@ impl ConnState {
             self.frames = kept;
             self.queued.fetch_sub(freed, Ordering::AcqRel);
         }
-        let retire = stalled && !self.retired;
-        self.retired |= stalled;
+        // Bytes nobody waits for any more (the rest of a request partly written) that the
+        // peer has not taken by a deadline: the connection goes too, or they would stay
+        // queued for as long as the peer does not read.
+        let orphaned = self.pending.is_empty() && self.out_pos < self.out.len();
+        let retire = (stalled || orphaned) && !self.retired;
+        self.retired |= retire;
         retire
     }
 }
@@ -603,11 +609,20 @@ impl Channel {
                 waiter,
             ));
         }
-        let conn = match self.conn() {
+        let mut conn = match self.conn() {
             Ok(c) => c,
             Err(e) => return Err((e, waiter)),
         };
         let mut st = lock(&conn.state);
+        if st.closed || st.retired {
+            // Closed or retired since `conn()` looked: once more, for the new connection.
+            drop(st);
+            conn = match self.conn() {
+                Ok(c) => c,
+                Err(e) => return Err((e, waiter)),
+            };
+            st = lock(&conn.state);
+        }
         if st.closed {
             return Err((unavailable("connection closed", None), waiter));
         }

@@ -1369,11 +1369,15 @@ fn a_peer_that_reads_nothing_is_closed_at_the_idle_timeout_even_with_replies_que
         .unwrap();
     let mut sock = TcpStream::connect(s.local_addr()).unwrap();
     // 32 MiB of requests: more replies than the kernel buffers on the way take, less than
-    // the cap, so the connection is not paused.
+    // the cap, so the connection is not paused. On a loaded machine the writes can take
+    // longer than the idle timeout, and the server may close the connection (what this
+    // test is about) before the last of them.
     for id in 0..512 {
-        sock.write_all(&big_echo(id)).unwrap();
+        if sock.write_all(&big_echo(id)).is_err() {
+            break;
+        }
     }
-    sock.shutdown(std::net::Shutdown::Write).unwrap();
+    let _ = sock.shutdown(std::net::Shutdown::Write);
     let t0 = Instant::now();
     while s.stats().max_queued_reply_bytes == 0 {
         assert!(t0.elapsed() < T, "no reply queued: {:?}", s.stats());
