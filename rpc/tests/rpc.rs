@@ -1588,7 +1588,8 @@ fn a_peer_streaming_unknown_replies_does_not_starve_the_other_channels() {
 /// never reads (16 at a time, each one that ends starting the next, so the byte cap never
 /// refuses one). Every call ends with `Timeout`; the bytes of calls that ended before
 /// being written leave the queue, so the client's queued bytes fall back to 0; and the
-/// connection that took nothing for a deadline is reset: later calls reconnect.
+/// connection that took nothing for a deadline is reset: later calls reconnect, even
+/// while an earlier call (one with a 5 s deadline) still waits on the old connection.
 #[test]
 fn timed_out_calls_to_a_peer_that_never_reads_leave_nothing_queued() {
     const CALLS: usize = 400;
@@ -1631,6 +1632,11 @@ fn timed_out_calls_to_a_peer_that_never_reads_leave_nothing_queued() {
     let payload = Bytes::from(vec![1u8; 1 << 20]);
     let started = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = crossbeam_channel::unbounded();
+    // Keeps a call waiting on the first connection while the others come and go.
+    let (long_tx, long_rx) = crossbeam_channel::bounded(1);
+    c.echo_async(&req(b"long"), Duration::from_secs(5), move |r| {
+        long_tx.send(r).unwrap()
+    });
     type Echo = EchoServiceClient<rpc::Channel>;
     fn chain(
         c: Echo,
@@ -1663,6 +1669,12 @@ fn timed_out_calls_to_a_peer_that_never_reads_leave_nothing_queued() {
         }
     }
     assert_eq!(timeouts, CALLS, "not all Timeout: {other:?}");
+    assert!(
+        accepted.load(Ordering::Relaxed) >= 2,
+        "the stuck connection was not reset while a call still waited on it"
+    );
+    let long = long_rx.recv_timeout(T).expect("the long call never ended");
+    assert!(matches!(long, Err(CallError::Timeout)), "{long:?}");
     let t0 = Instant::now();
     while rt.stats().queued_bytes != 0 {
         assert!(
@@ -1672,10 +1684,6 @@ fn timed_out_calls_to_a_peer_that_never_reads_leave_nothing_queued() {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert!(
-        accepted.load(Ordering::Relaxed) >= 2,
-        "the stuck connection was never reset"
-    );
     stop.store(true, Ordering::Relaxed);
     let _ = TcpStream::connect(addr);
     acceptor.join().unwrap();
