@@ -1538,10 +1538,29 @@ fn a_peer_streaming_unknown_replies_does_not_starve_the_other_channels() {
                 frame::encode_response(&mut burst, id, &EchoReply::default());
                 id += 1;
             }
-            // Bounded: 16 GiB at most, or until the test is done.
+            // Bounded: 16 GiB at most, or until the test is done. Writes time out so that
+            // the stop is seen even when the client has closed with a zero window (its
+            // orphaned socket can hold the writer for a minute or more).
+            sock.set_write_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
             for _ in 0..16 * 1024 {
-                if stop.load(Ordering::Relaxed) || sock.write_all(&burst).is_err() {
-                    return;
+                let mut off = 0;
+                while off < burst.len() {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    match sock.write(&burst[off..]) {
+                        Ok(0) => return,
+                        Ok(n) => off += n,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock
+                                    | std::io::ErrorKind::TimedOut
+                                    | std::io::ErrorKind::Interrupted
+                            ) => {}
+                        Err(_) => return,
+                    }
                 }
                 streamed.fetch_add(burst.len(), Ordering::Relaxed);
             }
