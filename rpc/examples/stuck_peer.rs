@@ -40,7 +40,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let slot = match r {
                 Err(CallError::Timeout) => 0,
                 Err(CallError::Overloaded) => 1,
-                _ => 2,
+                other => {
+                    eprintln!("other: {other:?}");
+                    2
+                }
             };
             k[slot].fetch_add(1, Ordering::Relaxed);
         });
@@ -58,13 +61,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     {
         std::thread::sleep(Duration::from_millis(5));
     }
+    let peak_queued = rt.stats().queued_bytes;
+    // Calls that ended unsent leave the queue; a retired connection closes once its
+    // calls have ended.
+    while rt.stats().queued_bytes > 0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     std::thread::sleep(Duration::from_millis(100));
     println!(
         "400 x 1 MiB calls, 20 ms deadline, peer never reads: {} Timeout, {} Overloaded, {} other; \
-         client RSS {before:.1} MB before, {:.1} MB after",
+         client queued bytes {peak_queued} when the last call ended, {} after; client RSS \
+         {before:.1} MB before, {:.1} MB after",
         counts[0].load(Ordering::Relaxed),
         counts[1].load(Ordering::Relaxed),
         counts[2].load(Ordering::Relaxed),
+        rt.stats().queued_bytes,
         rss_mb()
     );
     drop(peer);

@@ -1,7 +1,7 @@
 //! The client: one I/O thread per [`ClientRuntime`], a [`Channel`] per address.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ use proto::service::{Body, CallError, Caller, Completion, Status};
 
 use crate::frame::{self, FrameKind};
 use crate::reader::{FrameReader, KEEP_BUF};
+use crate::server::READ_BUDGET;
 
 const WAKER: Token = Token(0);
 const READ_CHUNK: usize = 64 * 1024;
@@ -61,6 +62,19 @@ impl Default for ClientConfig {
             spin: Duration::from_micros(50),
         }
     }
+}
+
+/// Counters of a [`ClientRuntime`], from [`ClientRuntime::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Request bytes queued and not yet taken by the kernel, all connections together.
+    /// Bytes of a call whose deadline passed before any of them were written are dropped
+    /// from the queue, so this falls back to 0 once a stuck peer's calls have ended.
+    pub queued_bytes: usize,
+    /// The most bytes the I/O thread read from one connection in one turn of its loop (at
+    /// most [`READ_BUDGET`] plus one read): a peer that streams replies cannot hold the
+    /// thread that serves every other connection.
+    pub max_read_per_turn: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,17 +148,132 @@ struct Pending {
     /// Set for non-blocking calls: the I/O thread times them out. Blocking callers time
     /// themselves out.
     deadline: Option<Instant>,
+    /// When the request was queued: if the kernel has taken none of the connection's
+    /// bytes since, by the deadline, the peer is not reading (see [`ConnState::expire`]).
+    queued_at: Instant,
 }
 
 struct ConnState {
+    /// Request bytes not yet taken by the kernel start at `out_pos`.
     out: Vec<u8>,
     out_pos: usize,
+    /// `(request id, start, end)` in `out` of every request not wholly written, in order:
+    /// a call that ends before any of its bytes were written takes them out of the queue.
+    frames: VecDeque<(u64, usize, usize)>,
+    /// When the kernel last took bytes of this connection, or the queue last went from
+    /// empty to not empty.
+    write_progress: Instant,
+    /// The runtime's count of queued bytes, kept equal to the sum of `out.len() - out_pos`.
+    queued: Arc<AtomicUsize>,
     pending: IdMap<Pending>,
     next_id: u64,
     connected: bool,
     /// Queued in the runtime's dirty list (calls made on the I/O thread).
     dirty: bool,
     closed: bool,
+    /// The peer took no bytes for a whole deadline: new calls go to a new connection, and
+    /// this one closes once its calls have ended.
+    retired: bool,
+}
+
+impl ConnState {
+    fn new(queued: Arc<AtomicUsize>) -> ConnState {
+        ConnState {
+            out: Vec::new(),
+            out_pos: 0,
+            frames: VecDeque::new(),
+            write_progress: Instant::now(),
+            queued,
+            pending: IdMap::default(),
+            next_id: 1,
+            connected: false,
+            dirty: false,
+            closed: false,
+            retired: false,
+        }
+    }
+
+    /// Appends request `id` to the queue.
+    fn push_request(&mut self, id: u64, service: &str, method: &str, request: &dyn Body) {
+        if self.out_pos == self.out.len() {
+            self.write_progress = Instant::now();
+        }
+        let start = self.out.len();
+        frame::encode_request(&mut self.out, id, service, method, request);
+        let end = self.out.len();
+        self.frames.push_back((id, start, end));
+        self.queued.fetch_add(end - start, Ordering::AcqRel);
+    }
+
+    /// The kernel took `n` more bytes.
+    fn wrote(&mut self, n: usize) {
+        self.out_pos += n;
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        self.write_progress = Instant::now();
+        while self.frames.front().is_some_and(|f| f.2 <= self.out_pos) {
+            self.frames.pop_front();
+        }
+    }
+
+    /// Forgets every queued byte (the connection is gone).
+    fn clear_queue(&mut self) {
+        self.queued
+            .fetch_sub(self.out.len() - self.out_pos, Ordering::AcqRel);
+        self.out = Vec::new();
+        self.out_pos = 0;
+        self.frames.clear();
+    }
+
+    /// Calls `(id, queued_at)` ended without their replies (deadline passed). The bytes
+    /// of each whose request was not written at all leave the queue (one compaction for
+    /// all). If one of them is still (partly) unwritten and the kernel has taken nothing
+    /// of this connection since it was queued, the peer is not reading: the connection is
+    /// retired (new calls reconnect); so is one left with unwritten bytes and no call
+    /// waiting (`calls` must already be out of `pending`). Returns true when it was
+    /// retired now.
+    fn expire(&mut self, calls: &[(u64, Instant)]) -> bool {
+        let mut drop = vec![false; self.frames.len()];
+        let mut any = false;
+        let mut stalled = false;
+        for &(id, queued_at) in calls {
+            let Some(k) = self.frames.iter().position(|f| f.0 == id) else {
+                continue; // wholly written
+            };
+            stalled |= self.write_progress <= queued_at;
+            if self.frames[k].1 >= self.out_pos {
+                drop[k] = true;
+                any = true;
+            }
+        }
+        if any {
+            // The frames cover every unwritten byte, from the first one's start (a frame
+            // partly written is never dropped: framing would be lost).
+            let base = self.frames.front().map_or(self.out_pos, |f| f.1);
+            let mut out = Vec::with_capacity(self.out.len() - base);
+            let mut kept = VecDeque::with_capacity(self.frames.len());
+            let mut freed = 0;
+            for (&(id, start, end), &gone) in self.frames.iter().zip(&drop) {
+                if gone {
+                    freed += end - start;
+                    continue;
+                }
+                let from = out.len();
+                out.extend_from_slice(&self.out[start..end]);
+                kept.push_back((id, from, out.len()));
+            }
+            self.out_pos -= base;
+            self.out = out;
+            self.frames = kept;
+            self.queued.fetch_sub(freed, Ordering::AcqRel);
+        }
+        // Bytes nobody waits for any more (the rest of a request partly written) that the
+        // peer has not taken by a deadline: the connection goes too, or they would stay
+        // queued for as long as the peer does not read.
+        let orphaned = self.pending.is_empty() && self.out_pos < self.out.len();
+        let retire = (stalled || orphaned) && !self.retired;
+        self.retired |= retire;
+        retire
+    }
 }
 
 /// One outgoing TCP connection, shared by its [`Channel`] and the I/O thread.
@@ -164,13 +293,14 @@ impl Conn {
         while st.out_pos < st.out.len() {
             match (&self.stream).write(&st.out[st.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => st.out_pos += n,
+                Ok(n) => st.wrote(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
         st.out_pos = 0;
+        st.frames.clear();
         if st.out.capacity() > KEEP_BUF {
             st.out = Vec::new();
         } else {
@@ -195,6 +325,10 @@ struct Shared {
     /// When the I/O thread plans to look for expired non-blocking calls, in nanoseconds
     /// since `base` (`u64::MAX`: no plan).
     next_sweep: AtomicU64,
+    /// Request bytes queued and not yet taken by the kernel, all connections together.
+    queued_bytes: Arc<AtomicUsize>,
+    /// The most bytes the I/O thread read from one connection in one turn.
+    max_read_per_turn: AtomicUsize,
 }
 
 impl Shared {
@@ -266,6 +400,8 @@ impl ClientRuntime {
             shutdown: AtomicBool::new(false),
             base: Instant::now(),
             next_sweep: AtomicU64::new(u64::MAX),
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            max_read_per_turn: AtomicUsize::new(0),
         });
         let s2 = shared.clone();
         let thread = std::thread::Builder::new()
@@ -291,6 +427,15 @@ impl ClientRuntime {
                     .expect("rpc: cannot start the client I/O thread")
             })
             .clone()
+    }
+
+    /// The runtime's counters; for tests, metrics and benchmarks.
+    pub fn stats(&self) -> ClientStats {
+        let sh = &self.inner.shared;
+        ClientStats {
+            queued_bytes: sh.queued_bytes.load(Ordering::Acquire),
+            max_read_per_turn: sh.max_read_per_turn.load(Ordering::Relaxed),
+        }
     }
 
     /// A channel to `addr` served by this runtime. Connects on first call.
@@ -417,15 +562,7 @@ impl Channel {
             token,
             addr: self.inner.addr,
             stream,
-            state: Mutex::new(ConnState {
-                out: Vec::new(),
-                out_pos: 0,
-                pending: IdMap::default(),
-                next_id: 1,
-                connected: false,
-                dirty: false,
-                closed: false,
-            }),
+            state: Mutex::new(ConnState::new(shared.queued_bytes.clone())),
             closed: AtomicBool::new(false),
             ever_connected: AtomicBool::new(false),
         });
@@ -472,13 +609,31 @@ impl Channel {
                 waiter,
             ));
         }
-        let conn = match self.conn() {
+        let mut conn = match self.conn() {
             Ok(c) => c,
             Err(e) => return Err((e, waiter)),
         };
         let mut st = lock(&conn.state);
+        if st.closed || st.retired {
+            // Closed or retired since `conn()` looked: once more, for the new connection.
+            drop(st);
+            conn = match self.conn() {
+                Ok(c) => c,
+                Err(e) => return Err((e, waiter)),
+            };
+            st = lock(&conn.state);
+        }
         if st.closed {
             return Err((unavailable("connection closed", None), waiter));
+        }
+        if st.retired {
+            return Err((
+                unavailable(
+                    "connection reset: the server took no bytes for a whole deadline",
+                    None,
+                ),
+                waiter,
+            ));
         }
         if st.pending.len() >= shared.config.max_in_flight
             || st.out.len() - st.out_pos > shared.config.max_queued_bytes
@@ -488,8 +643,15 @@ impl Channel {
         let id = st.next_id;
         st.next_id += 1;
         let was_empty = st.out.len() == st.out_pos;
-        frame::encode_request(&mut st.out, id, service, method, request);
-        st.pending.insert(id, Pending { waiter, deadline });
+        st.push_request(id, service, method, request);
+        st.pending.insert(
+            id,
+            Pending {
+                waiter,
+                deadline,
+                queued_at: Instant::now(),
+            },
+        );
         if shared.on_io_thread() {
             if !st.dirty {
                 st.dirty = true;
@@ -556,8 +718,23 @@ impl Channel {
             }
             std::thread::park_timeout(deadline - now);
         }
-        if lock(&conn.state).pending.remove(&id).is_some() {
-            return Err(CallError::Timeout);
+        {
+            let mut st = lock(&conn.state);
+            if let Some(p) = st.pending.remove(&id) {
+                if st.expire(&[(id, p.queued_at)]) {
+                    conn.closed.store(true, Ordering::Release);
+                    log::warn!(
+                        "rpc client: {} took no request bytes for a whole call deadline; \
+                         new calls use a new connection",
+                        conn.addr
+                    );
+                }
+                if st.retired && st.pending.is_empty() {
+                    // The I/O thread sees the hang-up and closes it.
+                    let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+                }
+                return Err(CallError::Timeout);
+            }
         }
         // The I/O thread already took the call and is completing it.
         loop {
@@ -619,6 +796,9 @@ struct IoLoop {
     conns: HashMap<Token, (Arc<Conn>, FrameReader)>,
     scratch: Vec<u8>,
     done: Vec<(Waiter, Result<Bytes, CallError>)>,
+    /// Connections that used their read budget with bytes possibly left in the socket:
+    /// read again on the next turn (after the other events and the deadline sweep).
+    backlog: Vec<Token>,
 }
 
 impl IoLoop {
@@ -629,6 +809,7 @@ impl IoLoop {
             conns: HashMap::new(),
             scratch: vec![0; READ_CHUNK],
             done: Vec::new(),
+            backlog: Vec::new(),
         }
     }
 
@@ -647,7 +828,7 @@ impl IoLoop {
                 Some(Duration::from_nanos(next.saturating_sub(now)) + Duration::from_micros(999))
             };
             let spinning = spin_until.is_some_and(|t| Instant::now() < t);
-            let timeout = if spinning {
+            let timeout = if spinning || !self.backlog.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 timeout
@@ -667,7 +848,14 @@ impl IoLoop {
                 std::thread::yield_now();
             }
             self.adopt_new_conns();
-            let mut active = false;
+            let mut active = !self.backlog.is_empty();
+            for token in std::mem::take(&mut self.backlog) {
+                if let Some((conn, _)) = self.conns.get(&token) {
+                    let conn = conn.clone();
+                    // As if the end of stream might be there: read on to `WouldBlock`.
+                    self.read(token, &conn, true);
+                }
+            }
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     continue;
@@ -763,17 +951,36 @@ impl IoLoop {
         let Some((_, rb)) = self.conns.get_mut(&token) else {
             return;
         };
+        let mut turn = 0;
         let end = read_event(
             rb,
             &mut self.scratch,
-            |buf| (&conn.stream).read(buf),
+            |buf| {
+                let r = (&conn.stream).read(buf);
+                if let Ok(n) = r {
+                    turn += n;
+                }
+                r
+            },
             hup,
             max,
+            READ_BUDGET,
             &conn.state,
             &mut self.done,
         );
+        self.shared
+            .max_read_per_turn
+            .fetch_max(turn, Ordering::Relaxed);
         match end {
             ReadEnd::Drained => {}
+            ReadEnd::Budget => {
+                // Fairness: the other connections (and the deadlines) go first; this one
+                // is read again on the next turn. Readiness is edge-triggered: no new
+                // event would announce the bytes left in the socket.
+                if !self.backlog.contains(&token) {
+                    self.backlog.push(token);
+                }
+            }
             ReadEnd::Closed(None) => self.fail_conn(token, "connection closed by the server", None),
             ReadEnd::Closed(Some(e)) => self.fail_conn(token, "read failed", Some(e)),
             ReadEnd::Protocol(e) => {
@@ -797,8 +1004,7 @@ impl IoLoop {
             let mut st = lock(&conn.state);
             st.closed = true;
             conn.closed.store(true, Ordering::Release);
-            st.out = Vec::new();
-            st.out_pos = 0;
+            st.clear_queue();
             std::mem::take(&mut st.pending)
         };
         if !pending.is_empty() {
@@ -826,14 +1032,18 @@ impl IoLoop {
         let now = Instant::now();
         let mut earliest: Option<Instant> = None;
         let mut expired = Vec::new();
-        for (conn, _) in self.conns.values() {
+        let mut ended = Vec::new();
+        let mut finished = Vec::new();
+        for (token, (conn, _)) in &self.conns {
             let mut st = lock(&conn.state);
-            st.pending.retain(|_, p| match p.deadline {
+            ended.clear();
+            st.pending.retain(|&id, p| match p.deadline {
                 Some(d) if d <= now => {
                     expired.push(std::mem::replace(
                         &mut p.waiter,
                         Waiter::Callback(Box::new(|_| {})),
                     ));
+                    ended.push((id, p.queued_at));
                     false
                 }
                 Some(d) => {
@@ -842,11 +1052,25 @@ impl IoLoop {
                 }
                 None => true,
             });
+            if !ended.is_empty() && st.expire(&ended) {
+                conn.closed.store(true, Ordering::Release);
+                log::warn!(
+                    "rpc client: {} took no request bytes for a whole call deadline; new \
+                     calls use a new connection, this one closes once its calls end",
+                    conn.addr
+                );
+            }
+            if st.retired && st.pending.is_empty() {
+                finished.push(*token);
+            }
         }
         if let Some(e) = earliest {
             self.shared
                 .next_sweep
                 .fetch_min(self.shared.nanos(e), Ordering::AcqRel);
+        }
+        for t in finished {
+            self.fail_conn(t, "connection retired: the server took no bytes", None);
         }
         for w in expired {
             w.complete(Err(CallError::Timeout));
@@ -858,6 +1082,9 @@ impl IoLoop {
 enum ReadEnd {
     /// Nothing more to read until the next event.
     Drained,
+    /// The connection used its [`READ_BUDGET`] for this turn with bytes possibly left in
+    /// the socket: read it again on the next turn, after the other connections.
+    Budget,
     /// End of stream (`None`) or a read error: the connection is gone.
     Closed(Option<io::Error>),
     /// The server sent bytes that are not a response frame: framing is lost.
@@ -867,16 +1094,22 @@ enum ReadEnd {
 /// Reads what one readiness event announced through `read`, matching every complete
 /// reply to its waiter in `state` and completing it (completions run here, between
 /// reads). Bytes of an incomplete frame stay in `rb` for the next event.
+#[allow(clippy::too_many_arguments)]
 fn read_event(
     rb: &mut FrameReader,
     scratch: &mut [u8],
     mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
     hup: bool,
     max: usize,
+    budget: usize,
     state: &Mutex<ConnState>,
     done: &mut Vec<(Waiter, Result<Bytes, CallError>)>,
 ) -> ReadEnd {
+    let mut taken = 0;
     loop {
+        if taken >= budget {
+            return ReadEnd::Budget;
+        }
         let (buf, want) = rb.read_buf(scratch);
         let n = match read(buf) {
             Ok(0) => return ReadEnd::Closed(None),
@@ -885,6 +1118,7 @@ fn read_event(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return ReadEnd::Closed(Some(e)),
         };
+        taken += n;
         let result = rb.feed(scratch, n, max, |data, owned| {
             parse_responses(data, owned, max, state, done)
         });
@@ -970,18 +1204,14 @@ mod tests {
                 Pending {
                     waiter: Waiter::Callback(f),
                     deadline: None,
+                    queued_at: Instant::now(),
                 },
             );
         }
-        Mutex::new(ConnState {
-            out: Vec::new(),
-            out_pos: 0,
-            pending,
-            next_id: 1,
-            connected: true,
-            dirty: false,
-            closed: false,
-        })
+        let mut st = ConnState::new(Arc::new(AtomicUsize::new(0)));
+        st.pending = pending;
+        st.connected = true;
+        Mutex::new(st)
     }
 
     fn reply(out: &mut Vec<u8>, id: u64, text: &str) {
@@ -1134,8 +1364,9 @@ mod tests {
                     prop_assert!(events < 1_000_000);
                     // The event that brings the end of stream says so.
                     let hup = last && eof;
-                    match read_event(&mut rb, &mut scratch, |b| sock.read(b), hup, 1 << 20, &state, &mut done) {
+                    match read_event(&mut rb, &mut scratch, |b| sock.read(b), hup, 1 << 20, usize::MAX, &state, &mut done) {
                         ReadEnd::Drained => prop_assert!(!hup),
+                        ReadEnd::Budget => prop_assert!(false, "no budget was set"),
                         ReadEnd::Closed(None) => {
                             prop_assert!(hup);
                             closed = true;

@@ -140,12 +140,19 @@
 //! - `Unavailable`: no connection (connect refused, backing off, broken with the call in
 //!   flight, runtime shut down). Calls on a broken connection fail at once; they never
 //!   hang. The next call after a break reconnects at once if the connection had worked,
-//!   else after a backoff doubling from 10 ms to 1 s ([`ClientConfig`]).
+//!   else after a backoff doubling from 10 ms to 1 s ([`ClientConfig`]). A server out of
+//!   file descriptors accepts and closes a new connection at once (a reserved descriptor
+//!   makes room), so its calls fail here rather than wait for their deadline.
 //! - `Timeout`: no reply by the deadline. Blocking callers time themselves out exactly;
 //!   non-blocking calls are timed out by the I/O thread, which sleeps until the earliest
-//!   deadline. A reply that arrives later is dropped.
-//! - `Overloaded`: more than [`ClientConfig::max_in_flight`] calls in flight on the
-//!   connection; nothing was sent. This is the client's backpressure.
+//!   deadline. A reply that arrives later is dropped. A call that ends before any byte of
+//!   its request was written takes its bytes out of the send queue. If the kernel took
+//!   none of the connection's bytes for a call's whole deadline (the peer does not
+//!   read), the connection is retired: new calls open a new one, and the old one closes
+//!   once its calls have ended ([`ClientStats::queued_bytes`] falls back to 0).
+//! - `Overloaded`: more than [`ClientConfig::max_in_flight`] calls, or more than
+//!   [`ClientConfig::max_queued_bytes`] of unsent requests, on the connection; nothing was
+//!   sent. This is the client's backpressure.
 //! - `Remote { status, message }`: the server answered with an error frame: unknown
 //!   service or method (the message names it), undecodable request, handler panic
 //!   (the server keeps serving), dropped reply handle, queue full, shutting down.
@@ -155,7 +162,14 @@
 //!
 //! Server: [`ServerConfig::max_connections`] (beyond it a new connection is accepted and
 //! closed), [`ServerConfig::idle_timeout`] (a connection with no calls in flight and no
-//! traffic is closed), [`ServerConfig::max_frame`]. Dropping the [`Server`] shuts down
+//! traffic is closed; so is one whose replies have not moved for that long),
+//! [`ServerConfig::max_frame`], [`ServerConfig::max_write_queue`] (a connection's unsent
+//! replies beyond which it is not read until they drain), [`ServerConfig::max_partial_bytes`]
+//! (bytes held for incomplete requests, all connections together, beyond which the
+//! connection whose incomplete frame began last is closed). Each connection gets at most
+//! [`READ_BUDGET`] of reading per turn of the event loop, on the server and on the
+//! client's I/O thread alike. At the open-file limit (`EMFILE`), a newcomer is accepted
+//! through a reserved descriptor and closed at once. Dropping the [`Server`] shuts down
 //! gracefully: stop accepting, answer new requests `STATUS_UNAVAILABLE`, give in-flight
 //! calls [`ServerConfig::shutdown_grace`], close every connection, join every thread
 //! (calls still queued for the pool when the grace ends are dropped unrun).
@@ -166,8 +180,7 @@
 //! through a small process-wide pool (at most 8 MiB kept).
 //!
 //! Not done: TLS or authentication, streaming calls, cancellation propagated to the
-//! server, flow control beyond the in-flight bound (a client that never reads its replies
-//! grows the server's write buffer for that connection), detection of a silently dead
+//! server, detection of a silently dead
 //! peer (no keepalive: a connection whose peer vanished without a reset stays open and
 //! its calls time out until TCP gives up), a listen backlog above mio's 128.
 
@@ -177,6 +190,6 @@ mod pool;
 mod reader;
 pub mod server;
 
-pub use client::{Channel, ClientConfig, ClientRuntime};
+pub use client::{Channel, ClientConfig, ClientRuntime, ClientStats};
 pub use proto::service::{CallError, Caller, RawReply, Reply, Service, Status};
 pub use server::{READ_BUDGET, Server, ServerBuilder, ServerConfig, ServerStats};

@@ -135,6 +135,17 @@ impl FrameReader {
         }
     }
 
+    /// Bytes the next [`read_buf`](Self::read_buf) will add to the buffer (a large frame
+    /// whose buffer is full grows, doubling up to its announced length); 0 if none.
+    pub(crate) fn growth(&self) -> usize {
+        match self.large_fill {
+            Some(filled) if filled == self.buf.len() => {
+                (self.buf.len() * 2).max(LARGE).min(self.large_total) - self.buf.len()
+            }
+            _ => 0,
+        }
+    }
+
     /// Bytes held for the incomplete frame (the buffer's length).
     pub(crate) fn held(&self) -> usize {
         self.buf.len()

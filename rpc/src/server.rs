@@ -56,6 +56,12 @@ pub struct ServerConfig {
     /// this: a peer that sends requests and never reads its replies holds at most about
     /// this much of the server's memory. Default 8 MiB.
     pub max_write_queue: usize,
+    /// Bytes held for incomplete requests, all connections together, beyond which the
+    /// server closes the connection whose incomplete frame began last (and so on, until
+    /// the bytes fit): headers announcing large frames on many connections cannot take
+    /// all memory, while the frame that began first can still complete. Keep it at least
+    /// `max_frame`. Default 256 MiB.
+    pub max_partial_bytes: usize,
 }
 
 /// Counters of a running server's state, from [`Server::stats`]; for tests, metrics and
@@ -76,11 +82,18 @@ pub struct ServerStats {
     pub max_read_per_turn: usize,
     /// Bytes held for incomplete requests, all connections together.
     pub partial_frame_bytes: usize,
+    /// The most bytes ever held for incomplete requests at once (high-water mark; at
+    /// most [`ServerConfig::max_partial_bytes`] plus one read's first buffer, 128 KiB).
+    pub max_partial_frame_bytes: usize,
+    /// Connections closed because the bytes held for incomplete requests reached
+    /// [`ServerConfig::max_partial_bytes`].
+    pub partial_cap_closes: usize,
 }
 
 /// Bytes read from one connection per turn of the event loop before the loop moves on to
 /// the other ready connections (and comes back to this one on the next turn): one busy
-/// connection cannot hold the loop, which Raft heartbeats share.
+/// connection cannot hold the loop, which Raft heartbeats share. The client's I/O thread
+/// uses the same budget per connection, so a peer streaming replies cannot hold it either.
 pub const READ_BUDGET: usize = 256 * 1024;
 
 impl Default for ServerConfig {
@@ -94,6 +107,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(1),
             spin: Duration::from_micros(50),
             max_write_queue: 8 << 20,
+            max_partial_bytes: 256 << 20,
         }
     }
 }
@@ -252,6 +266,13 @@ impl ServerBuilder {
             turn_bytes: 0,
             max_queued: 0,
             max_read_per_turn: 0,
+            spare_fd: Some(std::fs::File::open("/dev/null")?),
+            partial_total: 0,
+            max_partial_total: 0,
+            partial_seq: 0,
+            partial_cap_closes: 0,
+            fd_refused: 0,
+            fd_warned: None,
             scratch: vec![0; READ_CHUNK],
             backlog: Vec::new(),
             services: self.services,
@@ -514,6 +535,8 @@ struct Conn {
     /// When the peer last took reply bytes, or the queue last went from empty to not
     /// empty: a queue that does not move for the idle timeout closes the connection.
     write_progress: Instant,
+    /// When (in `EventLoop::partial_seq` order) the incomplete frame it holds began.
+    partial_since: u64,
 }
 
 struct EventLoop {
@@ -538,7 +561,25 @@ struct EventLoop {
     max_read_per_turn: usize,
     /// High-water mark of one connection's queued reply bytes.
     max_queued: usize,
+    /// A descriptor held in reserve (`/dev/null`): when `accept` fails for lack of
+    /// descriptors, it is closed to accept the newcomer and close it at once, then
+    /// re-opened.
+    spare_fd: Option<std::fs::File>,
+    /// New connections closed at once for lack of descriptors.
+    fd_refused: u64,
+    /// When that was last logged (at most once per [`FD_WARN_EVERY`]).
+    fd_warned: Option<Instant>,
+    /// Bytes held for incomplete requests, all connections together (the sum of their
+    /// readers' `held()`), kept at most `max_partial_bytes` by `make_room`.
+    partial_total: usize,
+    max_partial_total: usize,
+    /// Numbers incomplete frames in the order they began (`Conn::partial_since`).
+    partial_seq: u64,
+    partial_cap_closes: usize,
 }
+
+/// How often running out of descriptors is logged at most.
+const FD_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Descriptors kept free for everything else in the process (listener, poll, waker,
 /// files, outgoing connections).
@@ -728,14 +769,59 @@ impl EventLoop {
                             read_closed: false,
                             read_paused: false,
                             write_progress: Instant::now(),
+                            partial_since: 0,
                         },
                     );
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && self.spare_fd.is_some() =>
+                {
+                    // Out of descriptors: the newcomer would wait in the backlog for its
+                    // whole deadline. Free the spare, take the newcomer and close it at
+                    // once (its calls fail with a closed connection), take the spare back.
+                    self.spare_fd = None;
+                    let refused = listener.accept();
+                    self.spare_fd = std::fs::File::open("/dev/null").ok();
+                    match refused {
+                        Ok((stream, peer)) => {
+                            drop(stream);
+                            self.fd_refused += 1;
+                            let now = Instant::now();
+                            if self
+                                .fd_warned
+                                .is_none_or(|t| now.duration_since(t) >= FD_WARN_EVERY)
+                            {
+                                log::warn!(
+                                    "rpc server: out of file descriptors ({e}); closed {} new \
+                                     connections so far (the latest from {peer}) instead of \
+                                     leaving them waiting. Raise `ulimit -n` or lower \
+                                     max_connections",
+                                    self.fd_refused
+                                );
+                                self.fd_warned = Some(now);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            log::error!("rpc server: accept failed, retrying in 100 ms: {e}");
+                            self.accept_retry = Some(Instant::now() + Duration::from_millis(100));
+                            break;
+                        }
+                    }
+                    if self.spare_fd.is_none() {
+                        log::error!(
+                            "rpc server: cannot re-open the spare descriptor; new connections \
+                             wait in the backlog until descriptors are free"
+                        );
+                    }
+                }
                 Err(e) => {
-                    // E.g. EMFILE: the rest stay in the backlog. Readiness is
-                    // edge-triggered, so no new event may come for them: retry on a timer.
+                    // E.g. EMFILE without a spare: the rest stay in the backlog. Readiness
+                    // is edge-triggered, so no new event may come for them: retry on a
+                    // timer.
                     log::error!("rpc server: accept failed, retrying in 100 ms: {e}");
                     self.accept_retry = Some(Instant::now() + Duration::from_millis(100));
                     break;
@@ -800,6 +886,20 @@ impl EventLoop {
                 }
                 return ReadOutcome::Open;
             }
+            let extra = conn.reader.growth();
+            if extra > 0
+                && self.partial_total + extra > self.config.max_partial_bytes
+                && !self.make_room(token, extra)
+            {
+                return ReadOutcome::Close;
+            }
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return ReadOutcome::Close;
+            };
+            // `read_buf` grows the buffer of a large frame in progress by `extra`: count
+            // it now, whatever the read brings.
+            self.partial_total += extra;
+            let held_before = conn.reader.held() + extra;
             // A large frame in progress is read straight into its own buffer.
             let (buf, want) = conn.reader.read_buf(scratch);
             let n = match conn.stream.read(buf) {
@@ -844,6 +944,13 @@ impl EventLoop {
             };
             conn.reader = reader;
             conn.out = out;
+            let held_after = conn.reader.held();
+            if held_before == 0 && held_after > 0 {
+                self.partial_seq += 1;
+                conn.partial_since = self.partial_seq;
+            }
+            self.partial_total = self.partial_total + held_after - held_before;
+            self.max_partial_total = self.max_partial_total.max(self.partial_total);
             self.max_queued = self.max_queued.max(conn.out.len() - conn.out_pos);
             let result = match fed {
                 Ok(true) => {
@@ -876,6 +983,9 @@ impl EventLoop {
                     };
                 }
             }
+            if self.partial_total > self.config.max_partial_bytes && !self.make_room(token, 0) {
+                return ReadOutcome::Close;
+            }
             // Flush what inline handlers answered before reading more.
             self.flush(token);
             if n < want && !hup {
@@ -886,6 +996,36 @@ impl EventLoop {
                 return ReadOutcome::Open;
             }
         }
+    }
+
+    /// Closes connections holding large incomplete frames, the one whose frame began last
+    /// first, until `extra` more bytes fit under [`ServerConfig::max_partial_bytes`].
+    /// Returns false when `token` itself is the one to close (the caller closes it).
+    fn make_room(&mut self, token: Token, extra: usize) -> bool {
+        while self.partial_total + extra > self.config.max_partial_bytes {
+            let victim = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.reader.held() >= crate::reader::LARGE)
+                .max_by_key(|(_, c)| c.partial_since)
+                .map(|(t, c)| (*t, c.peer, c.reader.held()));
+            let Some((victim, peer, held)) = victim else {
+                return true; // only small tails: nothing worth closing
+            };
+            self.partial_cap_closes += 1;
+            log::warn!(
+                "rpc server: {} bytes held for incomplete requests reach max_partial_bytes \
+                 ({}); closing the connection from {peer:?} whose incomplete frame began \
+                 last ({held} bytes held)",
+                self.partial_total + extra,
+                self.config.max_partial_bytes
+            );
+            if victim == token {
+                return false;
+            }
+            self.close(victim);
+        }
+        true
     }
 
     /// Dispatches every complete frame in `data`. Returns the bytes consumed and the change
@@ -1126,6 +1266,8 @@ impl EventLoop {
         st.max_queued_reply_bytes = self.max_queued;
         st.connections = self.conns.len();
         st.max_read_per_turn = self.max_read_per_turn;
+        st.max_partial_frame_bytes = self.max_partial_total;
+        st.partial_cap_closes = self.partial_cap_closes;
         st.queued_reply_bytes = 0;
         st.partial_frame_bytes = 0;
         st.read_paused = 0;
@@ -1163,6 +1305,7 @@ impl EventLoop {
 
     fn close(&mut self, token: Token) {
         if let Some(mut c) = self.conns.remove(&token) {
+            self.partial_total -= c.reader.held();
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
     }

@@ -68,3 +68,85 @@ fn max_connections_is_lowered_to_fit_the_fd_limit() {
         "max_connections {n} under an fd limit of {LIMIT}"
     );
 }
+
+const EMFILE_CHILD: &str = "RPC_EMFILE_CHILD";
+
+/// The child: a server and a client in a process whose descriptors are all taken but
+/// one (the client's socket). The server's `accept` fails with EMFILE; the new client
+/// must get an error at once, not wait for its deadline. Prints the call's outcome, then
+/// the outcome of a call once descriptors are free again.
+#[test]
+fn child_calls_a_server_out_of_descriptors() {
+    if std::env::var_os(EMFILE_CHILD).is_none() {
+        return; // only meaningful in the child started below
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable `rlimit`.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    lim.rlim_cur = 128;
+    // SAFETY: `lim` is a valid `rlimit`; lowering the soft limit is always allowed.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    let rt = rpc::ClientRuntime::new(rpc::ClientConfig::default()).unwrap();
+    let s = ServerBuilder::new()
+        .register_inline(EchoServiceServer::new(Echo))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let c = proto::echo::EchoServiceClient::new(rt.channel(s.local_addr()));
+    // Take every descriptor left, then give one back for the client's socket.
+    let mut fill = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        fill.push(f);
+        assert!(fill.len() < 1000, "the fd limit is not in force");
+    }
+    fill.pop();
+    let req = EchoRequest {
+        payload: "x".into(),
+    };
+    // Generous: only a server that leaves the newcomer waiting reaches it.
+    let r = c.echo(&req, std::time::Duration::from_secs(10));
+    println!("OUTCOME {:?}", r.as_ref().map(|_| ()));
+    drop(fill);
+    let r = c.echo(&req, std::time::Duration::from_secs(10));
+    println!("AFTER {:?}", r.map(|_| ()));
+}
+
+/// Issue 7, item 6: at the fd limit a new client gets `Unavailable` (its connection is
+/// accepted and closed at once through a reserved descriptor) instead of `Timeout`; once
+/// descriptors are free the same client is served.
+#[test]
+fn a_server_out_of_descriptors_refuses_new_clients_at_once() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_calls_a_server_out_of_descriptors",
+            "--nocapture",
+        ])
+        .env(EMFILE_CHILD, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("child printed no {key}: {text}"))
+            .to_string()
+    };
+    let first = line("OUTCOME ");
+    assert!(
+        first.starts_with("Err(Unavailable"),
+        "a new client at the fd limit got {first}, not Unavailable"
+    );
+    assert_eq!(
+        line("AFTER "),
+        "Ok(())",
+        "not served once descriptors were free"
+    );
+}
