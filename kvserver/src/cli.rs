@@ -214,6 +214,14 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         return Err("--tick-ms must be above 0".into());
     }
     kv.leader_check = Duration::from_millis(tick_ms);
+    let election_ticks = cli.election_ticks.or(file.election_ticks).unwrap_or(10);
+    let heartbeat_ticks = cli.heartbeat_ticks.or(file.heartbeat_ticks).unwrap_or(3);
+    if heartbeat_ticks == 0 || heartbeat_ticks >= election_ticks {
+        return Err(format!(
+            "--heartbeat-ticks {heartbeat_ticks} must be above 0 and below --election-ticks \
+             {election_ticks} (defaults 3 and 10)"
+        ));
+    }
     Ok(Settings {
         id,
         peers,
@@ -221,8 +229,8 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         listen: cli.listen.or(file.listen).unwrap_or(own),
         kv,
         tick: Duration::from_millis(tick_ms),
-        election_ticks: cli.election_ticks.or(file.election_ticks).unwrap_or(10),
-        heartbeat_ticks: cli.heartbeat_ticks.or(file.heartbeat_ticks).unwrap_or(3),
+        election_ticks,
+        heartbeat_ticks,
         cluster_id: cli.cluster_id.or(file.cluster_id).unwrap_or(1),
         pipelined_persist: cli.pipelined_persist || file.pipelined_persist.unwrap_or(false),
     })

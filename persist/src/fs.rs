@@ -77,7 +77,11 @@ impl Fs for StdFs {
         if dir.is_dir() {
             return Ok(());
         }
-        let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.is_dir()).collect();
+        // A relative path's last ancestor is "" (the working directory), never created.
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.is_dir())
+            .collect();
         for d in missing.into_iter().rev() {
             match std::fs::create_dir(d) {
                 Ok(()) => {}
