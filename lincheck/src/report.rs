@@ -104,7 +104,7 @@ pub fn check_kv_history(
         match write_artifacts(name, history, &report, &model, &dir) {
             Ok(a) => {
                 eprintln!(
-                    "lincheck: {name}: {} ({} operations)\n  history: {}\n  picture: {}\n  re-check: cargo run -p lincheck -- {} --html {}",
+                    "lincheck: {name}: {} ({} operations)\n  history: {}\n  picture: {}\n  re-check: cargo run -p lincheck --bin lincheck -- {} --html {}",
                     report.verdict.as_str(),
                     history.len(),
                     a.history.display(),
