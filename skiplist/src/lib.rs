@@ -151,11 +151,13 @@
 mod codec;
 mod dump;
 mod map;
+mod prefix;
 mod raw;
 
 pub use codec::{Codec, DecodeError};
 pub use dump::{FORMAT_VERSION, Field, LoadError, MAGIC};
 pub use map::{Iter, Range, SkipMap};
+pub use prefix::{KeyPrefix, byte_prefix};
 
 /// `SkipMap` and its iterators are `Send` and `Sync` exactly when std's `BTreeMap` is.
 ///
