@@ -37,6 +37,16 @@
 //!   node can stay under a quarter full), and memory follows the map down when it
 //!   shrinks. (A node started by an insert at the end of a full node begins with one
 //!   entry and fills from there.)
+//! - **Byte-string keys** (`Vec<u8>`, `bytes::Bytes`, `String`, …) live on the heap, so
+//!   comparing one is a pointer chase, usually a cache miss. For them each node also keeps
+//!   every key's first 8 bytes as a big-endian `u64` (zero-padded on the right, which
+//!   keeps lexicographic order: see [`KeyPrefix`]) in an array beside the keys. Searches
+//!   compare these integers and read a key only when its prefix equals the target's: for
+//!   random keys, once per successful lookup and never for a miss. Keys that share their
+//!   first 8 bytes (`"user:000…"`) gain nothing from it and pay the extra integer compare.
+//!   Which types store a prefix is the [`KeyPrefix`] trait's `PREFIXED` constant; integers
+//!   don't (they compare inline), and a key type of your own opts out with
+//!   `impl KeyPrefix for MyKey {}`.
 //! - **Iteration and ranges** walk the node arrays contiguously, prefetching the next
 //!   node on entering one. A range finds its start with one search from the head and its
 //!   end with a finger search forward from the start (O(log d) nodes for d entries).
@@ -51,10 +61,14 @@
 //! A node is one block from the global allocator, sized for its tower:
 //!
 //! ```text
-//!   [link h-1] .. [link 1] [link 0] [len: u32, height: u32] [keys: K × CAP] [values: V × CAP]
+//!   [link h-1] .. [link 1] [link 0] [len: u32, height: u16, prefixed: u16] [keys: K × CAP] [values: V × CAP] ([prefixes: u64 × CAP])
 //! ```
 //!
-//! Links are pointers to the next node at each level. They grow downwards from the
+//! The prefix array is there only for [`KeyPrefix::PREFIXED`] key types. It comes last so
+//! that the key and value offsets are the same either way: iteration and `Drop`, which
+//! have no `KeyPrefix` bound, never need to know; the header records whether the block
+//! has it, so that it is freed with the layout it was allocated with. Links are pointers
+//! to the next node at each level. They grow downwards from the
 //! header, so the header, the low links and the first key (everything one search step
 //! reads) share a cache line. Keys and values are separate arrays: the binary search
 //! inside a node touches keys only (and prefetches all of a node's key lines at once, so

@@ -82,6 +82,11 @@ struct Header {
     /// because `Drop` and `clear` have no `KeyPrefix` bound and must still free the block
     /// with the layout it was allocated with.
     prefixed: u16,
+    /// With prefixed keys, a copy of the first key's prefix (`prefixes[0]`), so that a
+    /// search step, which compares the first key of the next node, reads one cache line
+    /// (this header, beside the links) rather than two. Kept equal by `sync_first` after
+    /// every change to a node's slot 0; unused (0) for other key types.
+    first: u64,
 }
 
 /// Per-type sizes, computed at compile time.
@@ -173,6 +178,7 @@ fn alloc_node<K: KeyPrefix, V>(h: usize) -> *mut Header {
             len: 0,
             height: h as u16,
             prefixed: u16::from(K::PREFIXED),
+            first: 0,
         });
         n
     }
@@ -310,26 +316,43 @@ fn prefix_of<K: KeyPrefix + ?Sized>(key: &K) -> u64 {
     if K::PREFIXED { key.key_prefix() } else { 0 }
 }
 
-/// Compares the key in slot `i` of node `n` with `q`, whose prefix is `qp`: by prefix
-/// first when the type stores prefixes, by `Ord` when they are equal.
+/// Compares the first key (slot 0) of node `n` with `q`, whose prefix is `qp`: by prefix
+/// first when the type stores prefixes (the copy in the header), by `Ord` when the
+/// prefixes are equal.
 ///
 /// # Safety
-/// `n` a live node, `i < len(n)`.
+/// `n` a live node (`len >= 1`).
 #[inline(always)]
-unsafe fn cmp_slot<K, V, Q>(n: *mut Header, i: usize, q: &Q, qp: u64) -> Ordering
+unsafe fn cmp_first<K, V, Q>(n: *mut Header, q: &Q, qp: u64) -> Ordering
 where
     K: KeyPrefix + Borrow<Q>,
     Q: ?Sized + Ord,
 {
-    // SAFETY: slot `i` is initialised (invariant 1 and the contract).
+    // SAFETY: slot 0 of a live node is initialised, its header too.
     unsafe {
         if K::PREFIXED {
-            let p = *prefixes::<K, V>(n).add(i);
+            let p = (*n).first;
             if p != qp {
                 return p.cmp(&qp);
             }
         }
-        (*keys::<K, V>(n).add(i)).borrow().cmp(q)
+        (*keys::<K, V>(n)).borrow().cmp(q)
+    }
+}
+
+/// Copies the prefix of slot 0 into the header (see `Header::first`), after a change to
+/// node `n`'s slot 0.
+///
+/// # Safety
+/// `n` a live node (`len >= 1`), writable.
+#[inline(always)]
+unsafe fn sync_first<K: KeyPrefix, V>(n: *mut Header) {
+    if K::PREFIXED {
+        // SAFETY: slot 0 is initialised (`len >= 1`).
+        unsafe {
+            debug_assert!(node_len(n) >= 1);
+            (*n).first = *prefixes::<K, V>(n);
+        }
     }
 }
 
@@ -392,14 +415,12 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// Prefetches the header and first key line of node `n` (may be null), or with prefixed
-/// keys the line of its first prefix (what a search step compares).
+/// Prefetches the header of node `n` (may be null) and, unless the keys are prefixed (then
+/// the header holds what a search step compares), its first key line.
 #[inline(always)]
 fn prefetch_node<K: KeyPrefix, V>(n: *mut Header) {
     prefetch(n);
-    if K::PREFIXED {
-        prefetch(n.cast::<u8>().wrapping_add(Shape::<K, V>::PREFIXES_AT));
-    } else {
+    if !K::PREFIXED {
         prefetch(n.cast::<u8>().wrapping_add(Shape::<K, V>::KEYS_AT + 63));
     }
 }
@@ -601,7 +622,7 @@ impl<K, V> RawList<K, V> {
             self.descend(
                 self.head_base().cast_mut(),
                 self.level,
-                |n| cmp_slot::<K, V, Q>(n, 0, q, qp) != Ordering::Greater,
+                |n| cmp_first::<K, V, Q>(n, q, qp) != Ordering::Greater,
                 None,
             )
         };
@@ -666,7 +687,7 @@ impl<K, V> RawList<K, V> {
             self.descend(
                 hb,
                 self.level,
-                |n| cmp_slot::<K, V, K>(n, 0, &key, kp) != Ordering::Greater,
+                |n| cmp_first::<K, V, K>(n, &key, kp) != Ordering::Greater,
                 Some(&mut preds),
             )
         };
@@ -684,6 +705,7 @@ impl<K, V> RawList<K, V> {
                 unsafe {
                     write_slot::<K, V>(n, 0, key, value, kp);
                     (*n).len = 1;
+                    sync_first::<K, V>(n);
                     for k in 0..h {
                         *links(n).sub(k) = ptr::null_mut();
                         *hb.sub(k) = n;
@@ -740,6 +762,9 @@ impl<K, V> RawList<K, V> {
                 move_slots::<K, V>(t, keep, s, 0, moved);
                 (*t).len = keep as u32;
                 (*s).len = moved as u32;
+                if moved > 0 {
+                    sync_first::<K, V>(s);
+                }
                 // Link `s` after `t`: at levels where `t` stands, `t` is the predecessor;
                 // above, the last node of that level at or before `t` (`preds`; the head
                 // at levels above `self.level`).
@@ -768,6 +793,7 @@ impl<K, V> RawList<K, V> {
             move_slots::<K, V>(t, at, t, at + 1, len - at);
             write_slot::<K, V>(t, at, key, value, kp);
             (*t).len = (len + 1) as u32;
+            sync_first::<K, V>(t);
         }
         self.len += 1;
         None
@@ -788,7 +814,7 @@ impl<K, V> RawList<K, V> {
             self.descend(
                 hb,
                 self.level,
-                |n| cmp_slot::<K, V, Q>(n, 0, q, qp) == Ordering::Less,
+                |n| cmp_first::<K, V, Q>(n, q, qp) == Ordering::Less,
                 Some(&mut preds),
             )
         };
@@ -797,7 +823,7 @@ impl<K, V> RawList<K, V> {
         // live (invariant 1) and positions come from searches over initialised keys.
         let (n, i) = unsafe {
             let next = *base;
-            if !next.is_null() && cmp_slot::<K, V, Q>(next, 0, q, qp) == Ordering::Equal {
+            if !next.is_null() && cmp_first::<K, V, Q>(next, q, qp) == Ordering::Equal {
                 (next, 0)
             } else if before.is_null() {
                 return None;
@@ -829,6 +855,9 @@ impl<K, V> RawList<K, V> {
             move_slots::<K, V>(n, i + 1, n, i, len - 1 - i);
             let nl = len - 1;
             (*n).len = nl as u32;
+            if nl > 0 {
+                sync_first::<K, V>(n);
+            }
             if nl == 0 {
                 unlink(hb, n, |k| preds[k]);
                 free_node::<K, V>(n);
@@ -848,6 +877,8 @@ impl<K, V> RawList<K, V> {
                     let nh = height(n);
                     unlink(hb, m, |k| if k < nh { links(n).sub(k) } else { preds[k] });
                     free_node::<K, V>(m);
+                } else {
+                    sync_first::<K, V>(m);
                 }
             }
             entry
@@ -936,7 +967,7 @@ impl<K, V> RawList<K, V> {
         let qp = prefix_of(q);
         // SAFETY (of the call inside): `before` is only given live nodes, whose slot 0
         // is initialised.
-        let before = |n: *mut Header| match unsafe { cmp_slot::<K, V, Q>(n, 0, q, qp) } {
+        let before = |n: *mut Header| match unsafe { cmp_first::<K, V, Q>(n, q, qp) } {
             Ordering::Less => true,
             Ordering::Equal => strict,
             Ordering::Greater => false,
@@ -1179,6 +1210,7 @@ impl<'a, K: Ord + KeyPrefix, V> Appender<'a, K, V> {
             let kp = prefix_of(&key);
             write_slot::<K, V>(n, 0, key, value, kp);
             (*n).len = 1;
+            sync_first::<K, V>(n);
             let nl = links(n);
             for (k, tail) in self.tails.iter_mut().enumerate().take(h) {
                 *nl.sub(k) = ptr::null_mut();
