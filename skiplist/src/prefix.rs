@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(b.key_prefix(), p);
         assert_eq!(s.key_prefix(), p);
         assert_eq!(s.as_str().key_prefix(), p);
-        assert_eq!((&v[..]).key_prefix(), p);
+        assert_eq!(KeyPrefix::key_prefix(&&v[..]), p);
         assert_eq!((v.clone(), 1u8).key_prefix(), p);
         const { assert!(<Vec<u8>>::PREFIXED && !u64::PREFIXED && !<[u8; 4]>::PREFIXED) };
     }

@@ -965,12 +965,14 @@ impl<K, V> RawList<K, V> {
             Bound::Excluded(q) => (q, true),
         };
         let qp = prefix_of(q);
-        // SAFETY (of the call inside): `before` is only given live nodes, whose slot 0
-        // is initialised.
-        let before = |n: *mut Header| match unsafe { cmp_first::<K, V, Q>(n, q, qp) } {
-            Ordering::Less => true,
-            Ordering::Equal => strict,
-            Ordering::Greater => false,
+        let before = |n: *mut Header| {
+            // SAFETY: `before` is only given live nodes (from links or `from`), whose
+            // slot 0 is initialised.
+            match unsafe { cmp_first::<K, V, Q>(n, q, qp) } {
+                Ordering::Less => true,
+                Ordering::Equal => strict,
+                Ordering::Greater => false,
+            }
         };
         // SAFETY: `from` is null or live (the caller got it from a link); we follow links
         // of live nodes at levels below their heights only (invariant 1).
