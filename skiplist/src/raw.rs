@@ -380,14 +380,14 @@ where
             (0, len)
         };
         let ks = &key_slice::<K, V>(n)[lo..hi];
-        let i = lo
-            + ks.partition_point(|k| match k.borrow().cmp(q) {
-                Ordering::Less => true,
-                Ordering::Equal => strict,
-                Ordering::Greater => false,
-            });
-        let eq = !strict && i < hi && (*keys::<K, V>(n).add(i)).borrow() == q;
-        (i, eq)
+        if strict {
+            (lo + ks.partition_point(|k| k.borrow() <= q), false)
+        } else {
+            match ks.binary_search_by(|k| k.borrow().cmp(q)) {
+                Ok(i) => (lo + i, true),
+                Err(i) => (lo + i, false),
+            }
+        }
     }
 }
 

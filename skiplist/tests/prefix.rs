@@ -205,3 +205,24 @@ fn other_key_types() {
         .collect();
     assert_eq!(t.first_key_value(), Some((&(-5, 9), &())));
 }
+
+/// Removals that leave a node under a quarter full make it take entries from its
+/// successor, which changes the successor's first key (whose prefix the node header
+/// caches for searches). Every remaining key must still be found, after each step.
+#[test]
+fn removals_that_rebalance_nodes_keep_keys_findable() {
+    let key = |i: u32| [&i.to_be_bytes()[..], b"tail"].concat();
+    let n = 3000u32;
+    // Ascending inserts fill nodes completely.
+    let mut m: SkipMap<Vec<u8>, u32> = (0..n).map(|i| (key(i), i)).collect();
+    let mut model: BTreeMap<Vec<u8>, u32> = (0..n).map(|i| (key(i), i)).collect();
+    for (step, i) in (0..n).filter(|i| i % 100 < 70).enumerate() {
+        assert_eq!(m.remove(&key(i)[..]), model.remove(&key(i)), "remove {i}");
+        if step % 25 == 0 {
+            for (k, v) in &model {
+                assert_eq!(m.get(&k[..]), Some(v), "after removing {i}: {k:?}");
+            }
+        }
+    }
+    assert!(m.iter().map(|(k, v)| (k.clone(), *v)).eq(model.into_iter()));
+}
