@@ -7,9 +7,13 @@
 //! A node is one heap block from the global allocator:
 //!
 //! ```text
-//!   [pad][link h-1]..[link 1][link 0][Header { len, height }][keys: [K; CAP]][values: [V; CAP]]
+//!   [pad][link h-1]..[link 1][link 0][Header { len, height, prefixed, first }][keys: [K; CAP]][values: [V; CAP]]([prefixes: [u64; CAP]])
 //!                                    ^ a node pointer points here
 //! ```
+//!
+//! The prefix array exists in blocks of `K::PREFIXED` key types only (`Header::prefixed`
+//! says which layout to free); slots `0..len` of it hold the prefixes of the keys in the
+//! same slots, and `Header::first` a copy of slot 0's (invariant 5).
 //!
 //! Links grow *downwards* from the header, so the header, the lowest links and the first
 //! keys (all that a search step reads) share a cache line or two, whatever the size of
@@ -41,6 +45,10 @@
 //!    across nodes, and each level is sorted by first key. A key type with an inconsistent
 //!    `Ord` can break this, so no `// SAFETY:` comment relies on it: positions inside a
 //!    node are always clamped to `0..=len`, and nodes are unlinked by identity.
+//! 5. (Correctness only.) For `K::PREFIXED`, `prefixes[i] == keys[i].key_prefix()` for
+//!    every initialised slot, and `first == prefixes[0]`. A lying `KeyPrefix` can break
+//!    the order they give, never memory safety: prefixes steer searches only, exactly
+//!    as `Ord` does.
 
 use std::alloc::{self, Layout};
 use std::borrow::Borrow;
