@@ -378,7 +378,7 @@ impl<R: Read> Input<R> {
 }
 
 /// Reads one dump from `r` (exactly its bytes, nothing after).
-pub(crate) fn load<K: Ord + Codec, V: Codec>(
+pub(crate) fn load<K: Ord + crate::KeyPrefix + Codec, V: Codec>(
     r: impl Read,
     seed: u64,
 ) -> Result<SkipMap<K, V>, LoadError> {

@@ -7,7 +7,7 @@ use std::iter::FusedIterator;
 use std::ops::RangeBounds;
 
 use crate::raw::{Appender, Cursor, RawList};
-use crate::{Codec, LoadError, dump};
+use crate::{Codec, KeyPrefix, LoadError, dump};
 
 /// Seed used by [`SkipMap::new`].
 const DEFAULT_SEED: u64 = 0x5EED_0F5C_1A11_0123;
@@ -128,7 +128,7 @@ impl<K, V> SkipMap<K, V> {
     }
 }
 
-impl<K: Ord, V> SkipMap<K, V> {
+impl<K: Ord + KeyPrefix, V> SkipMap<K, V> {
     /// Inserts `value` under `key` and returns the value it replaces, if any. When the key
     /// was present its stored key is kept (as in std) and `key` is dropped.
     ///
@@ -155,7 +155,7 @@ impl<K: Ord, V> SkipMap<K, V> {
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        Q: ?Sized + Ord + KeyPrefix,
     {
         self.raw.get(key).map(|(_, v)| v)
     }
@@ -170,7 +170,7 @@ impl<K: Ord, V> SkipMap<K, V> {
     pub fn get_key_value<Q>(&self, key: &Q) -> Option<(&K, &V)>
     where
         K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        Q: ?Sized + Ord + KeyPrefix,
     {
         self.raw.get(key)
     }
@@ -189,7 +189,7 @@ impl<K: Ord, V> SkipMap<K, V> {
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        Q: ?Sized + Ord + KeyPrefix,
     {
         self.raw.get_mut(key)
     }
@@ -205,7 +205,7 @@ impl<K: Ord, V> SkipMap<K, V> {
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        Q: ?Sized + Ord + KeyPrefix,
     {
         self.raw.get(key).is_some()
     }
@@ -221,7 +221,7 @@ impl<K: Ord, V> SkipMap<K, V> {
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        Q: ?Sized + Ord + KeyPrefix,
     {
         self.raw.remove(key).map(|(_, v)| v)
     }
@@ -236,7 +236,7 @@ impl<K: Ord, V> SkipMap<K, V> {
     pub fn remove_entry<Q>(&mut self, key: &Q) -> Option<(K, V)>
     where
         K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        Q: ?Sized + Ord + KeyPrefix,
     {
         self.raw.remove(key)
     }
@@ -259,7 +259,7 @@ impl<K: Ord, V> SkipMap<K, V> {
     pub fn range<Q, R>(&self, range: R) -> Range<'_, K, V>
     where
         K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        Q: ?Sized + Ord + KeyPrefix,
         R: RangeBounds<Q>,
     {
         Range {
@@ -287,7 +287,9 @@ impl<K: Ord + Codec, V: Codec> SkipMap<K, V> {
     pub fn dump(&self, w: impl Write) -> io::Result<()> {
         dump::dump(self, w)
     }
+}
 
+impl<K: Ord + KeyPrefix + Codec, V: Codec> SkipMap<K, V> {
     /// Reads a map written by [`dump`](Self::dump), exactly the dump's bytes and nothing
     /// after them. A truncated, corrupted or foreign input gives a [`LoadError`] naming the
     /// problem and its byte offset, never a partial map.
@@ -328,7 +330,7 @@ impl<K: PartialEq, V: PartialEq> PartialEq for SkipMap<K, V> {
 
 impl<K: Eq, V: Eq> Eq for SkipMap<K, V> {}
 
-impl<K: Ord + Clone, V: Clone> Clone for SkipMap<K, V> {
+impl<K: Ord + KeyPrefix + Clone, V: Clone> Clone for SkipMap<K, V> {
     fn clone(&self) -> Self {
         let mut out = SkipMap::with_seed(DEFAULT_SEED);
         let mut app = Appender::new(&mut out.raw);
@@ -344,7 +346,7 @@ impl<K: Ord + Clone, V: Clone> Clone for SkipMap<K, V> {
     }
 }
 
-impl<K: Ord, V> FromIterator<(K, V)> for SkipMap<K, V> {
+impl<K: Ord + KeyPrefix, V> FromIterator<(K, V)> for SkipMap<K, V> {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut m = SkipMap::new();
         m.extend(iter);
@@ -352,7 +354,7 @@ impl<K: Ord, V> FromIterator<(K, V)> for SkipMap<K, V> {
     }
 }
 
-impl<K: Ord, V> Extend<(K, V)> for SkipMap<K, V> {
+impl<K: Ord + KeyPrefix, V> Extend<(K, V)> for SkipMap<K, V> {
     fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
         for (k, v) in iter {
             self.insert(k, v);
@@ -360,16 +362,16 @@ impl<K: Ord, V> Extend<(K, V)> for SkipMap<K, V> {
     }
 }
 
-impl<'a, K: Ord + Copy, V: Copy> Extend<(&'a K, &'a V)> for SkipMap<K, V> {
+impl<'a, K: Ord + KeyPrefix + Copy, V: Copy> Extend<(&'a K, &'a V)> for SkipMap<K, V> {
     fn extend<I: IntoIterator<Item = (&'a K, &'a V)>>(&mut self, iter: I) {
         self.extend(iter.into_iter().map(|(k, v)| (*k, *v)));
     }
 }
 
-impl<K: Ord, V, Q> std::ops::Index<&Q> for SkipMap<K, V>
+impl<K: Ord + KeyPrefix, V, Q> std::ops::Index<&Q> for SkipMap<K, V>
 where
     K: Borrow<Q>,
-    Q: ?Sized + Ord,
+    Q: ?Sized + Ord + KeyPrefix,
 {
     type Output = V;
 

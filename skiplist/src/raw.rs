@@ -7,9 +7,13 @@
 //! A node is one heap block from the global allocator:
 //!
 //! ```text
-//!   [pad][link h-1]..[link 1][link 0][Header { len, height }][keys: [K; CAP]][values: [V; CAP]]
+//!   [pad][link h-1]..[link 1][link 0][Header { len, height, prefixed, first }][keys: [K; CAP]][values: [V; CAP]]([prefixes: [u64; CAP]])
 //!                                    ^ a node pointer points here
 //! ```
+//!
+//! The prefix array exists in blocks of `K::PREFIXED` key types only (`Header::prefixed`
+//! says which layout to free); slots `0..len` of it hold the prefixes of the keys in the
+//! same slots, and `Header::first` a copy of slot 0's (invariant 5).
 //!
 //! Links grow *downwards* from the header, so the header, the lowest links and the first
 //! keys (all that a search step reads) share a cache line or two, whatever the size of
@@ -41,6 +45,10 @@
 //!    across nodes, and each level is sorted by first key. A key type with an inconsistent
 //!    `Ord` can break this, so no `// SAFETY:` comment relies on it: positions inside a
 //!    node are always clamped to `0..=len`, and nodes are unlinked by identity.
+//! 5. (Correctness only.) For `K::PREFIXED`, `prefixes[i] == keys[i].key_prefix()` for
+//!    every initialised slot, and `first == prefixes[0]`. A lying `KeyPrefix` can break
+//!    the order they give, never memory safety: prefixes steer searches only, exactly
+//!    as `Ord` does.
 
 use std::alloc::{self, Layout};
 use std::borrow::Borrow;
@@ -49,6 +57,8 @@ use std::marker::PhantomData;
 use std::mem;
 use std::ops::Bound;
 use std::ptr;
+
+use crate::KeyPrefix;
 
 /// Highest tower. With p = 1/2 per extra level, 32 levels keep searches logarithmic up to
 /// 2^32 nodes (far more entries than any machine can hold in nodes of `CAP` entries).
@@ -75,7 +85,16 @@ struct Header {
     /// Initialised entries, `1..=CAP` for a live node.
     len: u32,
     /// Number of links below the header, `1..=MAX_HEIGHT`.
-    height: u32,
+    height: u16,
+    /// Whether the block ends with a prefix array (`K::PREFIXED`). Recorded in the node
+    /// because `Drop` and `clear` have no `KeyPrefix` bound and must still free the block
+    /// with the layout it was allocated with.
+    prefixed: u16,
+    /// With prefixed keys, a copy of the first key's prefix (`prefixes[0]`), so that a
+    /// search step, which compares the first key of the next node, reads one cache line
+    /// (this header, beside the links) rather than two. Kept equal by `sync_first` after
+    /// every change to a node's slot 0; unused (0) for other key types.
+    first: u64,
 }
 
 /// Per-type sizes, computed at compile time.
@@ -108,7 +127,10 @@ impl<K, V> Shape<K, V> {
     };
     /// Alignment of a whole block (and of the header).
     const ALIGN: usize = max(
-        max(mem::align_of::<Header>(), mem::align_of::<Link>()),
+        max(
+            max(mem::align_of::<Header>(), mem::align_of::<Link>()),
+            mem::align_of::<u64>(),
+        ),
         max(mem::align_of::<K>(), mem::align_of::<V>()),
     );
     /// Offset of the key array from the header.
@@ -118,24 +140,39 @@ impl<K, V> Shape<K, V> {
         Self::KEYS_AT + Self::CAP * mem::size_of::<K>(),
         mem::align_of::<V>(),
     );
+    /// Offset of the key-prefix array (present only in blocks of prefixed keys) from
+    /// the header: after the values, so that the key and value offsets, which iteration
+    /// and `Drop` use without a `KeyPrefix` bound, are the same with or without it.
+    const PREFIXES_AT: usize = round_up(
+        Self::VALUES_AT + Self::CAP * mem::size_of::<V>(),
+        mem::align_of::<u64>(),
+    );
+
     /// Bytes from the header to the end of the block.
-    const BODY: usize = Self::VALUES_AT + Self::CAP * mem::size_of::<V>();
+    const fn body(prefixed: bool) -> usize {
+        if prefixed {
+            Self::PREFIXES_AT + Self::CAP * mem::size_of::<u64>()
+        } else {
+            Self::VALUES_AT + Self::CAP * mem::size_of::<V>()
+        }
+    }
 
     /// Bytes before the header in a block of height `h`.
     const fn prefix(h: usize) -> usize {
         round_up(h * mem::size_of::<Link>(), Self::ALIGN)
     }
 
-    fn layout(h: usize) -> Layout {
-        Layout::from_size_align(Self::prefix(h) + Self::BODY, Self::ALIGN)
+    fn layout(h: usize, prefixed: bool) -> Layout {
+        Layout::from_size_align(Self::prefix(h) + Self::body(prefixed), Self::ALIGN)
             .expect("node layout: a few KiB, power-of-two alignment")
     }
 }
 
-/// Allocates a node of height `h` with `len = 0`, links uninitialised.
-fn alloc_node<K, V>(h: usize) -> *mut Header {
+/// Allocates a node of height `h` with `len = 0`, links uninitialised, with a prefix
+/// array when `K::PREFIXED`.
+fn alloc_node<K: KeyPrefix, V>(h: usize) -> *mut Header {
     debug_assert!((1..=MAX_HEIGHT).contains(&h));
-    let layout = Shape::<K, V>::layout(h);
+    let layout = Shape::<K, V>::layout(h, K::PREFIXED);
     // SAFETY: the layout is non-zero (it holds at least a header and one link).
     let raw = unsafe { alloc::alloc(layout) };
     if raw.is_null() {
@@ -147,7 +184,9 @@ fn alloc_node<K, V>(h: usize) -> *mut Header {
         let n = raw.add(Shape::<K, V>::prefix(h)).cast::<Header>();
         n.write(Header {
             len: 0,
-            height: h as u32,
+            height: h as u16,
+            prefixed: u16::from(K::PREFIXED),
+            first: 0,
         });
         n
     }
@@ -158,12 +197,14 @@ fn alloc_node<K, V>(h: usize) -> *mut Header {
 /// # Safety
 /// `n` must come from `alloc_node::<K, V>`, not be freed yet, and be unreachable.
 unsafe fn free_node<K, V>(n: *mut Header) {
-    // SAFETY: by the contract the block is allocated with this height's layout, and the
-    // header sits `prefix(h)` bytes into it.
+    // SAFETY: by the contract the block is allocated with the layout of this height and
+    // prefix flag (both recorded in the header by `alloc_node`), and the header sits
+    // `prefix(h)` bytes into it.
     unsafe {
         let h = (*n).height as usize;
+        let prefixed = (*n).prefixed != 0;
         let raw = n.cast::<u8>().sub(Shape::<K, V>::prefix(h));
-        alloc::dealloc(raw, Shape::<K, V>::layout(h));
+        alloc::dealloc(raw, Shape::<K, V>::layout(h, prefixed));
     }
 }
 
@@ -214,6 +255,150 @@ unsafe fn values<K, V>(n: *mut Header) -> *mut V {
     unsafe { n.cast::<u8>().add(Shape::<K, V>::VALUES_AT).cast() }
 }
 
+/// The key-prefix array of node `n`.
+///
+/// # Safety
+/// `n` must be an allocated node of a `K, V` list with `K::PREFIXED`.
+#[inline(always)]
+unsafe fn prefixes<K: KeyPrefix, V>(n: *mut Header) -> *mut u64 {
+    debug_assert!(K::PREFIXED);
+    // SAFETY: a block of prefixed keys extends `CAP` `u64`s past `PREFIXES_AT`.
+    unsafe { n.cast::<u8>().add(Shape::<K, V>::PREFIXES_AT).cast() }
+}
+
+/// Copies `count` entries (keys, values and prefixes) from slot `from` of node `src` to
+/// slot `to` of node `dst`; the ranges may overlap (a shift inside one node).
+///
+/// # Safety
+/// Both nodes allocated nodes of this list, both ranges inside `0..CAP`. The caller
+/// accounts for ownership (the source slots count as moved out).
+#[inline(always)]
+unsafe fn move_slots<K: KeyPrefix, V>(
+    src: *mut Header,
+    from: usize,
+    dst: *mut Header,
+    to: usize,
+    count: usize,
+) {
+    // SAFETY: by the contract all three arrays have room for both ranges.
+    unsafe {
+        ptr::copy(
+            keys::<K, V>(src).add(from),
+            keys::<K, V>(dst).add(to),
+            count,
+        );
+        ptr::copy(
+            values::<K, V>(src).add(from),
+            values::<K, V>(dst).add(to),
+            count,
+        );
+        if K::PREFIXED {
+            ptr::copy(
+                prefixes::<K, V>(src).add(from),
+                prefixes::<K, V>(dst).add(to),
+                count,
+            );
+        }
+    }
+}
+
+/// Writes an entry into slot `i` of node `n` (not counted in `len` by this call).
+///
+/// # Safety
+/// `n` an allocated node, `i < CAP`, the slot uninitialised (or moved out of).
+#[inline(always)]
+unsafe fn write_slot<K: KeyPrefix, V>(n: *mut Header, i: usize, key: K, value: V, prefix: u64) {
+    // SAFETY: slot `i` is inside all three arrays by the contract.
+    unsafe {
+        if K::PREFIXED {
+            prefixes::<K, V>(n).add(i).write(prefix);
+        }
+        keys::<K, V>(n).add(i).write(key);
+        values::<K, V>(n).add(i).write(value);
+    }
+}
+
+/// The prefix to store for `key` (0, unread, when the type stores none).
+#[inline(always)]
+fn prefix_of<K: KeyPrefix + ?Sized>(key: &K) -> u64 {
+    if K::PREFIXED { key.key_prefix() } else { 0 }
+}
+
+/// Compares the first key (slot 0) of node `n` with `q`, whose prefix is `qp`: by prefix
+/// first when the type stores prefixes (the copy in the header), by `Ord` when the
+/// prefixes are equal.
+///
+/// # Safety
+/// `n` a live node (`len >= 1`).
+#[inline(always)]
+unsafe fn cmp_first<K, V, Q>(n: *mut Header, q: &Q, qp: u64) -> Ordering
+where
+    K: KeyPrefix + Borrow<Q>,
+    Q: ?Sized + Ord,
+{
+    // SAFETY: slot 0 of a live node is initialised, its header too.
+    unsafe {
+        if K::PREFIXED {
+            let p = (*n).first;
+            if p != qp {
+                return p.cmp(&qp);
+            }
+        }
+        (*keys::<K, V>(n)).borrow().cmp(q)
+    }
+}
+
+/// Copies the prefix of slot 0 into the header (see `Header::first`), after a change to
+/// node `n`'s slot 0.
+///
+/// # Safety
+/// `n` a live node (`len >= 1`), writable.
+#[inline(always)]
+unsafe fn sync_first<K: KeyPrefix, V>(n: *mut Header) {
+    if K::PREFIXED {
+        // SAFETY: slot 0 is initialised (`len >= 1`).
+        unsafe {
+            debug_assert!(node_len(n) >= 1);
+            (*n).first = *prefixes::<K, V>(n);
+        }
+    }
+}
+
+/// The number of keys of node `n` before `q` (`strict`: at or before `q`), and whether
+/// the next one equals it. A binary search over the prefixes, then over the keys that
+/// share `q`'s prefix (one or none, for random keys), so that a search usually reads
+/// no key at all.
+///
+/// # Safety
+/// `n` must be a live node, not mutated during the call.
+#[inline(always)]
+unsafe fn search_node<K, V, Q>(n: *mut Header, q: &Q, qp: u64, strict: bool) -> (usize, bool)
+where
+    K: KeyPrefix + Borrow<Q>,
+    Q: ?Sized + Ord,
+{
+    // SAFETY: `n` is live: slots `0..len` of its arrays are initialised.
+    unsafe {
+        let len = node_len(n);
+        let (lo, hi) = if K::PREFIXED {
+            let ps = std::slice::from_raw_parts(prefixes::<K, V>(n), len);
+            let lo = ps.partition_point(|&p| p < qp);
+            (lo, lo + ps[lo..].partition_point(|&p| p == qp))
+        } else {
+            (0, len)
+        };
+        let ks = &key_slice::<K, V>(n)[lo..hi];
+        if strict {
+            (lo + ks.partition_point(|k| k.borrow() <= q), false)
+        } else {
+            match ks.binary_search_by(|k| k.borrow().cmp(q)) {
+                Ok(i) => (lo + i, true),
+                Err(i) => (lo + i, false),
+            }
+        }
+    }
+}
+
 /// The initialised keys of node `n` as a slice.
 ///
 /// # Safety
@@ -238,23 +423,32 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// Prefetches the header and first key line of node `n` (may be null).
+/// Prefetches the header of node `n` (may be null) and, unless the keys are prefixed (then
+/// the header holds what a search step compares), its first key line.
 #[inline(always)]
-fn prefetch_node<K, V>(n: *mut Header) {
+fn prefetch_node<K: KeyPrefix, V>(n: *mut Header) {
     prefetch(n);
-    prefetch(n.cast::<u8>().wrapping_add(Shape::<K, V>::KEYS_AT + 63));
+    if !K::PREFIXED {
+        prefetch(n.cast::<u8>().wrapping_add(Shape::<K, V>::KEYS_AT + 63));
+    }
 }
 
-/// Prefetches every cache line of the initialised keys of node `n`, so that the binary
-/// search that follows finds them in flight together rather than missing one by one.
+/// Prefetches every cache line of the initialised keys of node `n` (their prefixes, for
+/// prefixed keys), so that the binary search that follows finds them in flight together
+/// rather than missing one by one.
 ///
 /// # Safety
 /// `n` must be a live node.
 #[inline(always)]
-unsafe fn prefetch_keys<K, V>(n: *mut Header) {
+unsafe fn prefetch_keys<K: KeyPrefix, V>(n: *mut Header) {
+    let (at, size) = if K::PREFIXED {
+        (Shape::<K, V>::PREFIXES_AT, mem::size_of::<u64>())
+    } else {
+        (Shape::<K, V>::KEYS_AT, mem::size_of::<K>())
+    };
     // SAFETY: `n` is live by the contract, so its header is readable.
-    let bytes = unsafe { node_len(n) } * mem::size_of::<K>();
-    let k = n.cast::<u8>().wrapping_add(Shape::<K, V>::KEYS_AT);
+    let bytes = unsafe { node_len(n) } * size;
+    let k = n.cast::<u8>().wrapping_add(at);
     let mut off = 0;
     while off < bytes {
         prefetch(k.wrapping_add(off));
@@ -361,7 +555,8 @@ impl<K, V> RawList<K, V> {
     }
 
     /// Walks down from `base` (the head base, or the links of a live node of height
-    /// `>= k`) starting at level `k`, moving right while `right(first key of next node)`.
+    /// `>= k`) starting at level `k`, moving right while `right(next node)` (which
+    /// compares that node's first key, slot 0).
     /// Returns the level-0 link base of the last node it moved to (or `base` itself).
     /// With `preds`, records at each level the link slot of that level's last node.
     ///
@@ -373,9 +568,12 @@ impl<K, V> RawList<K, V> {
         &self,
         mut base: *mut Link,
         mut k: usize,
-        mut right: impl FnMut(&K) -> bool,
+        mut right: impl FnMut(*mut Header) -> bool,
         mut preds: Option<&mut [*mut Link; MAX_HEIGHT]>,
-    ) -> *mut Link {
+    ) -> *mut Link
+    where
+        K: KeyPrefix,
+    {
         // Last node compared and found not to move right: when the next link at a lower
         // level names it again, it is not compared again.
         let mut known_stop: Link = ptr::null_mut();
@@ -391,7 +589,7 @@ impl<K, V> RawList<K, V> {
                     for j in k.saturating_sub(PREFETCH_DEPTH)..k {
                         prefetch_node::<K, V>(*base.sub(j));
                     }
-                    if right(&*keys::<K, V>(next)) {
+                    if right(next) {
                         base = links(next);
                         next = *base.sub(k);
                     } else {
@@ -422,15 +620,17 @@ impl<K, V> RawList<K, V> {
     #[inline]
     fn find<Q>(&self, q: &Q) -> Option<Pos>
     where
-        K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        K: KeyPrefix + Borrow<Q>,
+        Q: ?Sized + Ord + KeyPrefix,
     {
-        // SAFETY: the head base at the current level (invariant 3).
+        let qp = prefix_of(q);
+        // SAFETY: the head base at the current level (invariant 3); `descend` hands the
+        // closure live nodes only, whose slot 0 is initialised.
         let base = unsafe {
             self.descend(
                 self.head_base().cast_mut(),
                 self.level,
-                |k| k.borrow().cmp(q) != Ordering::Greater,
+                |n| cmp_first::<K, V, Q>(n, q, qp) != Ordering::Greater,
                 None,
             )
         };
@@ -439,19 +639,17 @@ impl<K, V> RawList<K, V> {
             return None;
         }
         // SAFETY: `n` was reached through links, so it is live (invariant 1).
-        let ks = unsafe {
+        let (i, eq) = unsafe {
             prefetch_keys::<K, V>(n);
-            key_slice::<K, V>(n)
+            search_node::<K, V, Q>(n, q, qp, false)
         };
-        ks.binary_search_by(|k| k.borrow().cmp(q))
-            .ok()
-            .map(|i| (n, i))
+        eq.then_some((n, i))
     }
 
     pub(crate) fn get<Q>(&self, q: &Q) -> Option<(&K, &V)>
     where
-        K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        K: KeyPrefix + Borrow<Q>,
+        Q: ?Sized + Ord + KeyPrefix,
     {
         // SAFETY: `find` returns a live node and a position `< len` (from a slice of its
         // initialised keys); the references live as long as `&self`, during which nothing
@@ -461,8 +659,8 @@ impl<K, V> RawList<K, V> {
 
     pub(crate) fn get_mut<Q>(&mut self, q: &Q) -> Option<&mut V>
     where
-        K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        K: KeyPrefix + Borrow<Q>,
+        Q: ?Sized + Ord + KeyPrefix,
     {
         // SAFETY: a live node and an initialised slot, as in `get`; `&mut self` makes the
         // borrow exclusive, and only the value is exposed mutably, so the key order cannot
@@ -484,14 +682,23 @@ impl<K, V> RawList<K, V> {
     /// Inserts, or replaces the value of an equal key (keeping the old key, like std).
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V>
     where
-        K: Ord,
+        K: Ord + KeyPrefix,
     {
         let cap = Shape::<K, V>::CAP;
+        let kp = prefix_of(&key);
         let mut preds: [*mut Link; MAX_HEIGHT] = [ptr::null_mut(); MAX_HEIGHT];
         let hb = self.head_base_mut();
         // SAFETY: the head base at the current level (invariant 3). `hb` is derived from
         // `&mut self.head`, so the `preds` slots into the head may be written through.
-        let base = unsafe { self.descend(hb, self.level, |k| *k <= key, Some(&mut preds)) };
+        // `descend` hands the closure live nodes, whose slot 0 is initialised.
+        let base = unsafe {
+            self.descend(
+                hb,
+                self.level,
+                |n| cmp_first::<K, V, K>(n, &key, kp) != Ordering::Greater,
+                Some(&mut preds),
+            )
+        };
         let found = self.owner(base);
         // The node to insert into, and where.
         let (target, pos) = if found.is_null() {
@@ -504,9 +711,9 @@ impl<K, V> RawList<K, V> {
                 // linked; head slots `0..h` exist (`h <= MAX_HEIGHT`), and all are null
                 // in an empty list (invariant 2).
                 unsafe {
-                    keys::<K, V>(n).write(key);
-                    values::<K, V>(n).write(value);
+                    write_slot::<K, V>(n, 0, key, value, kp);
                     (*n).len = 1;
+                    sync_first::<K, V>(n);
                     for k in 0..h {
                         *links(n).sub(k) = ptr::null_mut();
                         *hb.sub(k) = n;
@@ -520,18 +727,17 @@ impl<K, V> RawList<K, V> {
             (first, 0)
         } else {
             // SAFETY: `found` was reached through links: it is live (invariant 1).
-            let ks = unsafe {
+            let (i, eq) = unsafe {
                 prefetch_keys::<K, V>(found);
-                key_slice::<K, V>(found)
+                search_node::<K, V, K>(found, &key, kp, false)
             };
-            match ks.binary_search(&key) {
-                Ok(i) => {
-                    // SAFETY: slot `i < len` is initialised; `&mut self` is exclusive.
-                    let slot = unsafe { &mut *values::<K, V>(found).add(i) };
-                    return Some(mem::replace(slot, value));
-                }
-                Err(i) => (found, i),
+            if eq {
+                // SAFETY: slot `i < len` is initialised (`eq` says a key is there);
+                // `&mut self` is exclusive.
+                let slot = unsafe { &mut *values::<K, V>(found).add(i) };
+                return Some(mem::replace(slot, value));
             }
+            (found, i)
         };
         // The value slots from `pos` up are about to move: start loading them now, so
         // that their misses overlap the shift of the keys.
@@ -561,10 +767,12 @@ impl<K, V> RawList<K, V> {
                 // empty node instead of halving: sequential loads fill nodes completely.
                 let keep = if pos == len { len } else { len / 2 };
                 let moved = len - keep;
-                ptr::copy_nonoverlapping(keys::<K, V>(t).add(keep), keys::<K, V>(s), moved);
-                ptr::copy_nonoverlapping(values::<K, V>(t).add(keep), values::<K, V>(s), moved);
+                move_slots::<K, V>(t, keep, s, 0, moved);
                 (*t).len = keep as u32;
                 (*s).len = moved as u32;
+                if moved > 0 {
+                    sync_first::<K, V>(s);
+                }
                 // Link `s` after `t`: at levels where `t` stands, `t` is the predecessor;
                 // above, the last node of that level at or before `t` (`preds`; the head
                 // at levels above `self.level`).
@@ -590,13 +798,10 @@ impl<K, V> RawList<K, V> {
             let len = node_len(t);
             debug_assert!(at <= len && len < cap);
             let at = at.min(len);
-            let kp = keys::<K, V>(t).add(at);
-            let vp = values::<K, V>(t).add(at);
-            ptr::copy(kp, kp.add(1), len - at);
-            ptr::copy(vp, vp.add(1), len - at);
-            kp.write(key);
-            vp.write(value);
+            move_slots::<K, V>(t, at, t, at + 1, len - at);
+            write_slot::<K, V>(t, at, key, value, kp);
             (*t).len = (len + 1) as u32;
+            sync_first::<K, V>(t);
         }
         self.len += 1;
         None
@@ -604,18 +809,20 @@ impl<K, V> RawList<K, V> {
 
     pub(crate) fn remove<Q>(&mut self, q: &Q) -> Option<(K, V)>
     where
-        K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        K: KeyPrefix + Borrow<Q>,
+        Q: ?Sized + Ord + KeyPrefix,
     {
+        let qp = prefix_of(q);
         let mut preds: [*mut Link; MAX_HEIGHT] = [ptr::null_mut(); MAX_HEIGHT];
         let hb = self.head_base_mut();
         // SAFETY: the head base at the current level (invariant 3); strict: the walk
-        // stops before a node whose first key equals `q`.
+        // stops before a node whose first key equals `q`. `descend` hands the closure
+        // live nodes, whose slot 0 is initialised.
         let base = unsafe {
             self.descend(
                 hb,
                 self.level,
-                |k| k.borrow().cmp(q) == Ordering::Less,
+                |n| cmp_first::<K, V, Q>(n, q, qp) == Ordering::Less,
                 Some(&mut preds),
             )
         };
@@ -624,15 +831,15 @@ impl<K, V> RawList<K, V> {
         // live (invariant 1) and positions come from searches over initialised keys.
         let (n, i) = unsafe {
             let next = *base;
-            if !next.is_null() && (*keys::<K, V>(next)).borrow().cmp(q) == Ordering::Equal {
+            if !next.is_null() && cmp_first::<K, V, Q>(next, q, qp) == Ordering::Equal {
                 (next, 0)
             } else if before.is_null() {
                 return None;
             } else {
                 prefetch_keys::<K, V>(before);
-                match key_slice::<K, V>(before).binary_search_by(|k| k.borrow().cmp(q)) {
-                    Ok(i) => (before, i),
-                    Err(_) => return None,
+                match search_node::<K, V, Q>(before, q, qp, false) {
+                    (i, true) => (before, i),
+                    (_, false) => return None,
                 }
             }
         };
@@ -649,13 +856,16 @@ impl<K, V> RawList<K, V> {
             let cap = Shape::<K, V>::CAP;
             let len = node_len(n);
             debug_assert!(i < len);
-            let kp = keys::<K, V>(n).add(i);
-            let vp = values::<K, V>(n).add(i);
-            let entry = (kp.read(), vp.read());
-            ptr::copy(kp.add(1), kp, len - 1 - i);
-            ptr::copy(vp.add(1), vp, len - 1 - i);
+            let entry = (
+                keys::<K, V>(n).add(i).read(),
+                values::<K, V>(n).add(i).read(),
+            );
+            move_slots::<K, V>(n, i + 1, n, i, len - 1 - i);
             let nl = len - 1;
             (*n).len = nl as u32;
+            if nl > 0 {
+                sync_first::<K, V>(n);
+            }
             if nl == 0 {
                 unlink(hb, n, |k| preds[k]);
                 free_node::<K, V>(n);
@@ -667,16 +877,16 @@ impl<K, V> RawList<K, V> {
                 } else {
                     (ml - nl.min(ml)) / 2
                 };
-                ptr::copy_nonoverlapping(keys::<K, V>(m), keys::<K, V>(n).add(nl), take);
-                ptr::copy_nonoverlapping(values::<K, V>(m), values::<K, V>(n).add(nl), take);
-                ptr::copy(keys::<K, V>(m).add(take), keys::<K, V>(m), ml - take);
-                ptr::copy(values::<K, V>(m).add(take), values::<K, V>(m), ml - take);
+                move_slots::<K, V>(m, 0, n, nl, take);
+                move_slots::<K, V>(m, take, m, 0, ml - take);
                 (*n).len = (nl + take) as u32;
                 (*m).len = (ml - take) as u32;
                 if take == ml {
                     let nh = height(n);
                     unlink(hb, m, |k| if k < nh { links(n).sub(k) } else { preds[k] });
                     free_node::<K, V>(m);
+                } else {
+                    sync_first::<K, V>(m);
                 }
             }
             entry
@@ -753,8 +963,8 @@ impl<K, V> RawList<K, V> {
     /// of a node (or `(null, 0)`, the end of the list).
     fn seek<Q>(&self, from: *mut Header, bound: Bound<&Q>) -> Pos
     where
-        K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        K: KeyPrefix + Borrow<Q>,
+        Q: ?Sized + Ord + KeyPrefix,
     {
         let (q, strict) = match bound {
             Bound::Unbounded if from.is_null() => return (self.first_node(), 0),
@@ -762,10 +972,15 @@ impl<K, V> RawList<K, V> {
             Bound::Included(q) => (q, false),
             Bound::Excluded(q) => (q, true),
         };
-        let before = |k: &K| match k.borrow().cmp(q) {
-            Ordering::Less => true,
-            Ordering::Equal => strict,
-            Ordering::Greater => false,
+        let qp = prefix_of(q);
+        let before = |n: *mut Header| {
+            // SAFETY: `before` is only given live nodes (from links or `from`), whose
+            // slot 0 is initialised.
+            match unsafe { cmp_first::<K, V, Q>(n, q, qp) } {
+                Ordering::Less => true,
+                Ordering::Equal => strict,
+                Ordering::Greater => false,
+            }
         };
         // SAFETY: `from` is null or live (the caller got it from a link); we follow links
         // of live nodes at levels below their heights only (invariant 1).
@@ -774,13 +989,13 @@ impl<K, V> RawList<K, V> {
                 self.descend(self.head_base().cast_mut(), self.level, before, None)
             } else {
                 let mut x = from;
-                if !before(&*keys::<K, V>(x)) {
+                if !before(x) {
                     return (x, 0);
                 }
                 // Climb: each top link leads to a node at least as tall.
                 loop {
                     let next = *links(x).sub(height(x) - 1);
-                    if next.is_null() || !before(&*keys::<K, V>(next)) {
+                    if next.is_null() || !before(next) {
                         break;
                     }
                     x = next;
@@ -792,7 +1007,7 @@ impl<K, V> RawList<K, V> {
                 return (self.first_node(), 0);
             }
             prefetch_keys::<K, V>(n);
-            (n, key_slice::<K, V>(n).partition_point(before))
+            (n, search_node::<K, V, Q>(n, q, qp, strict).0)
         }
     }
 
@@ -800,8 +1015,8 @@ impl<K, V> RawList<K, V> {
     /// end, or equal with either side excluded) gives an empty cursor.
     pub(crate) fn range_cursor<Q>(&self, start: Bound<&Q>, end: Bound<&Q>) -> Cursor<'_, K, V>
     where
-        K: Borrow<Q>,
-        Q: ?Sized + Ord,
+        K: KeyPrefix + Borrow<Q>,
+        Q: ?Sized + Ord + KeyPrefix,
     {
         let empty = Cursor::new((ptr::null_mut(), 0), (ptr::null_mut(), 0));
         let inverted = match (start, end) {
@@ -886,7 +1101,8 @@ impl<K, V> Cursor<'_, K, V> {
                 node_len(self.node)
             };
             let next = *links(self.node);
-            prefetch_node::<K, V>(next);
+            prefetch(next);
+            prefetch(next.cast::<u8>().wrapping_add(Shape::<K, V>::KEYS_AT));
             prefetch(next.cast::<u8>().wrapping_add(Shape::<K, V>::VALUES_AT));
         }
     }
@@ -948,7 +1164,7 @@ pub(crate) struct Appender<'a, K, V> {
     tails: [Link; MAX_HEIGHT],
 }
 
-impl<'a, K: Ord, V> Appender<'a, K, V> {
+impl<'a, K: Ord + KeyPrefix, V> Appender<'a, K, V> {
     /// Entries per node in a bulk load: nearly full (dense and fast to scan), with room
     /// for a few later inserts before a node splits.
     const LOAD_FILL: usize = {
@@ -986,8 +1202,8 @@ impl<'a, K: Ord, V> Appender<'a, K, V> {
             // then counted.
             unsafe {
                 let len = node_len(tail);
-                keys::<K, V>(tail).add(len).write(key);
-                values::<K, V>(tail).add(len).write(value);
+                let kp = prefix_of(&key);
+                write_slot::<K, V>(tail, len, key, value, kp);
                 (*tail).len = (len + 1) as u32;
             }
             self.list.len += 1;
@@ -1001,9 +1217,10 @@ impl<'a, K: Ord, V> Appender<'a, K, V> {
         // tail node's, whose height is `> k` since it was linked at level `k`), so the
         // node joins the end of each level once.
         unsafe {
-            keys::<K, V>(n).write(key);
-            values::<K, V>(n).write(value);
+            let kp = prefix_of(&key);
+            write_slot::<K, V>(n, 0, key, value, kp);
             (*n).len = 1;
+            sync_first::<K, V>(n);
             let nl = links(n);
             for (k, tail) in self.tails.iter_mut().enumerate().take(h) {
                 *nl.sub(k) = ptr::null_mut();

@@ -9,6 +9,8 @@ use skiplist::SkipMap;
 #[derive(Debug)]
 struct Counted(Rc<Cell<usize>>, u32);
 
+impl skiplist::KeyPrefix for Counted {}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.set(self.0.get() + 1);
@@ -133,6 +135,27 @@ impl PartialOrd for Chaos {
         Some(self.cmp(other))
     }
 }
+/// The prefix lies too (stored and compared, as for byte strings): it is the key itself
+/// most of the time, random otherwise, so a prefix comparison contradicts `Ord` at times.
+impl skiplist::KeyPrefix for Chaos {
+    const PREFIXED: bool = true;
+    fn key_prefix(&self) -> u64 {
+        let r = CHAOS_RNG.with(|c| {
+            let x = c
+                .get()
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(7);
+            c.set(x);
+            x >> 33
+        });
+        if r.is_multiple_of(5) {
+            r
+        } else {
+            u64::from(self.0)
+        }
+    }
+}
+
 impl Ord for Chaos {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         let r = CHAOS_RNG.with(|c| {

@@ -16,6 +16,8 @@ thread_local! {
 #[derive(Debug)]
 struct Touchy(u32);
 
+impl skiplist::KeyPrefix for Touchy {}
+
 impl Ord for Touchy {
     fn cmp(&self, other: &Self) -> Ordering {
         let armed = PANIC_ON.with(Cell::get);

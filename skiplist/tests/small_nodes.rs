@@ -117,6 +117,7 @@ fn over_aligned_keys_and_values() {
     #[repr(align(64))]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
     struct A(u128);
+    impl skiplist::KeyPrefix for A {}
     let mut m: SkipMap<A, A> = SkipMap::with_seed(9);
     for i in 0..5000u128 {
         let k = (i * 7919) % 5000;

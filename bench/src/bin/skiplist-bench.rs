@@ -1,8 +1,9 @@
 //! `skiplist-bench`: raftkv's `SkipMap` beside std `BTreeMap` and crossbeam-skiplist's
 //! `SkipMap`, same workloads, same process, one thread.
 //!
-//! For each data set (random `u64 → u64` at each N, and `bytes16`: 16-byte `Vec<u8>` keys
-//! with 100-byte `Vec<u8>` values) and each structure it measures, in this order: insert
+//! For each data set (random `u64 → u64` at each N; `bytes16`: 16-byte `Vec<u8>` keys
+//! with 100-byte `Vec<u8>` values; and `Bytes16`: the same keys and values as
+//! `bytes::Bytes`, what the kvserver state machine stores) and each structure it measures, in this order: insert
 //! of N keys in random order, get of every key (hit, another random order), get of N absent
 //! keys (miss), full iteration, 100-key range scans, and remove of every key. The three
 //! structures take turns op by op (three inserts, then three get-hit runs, ...), so that
@@ -19,6 +20,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::Parser;
 use serde::Serialize;
 
@@ -118,7 +120,7 @@ trait Map<K, V> {
     fn range(&self, a: &K, b: &K) -> usize;
 }
 
-impl<K: Ord, V> Map<K, V> for skiplist::SkipMap<K, V> {
+impl<K: Ord + skiplist::KeyPrefix, V> Map<K, V> for skiplist::SkipMap<K, V> {
     fn new(seed: u64) -> Self {
         skiplist::SkipMap::with_seed(seed)
     }
@@ -359,7 +361,7 @@ struct Results {
 /// Measures the three structures op by op (all three inserts, then all three get-hit
 /// runs, and so on), so that each ratio compares runs made seconds apart, not a minute
 /// apart on a machine whose load changes.
-fn bench_set<K: Ord + Clone + Send + 'static, V: Clone + Send + 'static>(
+fn bench_set<K: Ord + skiplist::KeyPrefix + Clone + Send + 'static, V: Clone + Send + 'static>(
     data: &Data<K, V>,
     seed: u64,
 ) -> Results {
@@ -395,10 +397,10 @@ fn bench_set<K: Ord + Clone + Send + 'static, V: Clone + Send + 'static>(
 }
 
 fn print_table(r: &Results) {
-    let kind = if r.key == "u64" {
-        "u64 -> u64"
-    } else {
-        "16-byte Vec<u8> keys -> 100-byte Vec<u8> values"
+    let kind = match r.key {
+        "u64" => "u64 -> u64",
+        "Bytes16" => "16-byte bytes::Bytes keys -> 100-byte bytes::Bytes values",
+        _ => "16-byte Vec<u8> keys -> 100-byte Vec<u8> values",
     };
     println!("\n{} entries, {kind}", r.n);
     println!(
@@ -497,6 +499,40 @@ fn main() {
         },
     );
     let res = bench_set(&data, args.seed);
+    if !args.json {
+        print_table(&res);
+    }
+    all.push(res);
+    // The same keys and values as `bytes::Bytes` (each its own allocation, as when the
+    // state machine copies a command's key and value out of a message).
+    let data = Data {
+        name: "Bytes16",
+        entries: data
+            .entries
+            .iter()
+            .map(|(k, v)| (Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)))
+            .collect(),
+        hits: data
+            .hits
+            .iter()
+            .map(|k| Bytes::copy_from_slice(k))
+            .collect(),
+        misses: data
+            .misses
+            .iter()
+            .map(|k| Bytes::copy_from_slice(k))
+            .collect(),
+        ranges: data
+            .ranges
+            .iter()
+            .map(|(a, b)| (Bytes::copy_from_slice(a), Bytes::copy_from_slice(b)))
+            .collect(),
+    };
+    // The first clone of a `Bytes` made from a `Vec` allocates a shared header for it
+    // (it "promotes" it); later clones only count references. Clone once now, so that
+    // the map measured first is not charged for it in its bytes per entry.
+    drop(data.entries.clone());
+    let res = bench_set(&data, args.seed);
     drop(data);
     if !args.json {
         print_table(&res);
@@ -540,6 +576,25 @@ fn main() {
             }
         }
         return;
+    }
+
+    // Targets from issue 11 (item 3): point operations on byte keys at least as fast as
+    // BTreeMap's.
+    for r in all.iter().filter(|r| r.key != "u64") {
+        println!("\ntargets ({} keys, {} entries):", r.key, r.n);
+        for (i, op) in [
+            (0, "insert"),
+            (1, "get hit"),
+            (2, "get miss"),
+            (5, "remove"),
+        ] {
+            verdict(
+                &format!("{op}, raftkv / btreemap"),
+                r.ops[0][i] / r.ops[1][i],
+                1.0,
+                true,
+            );
+        }
     }
 
     // Targets from issue 2, on the largest u64 set.
