@@ -77,11 +77,21 @@ impl Fs for StdFs {
         if dir.is_dir() {
             return Ok(());
         }
-        let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.is_dir()).collect();
+        // A relative path's last ancestor is "" (the working directory): never create it.
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.is_dir())
+            .collect();
         for d in missing.into_iter().rev() {
             match std::fs::create_dir(d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => continue,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists and is not a directory", d.display()),
+                    ));
+                }
                 Err(e) => return Err(e),
             }
             let parent = match d.parent() {
