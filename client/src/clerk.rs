@@ -19,6 +19,12 @@ use crate::{Endpoint, Error, Result, parse_endpoints};
 /// with [`Error::InvalidArgument`] before anything is sent.
 pub const MAX_KEY_LEN: usize = 64 * 1024;
 
+/// Largest value any server can accept, in bytes (32 MiB: the cap of `kvserver
+/// --max-value-bytes`, whose default is 16 MiB, so that a request fits one 64 MiB rpc
+/// frame). A larger value is refused with [`Error::InvalidArgument`] before anything is
+/// sent; one under it but over a server's own limit gets [`Error::Rejected`] from the server.
+pub const MAX_VALUE_LEN: usize = 32 * 1024 * 1024;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -284,6 +290,15 @@ impl Inner {
     /// Builds the request; writes take a session and the next sequence number.
     fn request(&self, op: Op) -> Result<(Request, Option<Session>)> {
         check_key(op.key())?;
+        if let Op::Put(_, v) | Op::Append(_, v) = &op
+            && v.len() > MAX_VALUE_LEN
+        {
+            return Err(Error::InvalidArgument(format!(
+                "the value is {} bytes; no server accepts more than {MAX_VALUE_LEN} \
+                 (kvserver --max-value-bytes, default 16 MiB)",
+                v.len()
+            )));
+        }
         if let Op::Get(key) = op {
             let r = GetRequest {
                 key,

@@ -32,7 +32,8 @@ pub enum Error {
         /// What to change.
         message: String,
     },
-    /// The request was refused before sending: empty key or key over [`crate::MAX_KEY_LEN`].
+    /// The request was refused before sending: empty key, key over [`crate::MAX_KEY_LEN`],
+    /// or value over [`crate::MAX_VALUE_LEN`]. Not applied.
     InvalidArgument(String),
     /// The endpoint list is unusable (empty, unparsable, duplicate ids).
     InvalidEndpoints(String),

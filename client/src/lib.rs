@@ -72,6 +72,6 @@ mod endpoints;
 mod error;
 mod retry;
 
-pub use clerk::{Callback, Clerk, ClerkBuilder, MAX_KEY_LEN, Op, Outcome};
+pub use clerk::{Callback, Clerk, ClerkBuilder, MAX_KEY_LEN, MAX_VALUE_LEN, Op, Outcome};
 pub use endpoints::{ENDPOINTS_ENV, Endpoint, format_endpoints, parse_endpoints};
 pub use error::{Error, NodeOutcome, Result};

@@ -3,8 +3,9 @@
 
 mod fake;
 
+use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use fake::Fake;
 
@@ -165,6 +166,7 @@ fn no_cluster_is_an_error_that_names_the_nodes_and_the_fix() {
     );
     assert_eq!(o.status.code(), Some(2));
     let err = text(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     for needle in [
         "put did not complete",
         "n1 127.0.0.1:",
@@ -202,4 +204,48 @@ fn bad_arguments_exit_2_with_a_reason() {
         "{}",
         text(&o.stderr)
     );
+}
+
+fn kvcli_stdin(dir: &Path, endpoints: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvcli"))
+        .current_dir(dir)
+        .env_remove("RAFTKV_ENDPOINTS")
+        .args(["--endpoints", endpoints])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kvcli");
+    // kvcli may refuse before reading it all: a broken pipe is then expected.
+    let _ = child.stdin.take().expect("stdin").write_all(input);
+    child.wait_with_output().expect("kvcli output")
+}
+
+#[test]
+fn a_value_from_stdin_and_one_too_large_for_any_server() {
+    let f = Fake::start(1);
+    f.st().leader = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let eps = f.endpoint_list();
+    // Any bytes, of a size no command-line argument can carry (128 KiB per argument).
+    let value: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    expect(
+        &kvcli_stdin(dir.path(), &eps, &["put", "k"], &value),
+        0,
+        "OK\n",
+    );
+    let o = kvcli(dir.path(), Some(&eps), &["get", "k"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(&o.stdout[..o.stdout.len() - 1], &value[..]);
+    // Over the largest value any kvserver accepts: refused before sending, exit 2, and the
+    // message says so instead of "may or may not have been applied" after the deadline.
+    let seen = f.st().seen.len();
+    let big = vec![b'v'; client::MAX_VALUE_LEN + 1];
+    let o = kvcli_stdin(dir.path(), &eps, &["append", "k"], &big);
+    assert_eq!(o.status.code(), Some(2));
+    let err = text(&o.stderr);
+    assert!(err.contains("no server accepts more than"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(f.st().seen.len(), seen, "nothing was sent");
 }

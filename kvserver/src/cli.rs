@@ -137,6 +137,11 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, SocketAddr>, String> {
         let addr: SocketAddr = addr.trim().parse().map_err(|e| {
             format!("--peers entry {part:?}: {addr:?} is not an IP:PORT address ({e})")
         })?;
+        if let Some((other, _)) = out.iter().find(|(_, a)| **a == addr) {
+            return Err(format!(
+                "--peers gives nodes {other} and {id} the same address {addr}; each node needs its own HOST:PORT"
+            ));
+        }
         if out.insert(id, addr).is_some() {
             return Err(format!("--peers names node {id} twice"));
         }
@@ -276,7 +281,16 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let storage = match DiskStorage::open(&s.data_dir, DiskOptions::from_config(&cfg)) {
         Ok(st) => st,
         Err(e) => {
-            return fail(format!("data directory {}: {e}", s.data_dir.display()));
+            let text = e.to_string();
+            let hint = if text.contains("Permission denied") || text.contains("not permitted") {
+                "; run kvserver as a user that may read and write this directory, or choose another with --data-dir"
+            } else {
+                ""
+            };
+            return fail(format!(
+                "data directory {}: {text}{hint}",
+                s.data_dir.display()
+            ));
         }
     };
     let snapshot = match storage.load() {

@@ -77,7 +77,7 @@ impl Fs for StdFs {
         if dir.is_dir() {
             return Ok(());
         }
-        // A relative path's last ancestor is "" (the working directory), never created.
+        // A relative path's last ancestor is "" (the working directory): never create it.
         let missing: Vec<&Path> = dir
             .ancestors()
             .take_while(|a| !a.as_os_str().is_empty() && !a.is_dir())
@@ -86,6 +86,12 @@ impl Fs for StdFs {
             match std::fs::create_dir(d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => continue,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists and is not a directory", d.display()),
+                    ));
+                }
                 Err(e) => return Err(e),
             }
             let parent = match d.parent() {

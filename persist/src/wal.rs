@@ -224,7 +224,8 @@ impl Wal {
                 &dir.join(segment_name(h)),
                 0,
                 format!(
-                    "this segment is missing: {HEAD_FILE} says the newest segment starts at seq                      {h}, but the newest present is {}; a segment file was deleted",
+                    "this segment is missing: {HEAD_FILE} says the newest segment starts at seq \
+                     {h}, but the newest present is {}; a segment file was deleted",
                     newest.map_or("none".to_string(), segment_name)
                 ),
             ));
@@ -359,6 +360,24 @@ impl Wal {
             }
         }
 
+        // HEAD is written right after a segment is created and before any record goes into
+        // it, so only a crash in between leaves segments without HEAD: then the log is one
+        // empty first segment. A missing HEAD beside records was deleted by hand, and
+        // without it a deleted newest segment would go unnoticed.
+        if head.is_none() && (segments.len() > 1 || next_seq > 1) {
+            return Err(corrupt(
+                &dir.join(HEAD_FILE),
+                0,
+                format!(
+                    "missing beside {} segment(s) holding records up to seq {}: it was deleted \
+                     (a crash cannot do this), so a deleted newest segment cannot be ruled \
+                     out; if no segment was deleted, write the newest segment's name without \
+                     `.wal` into {HEAD_FILE}",
+                    segments.len(),
+                    next_seq.saturating_sub(1)
+                ),
+            ));
+        }
         let mut wal = match segments.last() {
             None => {
                 let mut w = Wal {

@@ -435,3 +435,38 @@ fn sector_loss_in_the_last_batch_cuts_that_batch_only() {
     outcomes[0] -= outcomes[1];
     assert!(outcomes[0] > 100 && outcomes[1] > 10, "{outcomes:?}");
 }
+
+#[test]
+fn a_deleted_head_is_refused_and_the_message_says_how_to_restore_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    build(Arc::new(StdFs), &dir, 40);
+    let head = dir.join(persist::wal::HEAD_FILE);
+    let newest = std::fs::read_to_string(&head).unwrap();
+    std::fs::remove_file(&head).unwrap();
+    match reopen(Arc::new(StdFs), &dir).unwrap_err() {
+        Error::Corrupt { file, what, .. } => {
+            assert_eq!(file, head);
+            assert!(what.contains("deleted"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Refusing did not recreate it; writing it back as the message says opens the log.
+    assert!(!head.exists());
+    std::fs::write(&head, newest).unwrap();
+    reopen(Arc::new(StdFs), &dir).expect("reopen with HEAD restored");
+}
+
+#[test]
+fn a_crash_before_the_first_head_is_not_damage() {
+    // The one state a crash leaves without HEAD: a first segment with no record yet.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    drop(Wal::open(Arc::new(StdFs), &dir, opts(), |_, _| Ok(())).unwrap());
+    std::fs::remove_file(dir.join(persist::wal::HEAD_FILE)).unwrap();
+    reopen(Arc::new(StdFs), &dir).expect("an empty log without HEAD opens");
+    assert!(
+        dir.join(persist::wal::HEAD_FILE).exists(),
+        "open rewrites HEAD"
+    );
+}

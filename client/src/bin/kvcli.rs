@@ -3,6 +3,7 @@
 //! ```text
 //! kvcli put greeting hello          # OK
 //! kvcli append greeting ", world"   # OK
+//! kvcli put photo < photo.jpg       # OK (no VALUE: read from stdin, any bytes, any size)
 //! kvcli get greeting                # hello, world
 //! kvcli delete greeting             # deleted
 //! kvcli status                      # one row per node: role, term, leader, indexes
@@ -18,7 +19,7 @@
 //! unreachable in `status`). Errors go to stderr in one paragraph that names the nodes
 //! tried and what to do.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc;
@@ -68,10 +69,10 @@ enum Out {
 enum Cmd {
     /// Print the value of KEY (exit 1 if it does not exist).
     Get { key: String },
-    /// Set KEY to VALUE.
-    Put { key: String, value: String },
-    /// Append VALUE to KEY's value (a missing key counts as empty).
-    Append { key: String, value: String },
+    /// Set KEY to VALUE (without VALUE: the bytes on stdin, e.g. `kvcli put k < file`).
+    Put { key: String, value: Option<String> },
+    /// Append VALUE to KEY's value (a missing key counts as empty; without VALUE: stdin).
+    Append { key: String, value: Option<String> },
     /// Remove KEY (exit 1 if it did not exist).
     #[command(alias = "del")]
     Delete { key: String },
@@ -129,7 +130,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     let explain = |e: Error| -> String {
         match e {
             Error::DeadlineExceeded { .. } => format!(
-                "{e}.\nEndpoints from {source}. Is the cluster running? \
+                "{e}. Endpoints from {source}. Is the cluster running? \
                  `cargo run --release --bin kvcluster` starts a local one; \
                  `kvcli status` shows what each node sees."
             ),
@@ -169,6 +170,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             }
         },
         Cmd::Put { key, value } | Cmd::Append { key, value } => {
+            let value = value_or_stdin(value.as_deref())?;
             if matches!(cli.command, Cmd::Put { .. }) {
                 kv.put(key, value).map_err(explain)?;
             } else {
@@ -203,6 +205,25 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         }
         Cmd::Status => unreachable!("handled above"),
     }
+}
+
+/// VALUE from the command line, else all of stdin (for values too large for an argument,
+/// or binary ones). A terminal on stdin is refused rather than waited on.
+fn value_or_stdin(value: Option<&str>) -> Result<Vec<u8>, String> {
+    if let Some(v) = value {
+        return Ok(v.as_bytes().to_vec());
+    }
+    let mut stdin = std::io::stdin().lock();
+    if stdin.is_terminal() {
+        return Err(
+            "missing VALUE: give it after KEY, or pipe it in (`kvcli put KEY < FILE`)".into(),
+        );
+    }
+    let mut buf = Vec::new();
+    stdin
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read VALUE from stdin: {e}"))?;
+    Ok(buf)
 }
 
 fn role_name(role: i32) -> &'static str {
