@@ -156,10 +156,10 @@ mod storage;
 pub mod transport;
 
 pub use crate::core::{Config, RawNode, ReadState, Ready, Role, Stats, Status};
-pub use crate::disk::{ConfState, DiskError, DiskOptions, DiskStorage};
+pub use crate::disk::{DiskError, DiskOptions, DiskStorage};
 pub use crate::node::{ApplyMsg, Callback, DEFAULT_TICK, Mailbox, Node, Transport};
-pub use crate::storage::{InitialState, MemStorage, Snapshot, Storage, StorageError};
-pub use proto::raft::{Entry, EntryType, HardState, RaftMessage};
+pub use crate::storage::{ConfState, InitialState, MemStorage, Snapshot, Storage, StorageError};
+pub use proto::raft::{ConfChange, ConfChangeType, Entry, EntryType, HardState, RaftMessage};
 
 /// Errors a caller of this crate branches on.
 #[derive(Debug)]
@@ -184,6 +184,123 @@ pub enum Error {
     Timeout,
     /// The node has shut down.
     Shutdown,
+    /// A membership change or leadership transfer was refused; nothing changed.
+    Membership(MembershipError),
+    /// A leadership transfer to `target` is under way (thesis §3.10): the leader takes no
+    /// proposals until it ends, at most one election timeout later. Retry, at the new
+    /// leader if the transfer succeeded.
+    TransferInProgress {
+        /// The node leadership is being handed to.
+        target: u64,
+    },
+}
+
+/// Why a membership change ([`RawNode::propose_conf_change`]) or a leadership transfer
+/// ([`RawNode::transfer_leader`]) was refused. Each leaves the configuration unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipError {
+    /// An earlier change (at `index`) is not committed yet: single-server changes go one
+    /// at a time (thesis §4.1). Retry once it commits.
+    ChangePending {
+        /// Index of the uncommitted change.
+        index: u64,
+    },
+    /// This leader has not yet committed an entry of its own `term` (its no-op): until it
+    /// does, a change could conflict with an uncommitted one of an earlier leader (Ongaro,
+    /// raft-dev, 2015). Retry shortly.
+    TermNotCommitted {
+        /// The leader's term.
+        term: u64,
+    },
+    /// The node is already a voter or a learner.
+    AlreadyMember {
+        /// The node asked for.
+        id: u64,
+    },
+    /// The node is in neither the voters nor the learners.
+    NotMember {
+        /// The node asked for.
+        id: u64,
+    },
+    /// Only learners can be promoted; this node is already a voter.
+    NotLearner {
+        /// The node asked for.
+        id: u64,
+    },
+    /// A leadership transfer must go to a voter; this node is a learner.
+    NotVoter {
+        /// The node asked for.
+        id: u64,
+    },
+    /// Removing the only voter would leave nobody to elect a leader or commit.
+    LastVoter {
+        /// The node asked for.
+        id: u64,
+    },
+    /// The learner lags the leader's log by more than `Config::max_learner_lag` entries;
+    /// promoting it now could stall commits while it catches up. Retry later.
+    LearnerLagging {
+        /// The learner.
+        id: u64,
+        /// Highest index it is known to hold.
+        matched: u64,
+        /// The leader's last index.
+        last_index: u64,
+        /// The configured limit.
+        max_lag: u64,
+    },
+    /// Node id 0 means "none" and cannot be a member.
+    ReservedId,
+}
+
+impl std::fmt::Display for MembershipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MembershipError::ChangePending { index } => write!(
+                f,
+                "the membership change at index {index} is not committed yet; changes go one \
+                 at a time, retry once it commits"
+            ),
+            MembershipError::TermNotCommitted { term } => write!(
+                f,
+                "the new leader has not committed an entry of its term {term} yet; retry shortly"
+            ),
+            MembershipError::AlreadyMember { id } => {
+                write!(
+                    f,
+                    "node {id} is already a member; remove it first to re-add it"
+                )
+            }
+            MembershipError::NotMember { id } => {
+                write!(f, "node {id} is not a member (see the member list)")
+            }
+            MembershipError::NotLearner { id } => {
+                write!(
+                    f,
+                    "node {id} is already a voter; only learners can be promoted"
+                )
+            }
+            MembershipError::NotVoter { id } => write!(
+                f,
+                "node {id} is a learner; leadership can only go to a voter (promote it first)"
+            ),
+            MembershipError::LastVoter { id } => write!(
+                f,
+                "node {id} is the last voter; add and promote another node before removing it"
+            ),
+            MembershipError::LearnerLagging {
+                id,
+                matched,
+                last_index,
+                max_lag,
+            } => write!(
+                f,
+                "learner {id} holds the log through {matched} of {last_index}, more than \
+                 {max_lag} entries behind; wait for it to catch up, then retry"
+            ),
+            MembershipError::ReservedId => write!(f, "node id 0 is reserved for 'none'"),
+        }
+    }
 }
 
 impl std::fmt::Display for Error {
@@ -197,6 +314,11 @@ impl std::fmt::Display for Error {
             Error::Storage(e) => write!(f, "{e}"),
             Error::Timeout => write!(f, "raft request timed out"),
             Error::Shutdown => write!(f, "raft node shut down"),
+            Error::Membership(e) => write!(f, "{e}"),
+            Error::TransferInProgress { target } => write!(
+                f,
+                "leadership is being transferred to node {target}; retry at the new leader"
+            ),
         }
     }
 }

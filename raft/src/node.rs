@@ -419,7 +419,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
                 });
             }
             for e in &rd.committed_entries {
-                if e.entry_type == EntryType::EntryNoop as i32 {
+                if e.entry_type != EntryType::EntryNormal as i32 {
                     self.noops.insert(e.index);
                     if self.noops.len() > 64 {
                         self.noops.pop_first();
