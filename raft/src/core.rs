@@ -529,9 +529,7 @@ impl RawNode {
             RoleState::Follower(_) | RoleState::Candidate(_) => {
                 self.election_elapsed += 1;
                 // Learners, removed nodes and nodes not yet added never campaign.
-                if self.election_elapsed >= self.randomized_timeout
-                    && self.conf.is_voter(self.cfg.id)
-                {
+                if self.election_elapsed >= self.randomized_timeout && self.may_campaign() {
                     self.campaign();
                 }
             }
@@ -865,6 +863,10 @@ impl RawNode {
     pub fn ready(&mut self) -> Ready {
         let hs = self.hard_state();
         let hard_state = (hs != self.prev_hs).then_some(hs);
+        // Nothing goes out in a term before that term is durable: a leader elected by its
+        // own vote alone (a single voter, with learners to send to) sends its first
+        // appends only after the persist.
+        let term_unpersisted = hs.term != self.prev_hs.term;
         self.prev_hs = hs;
         let snapshot = self.log.pending_snapshot.take();
         let entries = if self.log.unstable_from <= self.log.last_index() {
@@ -885,7 +887,7 @@ impl RawNode {
         let mut messages = Vec::new();
         let mut persisted_messages = Vec::new();
         for (m, after_persist) in self.msgs.drain(..) {
-            if after_persist {
+            if after_persist || term_unpersisted {
                 persisted_messages.push(m);
             } else {
                 messages.push(m);
@@ -928,6 +930,19 @@ impl RawNode {
             vote: self.vote,
             commit: self.log.commit,
         }
+    }
+
+    /// True if this node may start an election: it is a voter of the configuration in
+    /// effect, or of the one at its commit index. The second case is a node whose removal
+    /// is appended but not known committed (say a leader that proposed its own removal
+    /// and lost its leadership): the voters of the new configuration may need it to lead
+    /// and commit that removal, since its log is ahead of theirs and they will not elect
+    /// each other. It then counts votes of the new configuration only (not its own), and
+    /// steps down once the removal commits. A node that knows its removal committed
+    /// never campaigns.
+    fn may_campaign(&mut self) -> bool {
+        let me = self.cfg.id;
+        self.conf.is_voter(me) || self.conf_at(self.log.commit).is_voter(me)
     }
 
     /// Votes or acknowledgements needed: a majority of the voters in effect.
@@ -1053,10 +1068,14 @@ impl RawNode {
             self.stats.elections += 1;
         }
         let mut votes = BTreeMap::new();
-        votes.insert(self.cfg.id, true);
+        // Our own vote counts only if we are a voter of the configuration in effect (see
+        // `may_campaign` for when a node outside it campaigns).
+        if self.conf.is_voter(self.cfg.id) {
+            votes.insert(self.cfg.id, true);
+        }
         self.role = RoleState::Candidate(Candidate { pre_vote, votes });
         self.reset_election_timer();
-        if self.quorum() == 1 {
+        if self.quorum() == 1 && self.conf.is_voter(self.cfg.id) {
             if pre_vote {
                 self.become_candidate(false, false);
             } else {

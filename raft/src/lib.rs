@@ -16,7 +16,7 @@
 //!   [`rpc_transport`] (the `rpc` crate's `RaftService.Step`, one-way batches).
 //! - Storage: [`MemStorage`] (in memory, for tests) and [`DiskStorage`] (a data directory
 //!   on the `persist` crate's WAL: one `fdatasync` per `persist`, snapshots in atomic files
-//!   with the voter set, refuses another node's directory; how to open one and what each
+//!   with the configuration, refuses another node's directory; how to open one and what each
 //!   file is: the [`disk`] module).
 //!
 //! # Roles and terms
@@ -98,6 +98,42 @@
 //! [`ReadState`]. The service serves the read once it has applied through that index. A
 //! leader that has not yet committed an entry of its term waits for its no-op first.
 //!
+//! # Membership changes, learners, leadership transfer
+//!
+//! **Single-server changes** (thesis §4.1) are log entries of type `EntryConfChange`
+//! whose data is a [`ConfChange`]: add a learner, promote a learner to voter, or remove a
+//! node. Any two configurations one change apart have overlapping majorities, so no
+//! joint consensus is needed. Rules, each checked by the simulator:
+//!
+//! - A change takes effect on each node **when appended**, committed or not, and is
+//!   undone if the entry is truncated; every quorum (votes, commit, CheckQuorum, ReadIndex)
+//!   counts the voters of the configuration in effect.
+//! - The leader accepts a change ([`RawNode::propose_conf_change`]) only once it has
+//!   committed an entry of its own term (its no-op; Ongaro, raft-dev, 2015: without this,
+//!   changes of successive leaders can be decided by disjoint majorities) and while no
+//!   other change is uncommitted; refusals are typed ([`MembershipError`]) and change
+//!   nothing.
+//! - **Learners** (thesis §4.2.1) receive entries and snapshots but are not asked to vote,
+//!   their votes and acknowledgements do not count, and they never campaign. Promotion is
+//!   a change, refused while the learner lags by more than `Config::max_learner_lag`
+//!   entries.
+//! - A leader that removes itself (thesis §4.2.2) leads without counting itself until the
+//!   removal commits, then steps down. A node campaigns only if it is a voter of its
+//!   latest configuration or of the one at its commit index, so a node that knows its
+//!   removal committed never campaigns again; one that missed its removal is kept from
+//!   disrupting by PreVote and the lease.
+//! - Every snapshot records the configuration at its index ([`Snapshot::conf`]; the
+//!   snapshot file and InstallSnapshot carry it), and a restarted node rebuilds its
+//!   configuration from the snapshot and the change entries after it.
+//! - Messages from any node id are heard (thesis §4.1: a leader may be a member this node
+//!   has not learned of yet), except from id 0 and from itself.
+//!
+//! **Leadership transfer** ([`RawNode::transfer_leader`], thesis §3.10): the leader stops
+//! taking proposals ([`Error::TransferInProgress`]), brings the target voter's log up to
+//! date, then sends it `TimeoutNow`; the target starts an election at once, without
+//! PreVote, and its vote requests are granted even by voters within their leader lease. If
+//! no new leader appears within an election timeout the transfer is abandoned.
+//!
 //! # The driver contract
 //!
 //! After any batch of `tick` / `step` / `propose` / `snapshot` / `read_index` calls, while
@@ -128,7 +164,7 @@
 //!
 //! # Bad input
 //!
-//! Messages with another cluster id, from node ids outside the configuration, addressed
+//! Messages with another cluster id, from node id 0 or from the node itself, addressed
 //! to another node, without a body, with entries that do not continue `prev_log_index`,
 //! with absurd terms (more than 2^32 ahead) or indexes, or claiming matches past the
 //! leader's log are dropped and counted in [`Stats`]. No index a peer sends is used to
@@ -137,11 +173,12 @@
 //!
 //! # Not implemented
 //!
-//! - **Membership changes** (joint consensus or single-server changes): the voter set is
-//!   fixed at start. Adding or replacing a node means a restart of the cluster with a new
-//!   configuration.
-//! - Learners / non-voting members, leadership transfer, and lease-based reads (reads use
-//!   ReadIndex, which costs one heartbeat round per read batch).
+//! - **Joint consensus** (thesis §4.3): changes go one server at a time. The driver
+//!   ([`Node`]) and the KV server do not yet expose membership changes or leadership
+//!   transfer (only [`RawNode`] does), and a node that joins must be given the cluster's
+//!   bootstrap voter list (`Config::peers`) to replay the log from index 1.
+//! - Lease-based reads (reads use ReadIndex, which costs one heartbeat round per read
+//!   batch).
 //! - Flow control by bytes in flight (only by message count) and snapshot streaming from
 //!   disk: the leader keeps the latest snapshot in memory and sends it from there.
 //! - Asynchronous persistence inside [`Node`]: the driver persists on its own thread, so a

@@ -30,15 +30,17 @@
 //! log (the snapshot's configuration, then every ConfChange entry; see [`conf_of`]),
 //! independently of the core, and checks against the configuration in effect:
 //! - a new leader of term T holds granted votes (sent, persisted) of a majority of the
-//!   voters of its configuration, itself included only if it is a voter;
+//!   voters of its configuration, its own vote included only if it is a voter;
 //! - whenever a leader's commit index advances, a majority of the voters of its
 //!   configuration have the entry there durable (a leader being removed does not count
 //!   itself);
 //! - a membership change is accepted only by a leader that has committed an entry of its
 //!   term and has no uncommitted change in its log (thesis §4.1 and the raft-dev 2015
 //!   fix), checked at [`Sim::propose_conf_change`];
-//! - only voters ask for votes (learners and removed nodes never campaign), unless a slow
-//!   disk delays the Ready (the check is then skipped).
+//! - only voters ask for votes: of the latest configuration in the node's log, or of the
+//!   one at its commit index (a node whose own removal is not yet committed may have to
+//!   lead to commit it); learners and nodes that know their removal committed never
+//!   campaign. Skipped when a slow disk delays Readies.
 //!
 //! Storage is [`MemStorage`] unless the test passes another [`SimStorage`] to
 //! [`Sim::with_storage`] (`crate::disk::SimDisk` writes the real on-disk format to a
@@ -885,9 +887,14 @@ impl<S: SimStorage> Sim<S> {
                     .persisted_messages
                     .iter()
                     .any(|m| matches!(&m.body, Some(Body::RequestVote(r)) if r.candidate_id == id));
-                if asks && !conf_of(&node.raw).0.contains(&id) {
+                let commit = node.raw.status().commit;
+                if asks
+                    && !conf_of(&node.raw).0.contains(&id)
+                    && !conf_of_upto(&node.raw, commit).0.contains(&id)
+                {
                     self.fail(&format!(
-                        "n{id} asks for votes but is not a voter in its configuration"
+                        "n{id} asks for votes but is a voter neither in its configuration nor \
+                         in the one at its commit index {commit}"
                     ));
                 }
             }
@@ -1202,7 +1209,7 @@ impl<S: SimStorage> Sim<S> {
                 let (voters, _) = conf_of(&node.raw);
                 let granted = voters
                     .iter()
-                    .filter(|&&v| self.votes.get(&(v, st.term)) == Some(&id))
+                    .filter(|&&v| v == id || self.votes.get(&(v, st.term)) == Some(&id))
                     .count();
                 if granted < voters.len() / 2 + 1 {
                     self.fail(&format!(
@@ -1433,11 +1440,17 @@ impl<S: SimStorage> Drop for Sim<S> {
 /// log (a change takes effect when appended, thesis §4.1). Written apart from the core's
 /// own bookkeeping so that a bug there does not hide itself.
 pub fn conf_of(raw: &RawNode) -> (BTreeSet<u64>, BTreeSet<u64>) {
+    conf_of_upto(raw, u64::MAX)
+}
+
+/// Like [`conf_of`], counting only the ConfChange entries through `upto` (the
+/// configuration in effect at that index, if it is not before the snapshot).
+pub fn conf_of_upto(raw: &RawNode, upto: u64) -> (BTreeSet<u64>, BTreeSet<u64>) {
     let snap = raw.snapshot_conf_state();
     let mut voters: BTreeSet<u64> = snap.voters.iter().copied().collect();
     let mut learners: BTreeSet<u64> = snap.learners.iter().copied().collect();
     let st = raw.status();
-    for i in st.first_index..=st.last_index {
+    for i in st.first_index..=st.last_index.min(upto) {
         let Some(e) = raw.log_entry(i) else { continue };
         if e.entry_type != EntryType::EntryConfChange as i32 {
             continue;
