@@ -154,8 +154,10 @@ pub struct Stats {
     pub follower_log_regressions: u64,
     /// Leadership transfers abandoned after an election timeout without a new leader.
     pub transfers_abandoned: u64,
-    /// Membership-change entries that did not apply to the configuration in effect (they
-    /// change nothing; a correct leader never appends one).
+    /// Membership-change entries in the current log that did not apply to the
+    /// configuration in effect (undecodable, or adding a member, removing a non-member,
+    /// ...): they change nothing, and a correct leader never appends one. Recounted each
+    /// time the configuration is recomputed.
     pub conf_changes_skipped: u64,
 }
 

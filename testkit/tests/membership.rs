@@ -458,6 +458,29 @@ fn removing_a_voter_shrinks_the_quorum_at_once() {
     );
 }
 
+/// etcd TestRemoveNode / raft-rs test_remove_node, for the leader itself (thesis
+/// §4.2.2): a leader removing itself does not count its own copy, so with voters {2, 3}
+/// left the removal commits only once both hold it; then it steps down and never
+/// campaigns again.
+#[test]
+fn a_leader_removing_itself_does_not_count_itself() {
+    let mut n = leader(&[1, 2, 3], &[]);
+    let (i, _) = n.propose_conf_change(remove(1)).expect("remove the leader");
+    drain(&mut n);
+    assert_eq!(n.conf_state().voters, vec![2, 3]);
+    ack(&mut n, 2, i);
+    assert!(n.status().commit < i, "committed counting its own copy");
+    assert!(n.is_leader(), "leads until the removal commits");
+    ack(&mut n, 3, i);
+    assert_eq!(n.status().commit, i);
+    assert!(!n.is_leader(), "stepped down once the removal committed");
+    for _ in 0..100 {
+        n.tick();
+    }
+    assert_eq!(n.status().role, Role::Follower, "a removed node campaigned");
+    assert!(drain(&mut n).is_empty());
+}
+
 /// A change takes effect when appended and is rolled back if that entry is truncated
 /// (thesis §4.1: "a log entry for a configuration change can be removed ... a server must
 /// be prepared to fall back to the previous configuration").
