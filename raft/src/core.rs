@@ -3,15 +3,17 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
+use proto::Message;
 use proto::raft::raft_message::Body;
 use proto::raft::{
-    AppendEntriesReply, AppendEntriesRequest, Entry, EntryType, HardState, InstallSnapshotReply,
-    InstallSnapshotRequest, RaftMessage, RequestVoteReply, RequestVoteRequest,
+    AppendEntriesReply, AppendEntriesRequest, ConfChange, ConfChangeType, Entry, EntryType,
+    HardState, InstallSnapshotReply, InstallSnapshotRequest, RaftMessage, RequestVoteReply,
+    RequestVoteRequest, TimeoutNow,
 };
 
 use crate::log::RaftLog;
-use crate::storage::{InitialState, Snapshot};
-use crate::{Error, Result};
+use crate::storage::{ConfState, InitialState, Snapshot};
+use crate::{Error, MembershipError, Result};
 
 /// Static configuration of one node. Times are in ticks; see the crate docs for the
 /// real-time value of a tick.
@@ -19,7 +21,11 @@ use crate::{Error, Result};
 pub struct Config {
     /// This node's id (non-zero).
     pub id: u64,
-    /// Every voter of the cluster, this node included.
+    /// The voters the cluster was bootstrapped with. Membership changes in the log and the
+    /// configuration in a snapshot override it. A node not among them starts as a
+    /// non-member: it never campaigns, and it learns the configuration from the leader once
+    /// it is added (as a learner) — give it the same bootstrap list so that replaying the
+    /// log from index 1 yields the cluster's configuration.
     pub peers: Vec<u64>,
     /// Messages carrying another cluster id are dropped.
     pub cluster_id: u64,
@@ -46,6 +52,9 @@ pub struct Config {
     /// (see `Node`). Default off: on a CPU-bound machine the extra AppendEntries and thread
     /// hand-offs cost more than the overlap gains (README, "kv-bench").
     pub pipelined_persist: bool,
+    /// The leader refuses to promote a learner whose log lags its own by more than this
+    /// many entries (default 1000): a voter that must first catch up can stall commits.
+    pub max_learner_lag: u64,
 }
 
 impl Config {
@@ -64,6 +73,7 @@ impl Config {
             check_quorum: true,
             seed: id,
             pipelined_persist: false,
+            max_learner_lag: 1000,
         }
     }
 
@@ -72,8 +82,8 @@ impl Config {
         if self.id == 0 {
             return bad("id 0 is reserved for 'none'");
         }
-        if !self.peers.contains(&self.id) {
-            return bad("peers must include this node");
+        if self.peers.is_empty() {
+            return bad("peers must list the cluster's bootstrap voters");
         }
         if self.peers.contains(&0) {
             return bad("peer id 0 is reserved");
@@ -129,7 +139,9 @@ pub struct Status {
 /// Counters of what the core dropped or did; for monitoring and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Messages from a node id not in the configuration (or from ourselves).
+    /// Messages claiming to come from node id 0 or from ourselves. Other senders are
+    /// heard whether or not this node's configuration lists them (thesis §4.1: a new
+    /// leader may be a member this node has not yet learned of).
     pub dropped_unknown_peer: u64,
     /// Messages with another cluster id.
     pub dropped_foreign_cluster: u64,
@@ -146,6 +158,13 @@ pub struct Stats {
     /// rejected twice, a resend interval apart. The leader then forgets the match and
     /// probes from what the follower has (a warning is logged each time).
     pub follower_log_regressions: u64,
+    /// Leadership transfers abandoned after an election timeout without a new leader.
+    pub transfers_abandoned: u64,
+    /// Membership-change entries in the current log that did not apply to the
+    /// configuration in effect (undecodable, or adding a member, removing a non-member,
+    /// ...): they change nothing, and a correct leader never appends one. Recounted each
+    /// time the configuration is recomputed.
+    pub conf_changes_skipped: u64,
 }
 
 /// The answer to a ReadIndex request: once the state machine has applied through
@@ -254,6 +273,22 @@ struct Progress {
     sent_to: u64,
 }
 
+impl Progress {
+    /// A follower the leader has not heard from yet: probe from `next`.
+    fn new(next: u64) -> Self {
+        Progress {
+            matched: 0,
+            next,
+            state: ProgressState::Probe { paused: false },
+            active: true,
+            stall: 0,
+            commit_sent: 0,
+            sent_to: 0,
+            regress_rejections: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct PendingRead {
     ctx: u64,
@@ -273,6 +308,17 @@ struct Leader {
     /// known to be current before that).
     reads_waiting: Vec<u64>,
     read_seq: u64,
+    /// A leadership transfer under way (thesis §3.10).
+    transfer: Option<Transfer>,
+}
+
+#[derive(Debug)]
+struct Transfer {
+    target: u64,
+    /// Ticks since it started; abandoned at `election_tick`.
+    elapsed: u32,
+    /// TimeoutNow already sent.
+    sent: bool,
 }
 
 #[derive(Debug)]
@@ -286,7 +332,13 @@ enum RoleState {
 #[derive(Debug)]
 pub struct RawNode {
     cfg: Config,
-    /// The other voters, sorted.
+    /// The configuration in effect: the snapshot's, changed by every ConfChange entry in
+    /// the log, applied as soon as it is appended (thesis §4.1).
+    conf: ConfState,
+    /// Index of the last ConfChange entry in the log (0: none after the snapshot). A
+    /// leader starts no new change while it is above the commit index.
+    pending_conf_index: u64,
+    /// Every other member (voters and learners), sorted: who a leader replicates to.
     peers: Vec<u64>,
     term: u64,
     vote: u64,
@@ -323,6 +375,7 @@ fn body_term(b: &Body) -> u64 {
         Body::AppendEntriesReply(m) => m.term,
         Body::InstallSnapshot(m) => m.term,
         Body::InstallSnapshotReply(m) => m.term,
+        Body::TimeoutNow(m) => m.term,
     }
 }
 
@@ -330,14 +383,14 @@ impl RawNode {
     /// A node restarting from `state` (use `InitialState::default()` for a new node).
     pub fn new(cfg: Config, state: InitialState) -> Result<Self> {
         cfg.validate()?;
-        let mut peers: Vec<u64> = cfg.peers.iter().copied().filter(|&p| p != cfg.id).collect();
-        peers.sort_unstable();
-        peers.dedup();
         let InitialState {
             hard_state,
-            snapshot,
+            mut snapshot,
             entries,
         } = state;
+        if snapshot.conf.voters.is_empty() {
+            snapshot.conf = ConfState::from_voters(&cfg.peers);
+        }
         for (i, e) in entries.iter().enumerate() {
             if e.index != snapshot.index + 1 + i as u64 {
                 return Err(Error::InvalidConfig(format!(
@@ -359,7 +412,9 @@ impl RawNode {
             term: hard_state.term,
             vote: hard_state.vote,
             cfg,
-            peers,
+            conf: ConfState::default(),
+            pending_conf_index: 0,
+            peers: Vec::new(),
             log,
             role: RoleState::Follower(Follower {
                 leader: None,
@@ -373,6 +428,10 @@ impl RawNode {
             prev_hs,
             bcast_pending: false,
             stats: Stats::default(),
+        })
+        .map(|mut n| {
+            n.refresh_conf();
+            n
         })
     }
 
@@ -449,6 +508,31 @@ impl RawNode {
         &self.log.snap.data
     }
 
+    /// The configuration in effect on this node: the latest one in its log, committed or
+    /// not (single-server changes take effect when appended, thesis §4.1).
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf
+    }
+
+    /// The configuration the latest snapshot records (in effect at its index).
+    pub fn snapshot_conf_state(&self) -> &ConfState {
+        &self.log.snap.conf
+    }
+
+    /// Index of the last membership change in the log (0 if none since the snapshot);
+    /// it is in progress while above the commit index.
+    pub fn pending_conf_index(&self) -> u64 {
+        self.pending_conf_index
+    }
+
+    /// The node a leadership transfer is under way to, on a leader.
+    pub fn transfer_target(&self) -> Option<u64> {
+        match &self.role {
+            RoleState::Leader(l) => l.transfer.as_ref().map(|t| t.target),
+            _ => None,
+        }
+    }
+
     // ---------------------------------------------------------------- inputs
 
     /// Advances logical time by one tick.
@@ -456,7 +540,8 @@ impl RawNode {
         match self.role {
             RoleState::Follower(_) | RoleState::Candidate(_) => {
                 self.election_elapsed += 1;
-                if self.election_elapsed >= self.randomized_timeout {
+                // Learners, removed nodes and nodes not yet added never campaign.
+                if self.election_elapsed >= self.randomized_timeout && self.may_campaign() {
                     self.campaign();
                 }
             }
@@ -467,18 +552,165 @@ impl RawNode {
     /// Appends a command to the leader's log; the next [`RawNode::ready`] sends it to the
     /// followers, together with every other command proposed since the last one (one
     /// AppendEntries per follower for the whole batch, as far as `max_msg_bytes` allows).
-    /// Returns its (index, term); on a non-leader, `Error::NotLeader` with a hint.
+    /// Returns its (index, term); on a non-leader, `Error::NotLeader` with a hint; during
+    /// a leadership transfer, `Error::TransferInProgress`.
     pub fn propose(&mut self, data: Bytes) -> Result<(u64, u64)> {
-        if !self.is_leader() {
-            return Err(Error::NotLeader {
-                leader_hint: self.leader(),
-            });
-        }
+        self.check_can_propose()?;
         let index = self.log.append_new(self.term, EntryType::EntryNormal, data);
         // Replicated by the next `ready` (or `take_early_messages`): every proposal made
         // before it goes to each follower in one AppendEntries, not one message each.
         self.bcast_pending = true;
         Ok((index, self.term))
+    }
+
+    fn check_can_propose(&self) -> Result<()> {
+        let RoleState::Leader(l) = &self.role else {
+            return Err(Error::NotLeader {
+                leader_hint: self.leader(),
+            });
+        };
+        if let Some(t) = &l.transfer {
+            return Err(Error::TransferInProgress { target: t.target });
+        }
+        Ok(())
+    }
+
+    /// Appends a single-server membership change (thesis §4.1) to the leader's log; it
+    /// takes effect on the leader at once and on each node as it appends the entry.
+    /// Returns its (index, term); the change is done once that index commits.
+    ///
+    /// Refused (with [`Error::Membership`], nothing changed) while an earlier change is
+    /// uncommitted, before this leader has committed an entry of its own term (Ongaro,
+    /// raft-dev 2015: otherwise two leaders' changes can yield disjoint majorities), and
+    /// when the change does not fit the configuration: adding a member, promoting a
+    /// non-learner or a learner lagging by more than `Config::max_learner_lag` entries,
+    /// removing a non-member or the last voter. Removing the leader itself is allowed: it
+    /// leads (without counting itself) until the change commits, then steps down.
+    pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(u64, u64)> {
+        self.check_can_propose()?;
+        let refuse = |e| Err(Error::Membership(e));
+        if self.log.term(self.log.commit) != Some(self.term) {
+            return refuse(MembershipError::TermNotCommitted { term: self.term });
+        }
+        if self.pending_conf_index > self.log.commit {
+            return refuse(MembershipError::ChangePending {
+                index: self.pending_conf_index,
+            });
+        }
+        let id = cc.node_id;
+        if id == 0 {
+            return refuse(MembershipError::ReservedId);
+        }
+        let c = &self.conf;
+        match ConfChangeType::try_from(cc.change_type) {
+            Ok(ConfChangeType::ConfChangeAddLearner) => {
+                if c.contains(id) {
+                    return refuse(MembershipError::AlreadyMember { id });
+                }
+            }
+            Ok(ConfChangeType::ConfChangePromoteLearner) => {
+                if c.is_voter(id) {
+                    return refuse(MembershipError::NotLearner { id });
+                }
+                if !c.is_learner(id) {
+                    return refuse(MembershipError::NotMember { id });
+                }
+                let matched = match &self.role {
+                    RoleState::Leader(l) => l.progress.get(&id).map_or(0, |p| p.matched),
+                    _ => 0,
+                };
+                let last_index = self.log.last_index();
+                if last_index - matched.min(last_index) > self.cfg.max_learner_lag {
+                    return refuse(MembershipError::LearnerLagging {
+                        id,
+                        matched,
+                        last_index,
+                        max_lag: self.cfg.max_learner_lag,
+                    });
+                }
+            }
+            Ok(ConfChangeType::ConfChangeRemoveNode) => {
+                if !c.contains(id) {
+                    return refuse(MembershipError::NotMember { id });
+                }
+                if c.voters == [id] {
+                    return refuse(MembershipError::LastVoter { id });
+                }
+            }
+            Err(_) => {
+                return Err(Error::InvalidConfig(format!(
+                    "unknown membership change type {}",
+                    cc.change_type
+                )));
+            }
+        }
+        let index = self.log.append_new(
+            self.term,
+            EntryType::EntryConfChange,
+            cc.encode_to_vec().into(),
+        );
+        self.refresh_conf();
+        self.bcast_append();
+        self.maybe_commit();
+        Ok((index, self.term))
+    }
+
+    /// Starts a leadership transfer to voter `target` (thesis §3.10): the leader stops
+    /// taking proposals, brings `target`'s log up to date, then sends it TimeoutNow, upon
+    /// which `target` starts an election at once (no PreVote, and voters ignore their
+    /// leader lease for it). The transfer is abandoned after an election timeout
+    /// (`Config::election_tick`) if this node still leads. A transfer to this node itself
+    /// does nothing. Refused for a learner or a non-member ([`Error::Membership`]).
+    pub fn transfer_leader(&mut self, target: u64) -> Result<()> {
+        if !self.is_leader() {
+            return Err(Error::NotLeader {
+                leader_hint: self.leader(),
+            });
+        }
+        if target == self.cfg.id {
+            return Ok(());
+        }
+        if !self.conf.contains(target) {
+            return Err(Error::Membership(MembershipError::NotMember { id: target }));
+        }
+        if !self.conf.is_voter(target) {
+            return Err(Error::Membership(MembershipError::NotVoter { id: target }));
+        }
+        if let RoleState::Leader(l) = &mut self.role {
+            l.transfer = Some(Transfer {
+                target,
+                elapsed: 0,
+                sent: false,
+            });
+        }
+        self.maybe_send_timeout_now(target);
+        if self.transfer_target().is_some() && !self.transfer_sent() {
+            self.send_append(target);
+        }
+        Ok(())
+    }
+
+    fn transfer_sent(&self) -> bool {
+        matches!(&self.role, RoleState::Leader(Leader { transfer: Some(t), .. }) if t.sent)
+    }
+
+    /// Sends TimeoutNow to `from` if a transfer to it waits and its log is up to date.
+    fn maybe_send_timeout_now(&mut self, from: u64) {
+        let last = self.log.last_index();
+        let term = self.term;
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        let Some(t) = &mut l.transfer else {
+            return;
+        };
+        if t.target != from || t.sent {
+            return;
+        }
+        if l.progress.get(&from).is_some_and(|p| p.matched == last) {
+            t.sent = true;
+            self.send(from, Body::TimeoutNow(TimeoutNow { term }), false);
+        }
     }
 
     /// The service has applied through `index` and serialized its state as `data`: keep
@@ -498,7 +730,13 @@ impl RawNode {
             index,
             applied: self.log.applied,
         })?;
-        self.log.compact(Snapshot { index, term, data });
+        let conf = self.conf_at(index);
+        self.log.compact(Snapshot {
+            index,
+            term,
+            data,
+            conf,
+        });
         Ok(())
     }
 
@@ -531,7 +769,9 @@ impl RawNode {
             return;
         }
         let from = m.from;
-        if self.peers.binary_search(&from).is_err() {
+        // Any other node of the cluster is heard, member or not (thesis §4.1): a leader
+        // may have been added by entries this node has not received yet.
+        if from == 0 || from == self.cfg.id {
             self.stats.dropped_unknown_peer += 1;
             return;
         }
@@ -550,7 +790,7 @@ impl RawNode {
         if term > self.term {
             match &body {
                 Body::RequestVote(r) => {
-                    if self.in_lease() {
+                    if self.in_lease() && !r.leadership_transfer {
                         // A live leader exists: a node that cannot hear it must not
                         // disrupt the cluster (CheckQuorum lease, thesis §4.2.3).
                         return;
@@ -606,6 +846,14 @@ impl RawNode {
             self.handle_vote_request(from, r);
             return;
         }
+        if let Body::TimeoutNow(_) = body {
+            // The leader of our term hands over (thesis §3.10): campaign at once, without
+            // PreVote; voters skip their lease check for this election.
+            if self.leader() == Some(from) && self.conf.is_voter(self.cfg.id) {
+                self.become_candidate(false, true);
+            }
+            return;
+        }
         match self.role {
             RoleState::Follower(_) => self.step_follower(from, body),
             RoleState::Candidate(_) => self.step_candidate(from, body),
@@ -633,6 +881,10 @@ impl RawNode {
         self.flush_proposals();
         let hs = self.hard_state();
         let hard_state = (hs != self.prev_hs).then_some(hs);
+        // Nothing goes out in a term before that term is durable: a leader elected by its
+        // own vote alone (a single voter, with learners to send to) sends its first
+        // appends only after the persist.
+        let term_unpersisted = hs.term != self.prev_hs.term;
         self.prev_hs = hs;
         let snapshot = self.log.pending_snapshot.take();
         let entries = if self.log.unstable_from <= self.log.last_index() {
@@ -653,7 +905,7 @@ impl RawNode {
         let mut messages = Vec::new();
         let mut persisted_messages = Vec::new();
         for (m, after_persist) in self.msgs.drain(..) {
-            if after_persist {
+            if after_persist || term_unpersisted {
                 persisted_messages.push(m);
             } else {
                 messages.push(m);
@@ -730,9 +982,80 @@ impl RawNode {
         }
     }
 
+    /// True if this node may start an election: it is a voter of the configuration in
+    /// effect, or of the one at its commit index. The second case is a node whose removal
+    /// is appended but not known committed (say a leader that proposed its own removal
+    /// and lost its leadership): the voters of the new configuration may need it to lead
+    /// and commit that removal, since its log is ahead of theirs and they will not elect
+    /// each other. It then counts votes of the new configuration only (not its own), and
+    /// steps down once the removal commits. A node that knows its removal committed
+    /// never campaigns.
+    fn may_campaign(&mut self) -> bool {
+        let me = self.cfg.id;
+        self.conf.is_voter(me) || self.conf_at(self.log.commit).is_voter(me)
+    }
+
+    /// Votes or acknowledgements needed: a majority of the voters in effect.
     fn quorum(&self) -> usize {
-        let voters = self.peers.len() + 1;
-        voters / 2 + 1
+        self.conf.quorum()
+    }
+
+    /// The configuration in effect at `index` (at most the last index): the snapshot's,
+    /// changed by the ConfChange entries through `index`.
+    fn conf_at(&mut self, index: u64) -> ConfState {
+        let mut conf = self.log.snap.conf.clone();
+        let mut skipped = 0;
+        for e in &self.log.entries {
+            if e.index > index {
+                break;
+            }
+            if e.entry_type == EntryType::EntryConfChange as i32 {
+                let applied = ConfChange::decode(e.data.clone())
+                    .map(|cc| conf.apply_change(&cc))
+                    .unwrap_or(false);
+                if !applied {
+                    skipped += 1;
+                }
+            }
+        }
+        if index == self.log.last_index() {
+            self.stats.conf_changes_skipped = skipped;
+        }
+        conf
+    }
+
+    /// Recomputes the configuration after the log gained or lost ConfChange entries (an
+    /// append, a truncation that rolls a change back, a snapshot), and on a leader the
+    /// followers it tracks.
+    fn refresh_conf(&mut self) {
+        self.conf = self.conf_at(self.log.last_index());
+        self.pending_conf_index = self
+            .log
+            .entries
+            .iter()
+            .rev()
+            .find(|e| e.entry_type == EntryType::EntryConfChange as i32)
+            .map_or(0, |e| e.index);
+        let me = self.cfg.id;
+        self.peers = (self.conf.voters.iter().chain(&self.conf.learners))
+            .copied()
+            .filter(|&p| p != me)
+            .collect();
+        self.peers.sort_unstable();
+        let next = self.log.last_index() + 1;
+        let RoleState::Leader(l) = &mut self.role else {
+            return;
+        };
+        l.progress
+            .retain(|p, _| self.peers.binary_search(p).is_ok());
+        for &p in &self.peers {
+            l.progress.entry(p).or_insert_with(|| Progress::new(next));
+        }
+        if let Some(t) = &l.transfer
+            && !self.conf.is_voter(t.target)
+        {
+            l.transfer = None;
+        }
     }
 
     fn in_lease(&self) -> bool {
@@ -780,26 +1103,31 @@ impl RawNode {
 
     fn campaign(&mut self) {
         if self.cfg.pre_vote {
-            self.become_candidate(true);
+            self.become_candidate(true, false);
         } else {
-            self.become_candidate(false);
+            self.become_candidate(false, false);
         }
     }
 
-    /// Starts a PreVote round (`pre_vote`) or a real election in the next term.
-    fn become_candidate(&mut self, pre_vote: bool) {
+    /// Starts a PreVote round (`pre_vote`) or a real election in the next term;
+    /// `transfer`: one a leader asked for with TimeoutNow (voters skip the lease check).
+    fn become_candidate(&mut self, pre_vote: bool, transfer: bool) {
         if !pre_vote {
             self.term = self.term.saturating_add(1);
             self.vote = self.cfg.id;
             self.stats.elections += 1;
         }
         let mut votes = BTreeMap::new();
-        votes.insert(self.cfg.id, true);
+        // Our own vote counts only if we are a voter of the configuration in effect (see
+        // `may_campaign` for when a node outside it campaigns).
+        if self.conf.is_voter(self.cfg.id) {
+            votes.insert(self.cfg.id, true);
+        }
         self.role = RoleState::Candidate(Candidate { pre_vote, votes });
         self.reset_election_timer();
-        if self.quorum() == 1 {
+        if self.quorum() == 1 && self.conf.is_voter(self.cfg.id) {
             if pre_vote {
-                self.become_candidate(false);
+                self.become_candidate(false, false);
             } else {
                 self.become_leader();
             }
@@ -815,9 +1143,13 @@ impl RawNode {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote,
+            leadership_transfer: transfer,
         };
-        for p in self.peers.clone() {
-            self.send(p, Body::RequestVote(req), true);
+        // Only voters are asked: learners' votes would not count.
+        for p in self.conf.voters.clone() {
+            if p != self.cfg.id {
+                self.send(p, Body::RequestVote(req), true);
+            }
         }
     }
 
@@ -826,21 +1158,7 @@ impl RawNode {
         let progress = self
             .peers
             .iter()
-            .map(|&p| {
-                (
-                    p,
-                    Progress {
-                        matched: 0,
-                        next,
-                        state: ProgressState::Probe { paused: false },
-                        active: true,
-                        stall: 0,
-                        commit_sent: 0,
-                        sent_to: 0,
-                        regress_rejections: 0,
-                    },
-                )
-            })
+            .map(|&p| (p, Progress::new(next)))
             .collect();
         self.role = RoleState::Leader(Leader {
             progress,
@@ -849,6 +1167,7 @@ impl RawNode {
             reads: VecDeque::new(),
             reads_waiting: Vec::new(),
             read_seq: 0,
+            transfer: None,
         });
         // The no-op entry of this term: commits everything before it (§5.4.2, §8).
         self.log
@@ -927,13 +1246,17 @@ impl RawNode {
                 if r.vote_granted && r.term != expected_term {
                     return;
                 }
+                if !self.conf.is_voter(from) {
+                    // A learner's or a non-member's vote does not count (§4.2.1).
+                    return;
+                }
                 c.votes.insert(from, r.vote_granted);
                 let yes = c.votes.values().filter(|&&v| v).count();
                 let no = c.votes.len() - yes;
                 let pre = c.pre_vote;
                 if yes >= quorum {
                     if pre {
-                        self.become_candidate(false);
+                        self.become_candidate(false, false);
                     } else {
                         self.become_leader();
                     }
@@ -1012,18 +1335,26 @@ impl RawNode {
                 return;
             }
         }
+        let mut conf_touched = false;
         for e in entries {
             match self.log.term(e.index) {
                 Some(t) if t == e.term => continue,
                 Some(_) => {
-                    // A conflict: drop it and everything after it (§5.3).
+                    // A conflict: drop it and everything after it (§5.3), undoing any
+                    // membership change among them.
+                    conf_touched |= self.pending_conf_index >= e.index;
                     self.log.truncate_from(e.index);
                 }
                 None => {}
             }
             debug_assert_eq!(e.index, self.log.last_index() + 1);
+            conf_touched |= e.entry_type == EntryType::EntryConfChange as i32;
             self.log.entries.push(e.clone());
             self.log.unstable_from = self.log.unstable_from.min(e.index);
+        }
+        if conf_touched {
+            // A change takes effect when appended, not when committed (thesis §4.1).
+            self.refresh_conf();
         }
         let last_new = prev + entries.len() as u64;
         self.log.commit_to(a.leader_commit.min(last_new));
@@ -1087,11 +1418,22 @@ impl RawNode {
         let complete = s.done && took;
         if complete {
             let (_, _, buf) = f.incoming.take().unwrap_or_default();
+            let mut conf = ConfState::from_voters(&s.voters);
+            let mut learners = ConfState::from_voters(&s.learners).voters;
+            learners.retain(|&l| !conf.is_voter(l) && l != 0);
+            conf.voters.retain(|&v| v != 0);
+            conf.learners = learners;
+            if conf.voters.is_empty() {
+                // A leader that sent no configuration: keep ours.
+                conf = self.conf.clone();
+            }
             self.log.restore(Snapshot {
                 index,
                 term,
                 data: Bytes::from(buf),
+                conf,
             });
+            self.refresh_conf();
             self.send(
                 from,
                 Body::InstallSnapshotReply(done_reply(self.term)),
@@ -1135,7 +1477,9 @@ impl RawNode {
                     }
                 }
                 while let Some(rd) = l.reads.pop_front() {
-                    if rd.acks.len() + 1 < quorum {
+                    let me = usize::from(self.conf.is_voter(self.cfg.id));
+                    let acks = rd.acks.iter().filter(|&&a| self.conf.is_voter(a)).count();
+                    if acks + me < quorum {
                         l.reads.push_front(rd);
                         break;
                     }
@@ -1187,6 +1531,7 @@ impl RawNode {
                 self.maybe_commit();
             }
             self.send_append(from);
+            self.maybe_send_timeout_now(from);
         } else {
             let hint = if r.conflict_term > 0 {
                 self.log
@@ -1376,6 +1721,8 @@ impl RawNode {
             offset: start as u64,
             data: snap.data.slice(start..end),
             done: end as u64 == len,
+            voters: snap.conf.voters.clone(),
+            learners: snap.conf.learners.clone(),
         };
         self.send(to, Body::InstallSnapshot(req), false);
     }
@@ -1422,9 +1769,20 @@ impl RawNode {
         };
         l.heartbeat_elapsed += 1;
         l.quorum_elapsed += 1;
+        if let Some(t) = &mut l.transfer {
+            t.elapsed += 1;
+            if t.elapsed >= self.cfg.election_tick {
+                // The target did not take over in an election timeout: lead on (§3.10).
+                l.transfer = None;
+                self.stats.transfers_abandoned += 1;
+            }
+        }
         if self.cfg.check_quorum && l.quorum_elapsed >= self.cfg.election_tick {
             l.quorum_elapsed = 0;
-            let active = 1 + l.progress.values().filter(|p| p.active).count();
+            let me = self.cfg.id;
+            let active = (self.conf.voters.iter())
+                .filter(|&&v| v == me || l.progress.get(&v).is_some_and(|p| p.active))
+                .count();
             for p in l.progress.values_mut() {
                 p.active = false;
             }
@@ -1504,13 +1862,30 @@ impl RawNode {
         let RoleState::Leader(l) = &self.role else {
             return;
         };
-        let mut matched: Vec<u64> = l.progress.values().map(|p| p.matched).collect();
-        matched.push(self.log.stable.min(self.log.last_index()));
+        // Only voters count, this leader included only while it is one (a leader being
+        // removed keeps leading without counting itself, thesis §4.2.2).
+        let own = self.log.stable.min(self.log.last_index());
+        let mut matched: Vec<u64> = (self.conf.voters.iter())
+            .map(|&v| {
+                if v == self.cfg.id {
+                    own
+                } else {
+                    l.progress.get(&v).map_or(0, |p| p.matched)
+                }
+            })
+            .collect();
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        let n = matched[self.quorum() - 1];
+        let Some(&n) = matched.get(self.quorum() - 1) else {
+            return;
+        };
         if n > self.log.commit && self.log.term(n) == Some(self.term) {
             self.log.commit = n;
             self.on_commit_advanced();
+        }
+        if !self.conf.is_voter(self.cfg.id) && self.log.commit >= self.pending_conf_index {
+            // The change that removed this leader has committed: step down (§4.2.2). It
+            // never campaigns again while it is not a voter.
+            self.become_follower(self.term, None);
         }
     }
 
@@ -1529,7 +1904,7 @@ impl RawNode {
 
     fn issue_read(&mut self, ctx: u64) {
         let index = self.log.commit;
-        if self.peers.is_empty() {
+        if self.conf.voters == [self.cfg.id] {
             self.read_states.push(ReadState { ctx, index });
             return;
         }

@@ -62,10 +62,13 @@
 //! a log that starts neither at seq 1 nor with a checkpoint lost its first segment and is
 //! refused.
 //!
-//! Snapshot file layout (integers little-endian): magic `RAFTKVSN` (8), version u32 = 1,
+//! Snapshot file layout (integers little-endian): magic `RAFTKVSN` (8), version u32 = 2,
 //! voter count u32 `n`, cluster id u64, node id u64, index u64, term u64, `n` voter ids
-//! u64, data length u64, data, CRC32C u32 of everything before it.
-
+//! u64, learner count u64 `l`, `l` learner ids u64, data length u64, data, CRC32C u32 of
+//! everything before it. Version 1 (still read) has no learner count and no learners.
+//! The voters and learners are the configuration in effect at `index`
+//! ([`Snapshot::conf`]); a snapshot whose `conf` has no voters records
+//! [`DiskOptions::voters`] instead.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -75,7 +78,7 @@ use proto::Message;
 use proto::raft::{Entry, HardState};
 
 use crate::core::Config;
-use crate::storage::{InitialState, Snapshot, Storage, StorageError};
+use crate::storage::{ConfState, InitialState, Snapshot, Storage, StorageError};
 
 const REC_ENTRY: u8 = 1;
 const REC_HARD_STATE: u8 = 2;
@@ -86,14 +89,6 @@ const IDENTITY_FILE: &str = "IDENTITY";
 const WAL_DIR: &str = "wal";
 const SNAP_MAGIC: &[u8; 8] = b"RAFTKVSN";
 
-/// The voter set a snapshot was taken under (etcd's `ConfState`). Stored in the snapshot
-/// file so that membership changes need no format change.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ConfState {
-    /// Node ids of the voters.
-    pub voters: Vec<u64>,
-}
-
 /// How to open a [`DiskStorage`].
 #[derive(Clone, Debug)]
 pub struct DiskOptions {
@@ -101,7 +96,8 @@ pub struct DiskOptions {
     pub cluster_id: u64,
     /// This node's id; a directory of another node is refused.
     pub node_id: u64,
-    /// The voter set, recorded in every snapshot's metadata ([`ConfState`]).
+    /// The voters the node started with: recorded in a snapshot that carries no
+    /// configuration of its own ([`Snapshot::conf`] empty).
     pub voters: Vec<u64>,
     /// WAL segment size in bytes (default 64 MiB).
     pub segment_bytes: u64,
@@ -305,6 +301,7 @@ impl Replay {
                     index,
                     term,
                     data: Bytes::new(),
+                    conf: ConfState::default(),
                 },
                 entries: Vec::new(),
             };
@@ -335,6 +332,7 @@ impl Replay {
                         index,
                         term,
                         data: Bytes::new(),
+                        conf: ConfState::default(),
                     },
                 );
                 self.has_snapshot = true;
@@ -440,6 +438,7 @@ impl DiskStorage {
             let (data, conf) =
                 Self::read_snapshot(&*fs, dir, state.snapshot.index, state.snapshot.term, &opts)?;
             state.snapshot.data = data;
+            state.snapshot.conf = conf.clone();
             snapshot_conf = conf;
         }
         let keep = rp
@@ -567,7 +566,7 @@ impl DiskStorage {
         };
         let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
         let nv = u32::from_le_bytes([b[12], b[13], b[14], b[15]]) as usize;
-        if version != 1 {
+        if version != 1 && version != 2 {
             return Err(damaged(8, "unknown snapshot format version"));
         }
         if (u64_at(16), u64_at(24)) != (opts.cluster_id, opts.node_id)
@@ -583,27 +582,39 @@ impl DiskStorage {
             return Err(damaged(12, "voter count runs past the end"));
         }
         let voters = (0..nv).map(|i| u64_at(48 + i * 8)).collect();
-        let len = u64_at(voters_end) as usize;
-        if voters_end + 8 + len != body {
-            return Err(damaged(
-                voters_end,
-                "data length does not match the file size",
-            ));
+        let mut learners = Vec::new();
+        let mut at = voters_end;
+        if version == 2 {
+            let nl = u64_at(at);
+            if nl > ((body - at) / 8) as u64 || at + 8 + nl as usize * 8 + 8 > body {
+                return Err(damaged(at, "learner count runs past the end"));
+            }
+            learners = (0..nl as usize).map(|i| u64_at(at + 8 + i * 8)).collect();
+            at += 8 + nl as usize * 8;
         }
-        let data = Bytes::from(b).slice(voters_end + 8..body);
-        Ok((data, ConfState { voters }))
+        let len = u64_at(at) as usize;
+        if at.checked_add(8 + len) != Some(body) {
+            return Err(damaged(at, "data length does not match the file size"));
+        }
+        let data = Bytes::from(b).slice(at + 8..body);
+        Ok((data, ConfState { voters, learners }))
     }
 
     fn write_snapshot(&self, s: &Snapshot) -> Result<(), StorageError> {
-        let v = &self.opts.voters;
-        let mut b = Vec::with_capacity(64 + v.len() * 8 + s.data.len());
+        let conf = self.conf_to_store(s);
+        let (v, l) = (&conf.voters, &conf.learners);
+        let mut b = Vec::with_capacity(72 + (v.len() + l.len()) * 8 + s.data.len());
         b.extend_from_slice(SNAP_MAGIC);
-        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&2u32.to_le_bytes());
         b.extend_from_slice(&(v.len() as u32).to_le_bytes());
         for x in [self.opts.cluster_id, self.opts.node_id, s.index, s.term] {
             b.extend_from_slice(&x.to_le_bytes());
         }
         for x in v {
+            b.extend_from_slice(&x.to_le_bytes());
+        }
+        b.extend_from_slice(&(l.len() as u64).to_le_bytes());
+        for x in l {
             b.extend_from_slice(&x.to_le_bytes());
         }
         b.extend_from_slice(&(s.data.len() as u64).to_le_bytes());
@@ -612,6 +623,16 @@ impl DiskStorage {
         b.extend_from_slice(&crc.to_le_bytes());
         write_atomic(&*self.fs, &self.dir, &snap_name(s.index, s.term), &b)?;
         Ok(())
+    }
+
+    /// The configuration to record with `s`: its own, or the voters this storage was
+    /// opened with if it has none.
+    fn conf_to_store(&self, s: &Snapshot) -> ConfState {
+        if s.conf.voters.is_empty() {
+            ConfState::from_voters(&self.opts.voters)
+        } else {
+            s.conf.clone()
+        }
     }
 
     /// The persisted term and vote, and the latest commit index (which may not be written
@@ -637,7 +658,7 @@ impl DiskStorage {
         self.state.snapshot.data.len()
     }
 
-    /// The voter set stored with the snapshot (empty if there is no snapshot).
+    /// The configuration stored with the snapshot (empty if there is no snapshot).
     pub fn snapshot_conf_state(&self) -> &ConfState {
         &self.snapshot_conf
     }
@@ -732,11 +753,16 @@ impl DiskStorage {
             .has_snapshot
             .then_some((self.state.snapshot.index, self.state.snapshot.term));
         if let Some(s) = snapshot {
-            apply_snapshot(&mut self.state, s.clone());
+            let conf = self.conf_to_store(s);
+            apply_snapshot(
+                &mut self.state,
+                Snapshot {
+                    conf: conf.clone(),
+                    ..s.clone()
+                },
+            );
             self.has_snapshot = true;
-            self.snapshot_conf = ConfState {
-                voters: self.opts.voters.clone(),
-            };
+            self.snapshot_conf = conf;
         }
         for e in entries {
             apply_entry(&mut self.state, e.clone()).map_err(bad)?;

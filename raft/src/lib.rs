@@ -16,7 +16,7 @@
 //!   [`rpc_transport`] (the `rpc` crate's `RaftService.Step`, one-way batches).
 //! - Storage: [`MemStorage`] (in memory, for tests) and [`DiskStorage`] (a data directory
 //!   on the `persist` crate's WAL: one `fdatasync` per `persist`, snapshots in atomic files
-//!   with the voter set, refuses another node's directory; how to open one and what each
+//!   with the configuration, refuses another node's directory; how to open one and what each
 //!   file is: the [`disk`] module).
 //!
 //! # Roles and terms
@@ -98,6 +98,42 @@
 //! [`ReadState`]. The service serves the read once it has applied through that index. A
 //! leader that has not yet committed an entry of its term waits for its no-op first.
 //!
+//! # Membership changes, learners, leadership transfer
+//!
+//! **Single-server changes** (thesis §4.1) are log entries of type `EntryConfChange`
+//! whose data is a [`ConfChange`]: add a learner, promote a learner to voter, or remove a
+//! node. Any two configurations one change apart have overlapping majorities, so no
+//! joint consensus is needed. Rules, each checked by the simulator:
+//!
+//! - A change takes effect on each node **when appended**, committed or not, and is
+//!   undone if the entry is truncated; every quorum (votes, commit, CheckQuorum, ReadIndex)
+//!   counts the voters of the configuration in effect.
+//! - The leader accepts a change ([`RawNode::propose_conf_change`]) only once it has
+//!   committed an entry of its own term (its no-op; Ongaro, raft-dev, 2015: without this,
+//!   changes of successive leaders can be decided by disjoint majorities) and while no
+//!   other change is uncommitted; refusals are typed ([`MembershipError`]) and change
+//!   nothing.
+//! - **Learners** (thesis §4.2.1) receive entries and snapshots but are not asked to vote,
+//!   their votes and acknowledgements do not count, and they never campaign. Promotion is
+//!   a change, refused while the learner lags by more than `Config::max_learner_lag`
+//!   entries.
+//! - A leader that removes itself (thesis §4.2.2) leads without counting itself until the
+//!   removal commits, then steps down. A node campaigns only if it is a voter of its
+//!   latest configuration or of the one at its commit index, so a node that knows its
+//!   removal committed never campaigns again; one that missed its removal is kept from
+//!   disrupting by PreVote and the lease.
+//! - Every snapshot records the configuration at its index ([`Snapshot::conf`]; the
+//!   snapshot file and InstallSnapshot carry it), and a restarted node rebuilds its
+//!   configuration from the snapshot and the change entries after it.
+//! - Messages from any node id are heard (thesis §4.1: a leader may be a member this node
+//!   has not learned of yet), except from id 0 and from itself.
+//!
+//! **Leadership transfer** ([`RawNode::transfer_leader`], thesis §3.10): the leader stops
+//! taking proposals ([`Error::TransferInProgress`]), brings the target voter's log up to
+//! date, then sends it `TimeoutNow`; the target starts an election at once, without
+//! PreVote, and its vote requests are granted even by voters within their leader lease. If
+//! no new leader appears within an election timeout the transfer is abandoned.
+//!
 //! # The driver contract
 //!
 //! After any batch of `tick` / `step` / `propose` / `snapshot` / `read_index` calls, while
@@ -135,7 +171,7 @@
 //!
 //! # Bad input
 //!
-//! Messages with another cluster id, from node ids outside the configuration, addressed
+//! Messages with another cluster id, from node id 0 or from the node itself, addressed
 //! to another node, without a body, with entries that do not continue `prev_log_index`,
 //! with absurd terms (more than 2^32 ahead) or indexes, or claiming matches past the
 //! leader's log are dropped and counted in [`Stats`]. No index a peer sends is used to
@@ -144,11 +180,12 @@
 //!
 //! # Not implemented
 //!
-//! - **Membership changes** (joint consensus or single-server changes): the voter set is
-//!   fixed at start. Adding or replacing a node means a restart of the cluster with a new
-//!   configuration.
-//! - Learners / non-voting members, leadership transfer, and lease-based reads (reads use
-//!   ReadIndex, which costs one heartbeat round per read batch).
+//! - **Joint consensus** (thesis §4.3): changes go one server at a time. The driver
+//!   ([`Node`]) and the KV server do not yet expose membership changes or leadership
+//!   transfer (only [`RawNode`] does), and a node that joins must be given the cluster's
+//!   bootstrap voter list (`Config::peers`) to replay the log from index 1.
+//! - Lease-based reads (reads use ReadIndex, which costs one heartbeat round per read
+//!   batch).
 //! - Flow control by bytes in flight (only by message count) and snapshot streaming from
 //!   disk: the leader keeps the latest snapshot in memory and sends it from there.
 //! - Asynchronous persistence by default: [`Node`] persists on its driver thread unless
@@ -165,10 +202,10 @@ mod storage;
 pub mod transport;
 
 pub use crate::core::{Config, RawNode, ReadState, Ready, Role, Stats, Status};
-pub use crate::disk::{ConfState, DiskError, DiskOptions, DiskStorage};
+pub use crate::disk::{DiskError, DiskOptions, DiskStorage};
 pub use crate::node::{ApplyMsg, Callback, DEFAULT_TICK, Mailbox, Node, Transport};
-pub use crate::storage::{InitialState, MemStorage, Snapshot, Storage, StorageError};
-pub use proto::raft::{Entry, EntryType, HardState, RaftMessage};
+pub use crate::storage::{ConfState, InitialState, MemStorage, Snapshot, Storage, StorageError};
+pub use proto::raft::{ConfChange, ConfChangeType, Entry, EntryType, HardState, RaftMessage};
 
 /// Errors a caller of this crate branches on.
 #[derive(Debug)]
@@ -193,6 +230,123 @@ pub enum Error {
     Timeout,
     /// The node has shut down.
     Shutdown,
+    /// A membership change or leadership transfer was refused; nothing changed.
+    Membership(MembershipError),
+    /// A leadership transfer to `target` is under way (thesis §3.10): the leader takes no
+    /// proposals until it ends, at most one election timeout later. Retry, at the new
+    /// leader if the transfer succeeded.
+    TransferInProgress {
+        /// The node leadership is being handed to.
+        target: u64,
+    },
+}
+
+/// Why a membership change ([`RawNode::propose_conf_change`]) or a leadership transfer
+/// ([`RawNode::transfer_leader`]) was refused. Each leaves the configuration unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipError {
+    /// An earlier change (at `index`) is not committed yet: single-server changes go one
+    /// at a time (thesis §4.1). Retry once it commits.
+    ChangePending {
+        /// Index of the uncommitted change.
+        index: u64,
+    },
+    /// This leader has not yet committed an entry of its own `term` (its no-op): until it
+    /// does, a change could conflict with an uncommitted one of an earlier leader (Ongaro,
+    /// raft-dev, 2015). Retry shortly.
+    TermNotCommitted {
+        /// The leader's term.
+        term: u64,
+    },
+    /// The node is already a voter or a learner.
+    AlreadyMember {
+        /// The node asked for.
+        id: u64,
+    },
+    /// The node is in neither the voters nor the learners.
+    NotMember {
+        /// The node asked for.
+        id: u64,
+    },
+    /// Only learners can be promoted; this node is already a voter.
+    NotLearner {
+        /// The node asked for.
+        id: u64,
+    },
+    /// A leadership transfer must go to a voter; this node is a learner.
+    NotVoter {
+        /// The node asked for.
+        id: u64,
+    },
+    /// Removing the only voter would leave nobody to elect a leader or commit.
+    LastVoter {
+        /// The node asked for.
+        id: u64,
+    },
+    /// The learner lags the leader's log by more than `Config::max_learner_lag` entries;
+    /// promoting it now could stall commits while it catches up. Retry later.
+    LearnerLagging {
+        /// The learner.
+        id: u64,
+        /// Highest index it is known to hold.
+        matched: u64,
+        /// The leader's last index.
+        last_index: u64,
+        /// The configured limit.
+        max_lag: u64,
+    },
+    /// Node id 0 means "none" and cannot be a member.
+    ReservedId,
+}
+
+impl std::fmt::Display for MembershipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MembershipError::ChangePending { index } => write!(
+                f,
+                "the membership change at index {index} is not committed yet; changes go one \
+                 at a time, retry once it commits"
+            ),
+            MembershipError::TermNotCommitted { term } => write!(
+                f,
+                "the new leader has not committed an entry of its term {term} yet; retry shortly"
+            ),
+            MembershipError::AlreadyMember { id } => {
+                write!(
+                    f,
+                    "node {id} is already a member; remove it first to re-add it"
+                )
+            }
+            MembershipError::NotMember { id } => {
+                write!(f, "node {id} is not a member (see the member list)")
+            }
+            MembershipError::NotLearner { id } => {
+                write!(
+                    f,
+                    "node {id} is already a voter; only learners can be promoted"
+                )
+            }
+            MembershipError::NotVoter { id } => write!(
+                f,
+                "node {id} is a learner; leadership can only go to a voter (promote it first)"
+            ),
+            MembershipError::LastVoter { id } => write!(
+                f,
+                "node {id} is the last voter; add and promote another node before removing it"
+            ),
+            MembershipError::LearnerLagging {
+                id,
+                matched,
+                last_index,
+                max_lag,
+            } => write!(
+                f,
+                "learner {id} holds the log through {matched} of {last_index}, more than \
+                 {max_lag} entries behind; wait for it to catch up, then retry"
+            ),
+            MembershipError::ReservedId => write!(f, "node id 0 is reserved for 'none'"),
+        }
+    }
 }
 
 impl std::fmt::Display for Error {
@@ -206,6 +360,11 @@ impl std::fmt::Display for Error {
             Error::Storage(e) => write!(f, "{e}"),
             Error::Timeout => write!(f, "raft request timed out"),
             Error::Shutdown => write!(f, "raft node shut down"),
+            Error::Membership(e) => write!(f, "{e}"),
+            Error::TransferInProgress { target } => write!(
+                f,
+                "leadership is being transferred to node {target}; retry at the new leader"
+            ),
         }
     }
 }

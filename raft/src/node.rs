@@ -587,7 +587,7 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             });
         }
         for e in &rd.committed_entries {
-            if e.is_noop() {
+            if e.entry_type != proto::raft::EntryType::EntryNormal as i32 {
                 self.noops.insert(e.index);
                 if self.noops.len() > 64 {
                     self.noops.pop_first();

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use proto::Message;
-use proto::raft::{Entry, HardState};
+use proto::raft::{ConfChange, ConfChangeType, Entry, HardState};
 
 /// A state-machine snapshot: everything applied through `index` (whose entry had `term`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,6 +21,88 @@ pub struct Snapshot {
     pub term: u64,
     /// The service's opaque state-machine image.
     pub data: Bytes,
+    /// The configuration in effect at `index`. Empty `voters` means "the voters the node
+    /// was started with" ([`Config::peers`](crate::Config::peers)): a snapshot written
+    /// before membership changes existed.
+    pub conf: ConfState,
+}
+
+/// A configuration: who votes and who only learns (etcd's `ConfState`). Both lists are
+/// sorted and disjoint. Stored in every snapshot's metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfState {
+    /// Node ids whose votes and acknowledgements count (a majority of them elects and
+    /// commits).
+    pub voters: Vec<u64>,
+    /// Node ids that receive the log and snapshots but neither vote nor count toward
+    /// commit (thesis §4.2.1, etcd's learners).
+    pub learners: Vec<u64>,
+}
+
+impl ConfState {
+    /// A configuration of these voters and no learners (sorted, deduplicated).
+    pub fn from_voters(voters: &[u64]) -> Self {
+        let mut voters = voters.to_vec();
+        voters.sort_unstable();
+        voters.dedup();
+        ConfState {
+            voters,
+            learners: Vec::new(),
+        }
+    }
+
+    /// True if `id` votes.
+    pub fn is_voter(&self, id: u64) -> bool {
+        self.voters.binary_search(&id).is_ok()
+    }
+
+    /// True if `id` is a learner.
+    pub fn is_learner(&self, id: u64) -> bool {
+        self.learners.binary_search(&id).is_ok()
+    }
+
+    /// True if `id` is a voter or a learner.
+    pub fn contains(&self, id: u64) -> bool {
+        self.is_voter(id) || self.is_learner(id)
+    }
+
+    /// Votes needed to elect or commit: a majority of the voters.
+    pub fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    /// Applies one change as a log entry describes it. A change that does not apply (adding
+    /// a member, promoting a non-learner, removing a non-member or the last voter, node id
+    /// 0) changes nothing and returns false: every node decodes the same entry the same
+    /// way, so they all skip it alike. The leader refuses such changes before they reach
+    /// the log (see `RawNode::propose_conf_change`).
+    pub fn apply_change(&mut self, cc: &ConfChange) -> bool {
+        let id = cc.node_id;
+        if id == 0 {
+            return false;
+        }
+        match ConfChangeType::try_from(cc.change_type) {
+            Ok(ConfChangeType::ConfChangeAddLearner) if !self.contains(id) => {
+                let at = self.learners.binary_search(&id).unwrap_or_else(|i| i);
+                self.learners.insert(at, id);
+                true
+            }
+            Ok(ConfChangeType::ConfChangePromoteLearner) if self.is_learner(id) => {
+                self.learners.retain(|&l| l != id);
+                let at = self.voters.binary_search(&id).unwrap_or_else(|i| i);
+                self.voters.insert(at, id);
+                true
+            }
+            Ok(ConfChangeType::ConfChangeRemoveNode)
+                if self.is_learner(id) || (self.is_voter(id) && self.voters.len() > 1) =>
+            {
+                self.learners.retain(|&l| l != id);
+                self.voters.retain(|&v| v != id);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What a node restarts from.

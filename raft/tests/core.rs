@@ -81,9 +81,17 @@ fn errors() {
         Err(Error::InvalidConfig(_))
     ));
     assert!(matches!(
-        RawNode::new(Config::new(1, vec![2, 3]), InitialState::default()),
+        RawNode::new(Config::new(1, vec![]), InitialState::default()),
         Err(Error::InvalidConfig(_))
     ));
+    // A node outside the bootstrap voters is a non-member waiting to be added: it starts,
+    // but never campaigns.
+    let mut joiner = RawNode::new(Config::new(4, vec![1, 2, 3]), InitialState::default())
+        .expect("a joining node starts");
+    for _ in 0..100 {
+        joiner.tick();
+    }
+    assert!(!joiner.has_ready() && joiner.status().term == 0);
     let mut n = RawNode::new(Config::new(1, vec![1, 2, 3]), InitialState::default()).expect("n");
     assert!(matches!(
         n.propose(Bytes::new()),
@@ -143,6 +151,7 @@ fn fuzz_peer_input_never_panics() {
                     last_log_index: rng.val(last),
                     last_log_term: rng.val(term),
                     pre_vote: rng.next().is_multiple_of(2),
+                    leadership_transfer: rng.next().is_multiple_of(2),
                 }),
                 1 => Body::RequestVoteReply(RequestVoteReply {
                     term: rng.val(term),
@@ -193,6 +202,8 @@ fn fuzz_peer_input_never_panics() {
                     last_included_term: rng.val(term),
                     offset: rng.val(0),
                     data: Bytes::from_static(b"snap"),
+                    voters: vec![rng.val(3), rng.val(u64::MAX)],
+                    learners: vec![rng.val(4)],
                     done: rng.next().is_multiple_of(2),
                 }),
                 _ => Body::InstallSnapshotReply(InstallSnapshotReply {

@@ -116,6 +116,7 @@ fn snapshot_covering_matching_entries_keeps_the_suffix() {
             offset: 0,
             data: Bytes::from_static(b"image"),
             done: true,
+            ..Default::default()
         }))
     };
     n.step(snap(20));
@@ -210,6 +211,7 @@ fn stale_term_requests_get_the_newer_term_back() {
         offset: 0,
         data: Bytes::from_static(b"old"),
         done: true,
+        ..Default::default()
     })));
     n.step(stale(Body::RequestVote(proto::raft::RequestVoteRequest {
         term: 2,
@@ -217,6 +219,7 @@ fn stale_term_requests_get_the_newer_term_back() {
         last_log_index: 100,
         last_log_term: 2,
         pre_vote: false,
+        ..Default::default()
     })));
     let rds = drive(&mut n, &mut st);
     assert_eq!(
@@ -268,6 +271,7 @@ fn snapshot_with_a_conflicting_last_entry_discards_the_whole_log() {
         offset: 0,
         data: Bytes::from_static(b"image"),
         done: true,
+        ..Default::default()
     })));
     let rds = drive(&mut n, &mut st);
     let s = n.status();
@@ -307,6 +311,7 @@ fn older_snapshot_after_a_newer_one_changes_nothing() {
             offset: 0,
             data: Bytes::from_static(data),
             done: true,
+            ..Default::default()
         }))
     };
     n.step(snap(8, b"image through 8"));

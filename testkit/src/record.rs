@@ -64,7 +64,8 @@ impl MsgKind {
             Some(Body::AppendEntriesReply(_)) => MsgKind::AppendReply,
             Some(Body::InstallSnapshot(_)) => MsgKind::Snapshot,
             Some(Body::InstallSnapshotReply(_)) => MsgKind::SnapshotReply,
-            None => MsgKind::Other,
+            // Leadership transfer (thesis §3.10): not drawn as its own kind yet.
+            Some(Body::TimeoutNow(_)) | None => MsgKind::Other,
         }
     }
 

@@ -29,6 +29,22 @@
 //!   covering them), and the entry at `k` has the term of the leader's entry at `k`;
 //! - no node votes for two candidates in one term, across any number of crashes.
 //!
+//! With membership changes, the checker recomputes each node's configuration from its own
+//! log (the snapshot's configuration, then every ConfChange entry; see [`conf_of`]),
+//! independently of the core, and checks against the configuration in effect:
+//! - a new leader of term T holds granted votes (sent, persisted) of a majority of the
+//!   voters of its configuration, its own vote included only if it is a voter;
+//! - whenever a leader's commit index advances, a majority of the voters of its
+//!   configuration have the entry there durable (a leader being removed does not count
+//!   itself);
+//! - a membership change is accepted only by a leader that has committed an entry of its
+//!   term and has no uncommitted change in its log (thesis §4.1 and the raft-dev 2015
+//!   fix), checked at [`Sim::propose_conf_change`];
+//! - only voters ask for votes: of the latest configuration in the node's log, or of the
+//!   one at its commit index (a node whose own removal is not yet committed may have to
+//!   lead to commit it); learners and nodes that know their removal committed never
+//!   campaign. Skipped when a slow disk delays Readies.
+//!
 //! Storage is [`MemStorage`] unless the test passes another [`SimStorage`] to
 //! [`Sim::with_storage`] (`crate::disk::SimDisk` writes the real on-disk format to a
 //! simulated file system that loses unsynced data at each crash).
@@ -39,7 +55,10 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use bytes::{Bytes, BytesMut};
 use proto::Message;
 use proto::raft::raft_message::Body;
-use raft::{Config, HardState, MemStorage, RaftMessage, RawNode, Ready, Role, Storage};
+use raft::{
+    ConfChange, ConfChangeType, Config, EntryType, HardState, MemStorage, RaftMessage, RawNode,
+    Ready, Role, Storage,
+};
 
 use crate::record::{self, EntryMark, Marks, Recording, What};
 
@@ -381,6 +400,7 @@ pub fn describe(m: &RaftMessage) -> String {
             r.next_offset,
             if r.done { " done" } else { "" }
         ),
+        Some(Body::TimeoutNow(t)) => format!("TimeoutNow@{}", t.term),
     };
     format!("n{} → n{} {body}", m.from, m.to)
 }
@@ -856,6 +876,52 @@ impl<S: SimStorage> Sim<S> {
         r
     }
 
+    /// Proposes a membership change on node `id` (see `RawNode::propose_conf_change`).
+    /// `None` if the node is down. If the core accepts, the checker verifies that it was
+    /// allowed to: this leader had committed an entry of its own term, and its log held no
+    /// uncommitted ConfChange entry.
+    pub fn propose_conf_change(
+        &mut self,
+        id: u64,
+        cc: ConfChange,
+    ) -> Option<Result<(u64, u64), raft::Error>> {
+        let node = self.nodes[Self::idx(id)].as_mut()?;
+        let st = node.raw.status();
+        let own_term_committed = node.raw.log_term(st.commit) == Some(st.term);
+        let uncommitted_change = (st.commit + 1..=st.last_index).find(|&i| {
+            node.raw
+                .log_entry(i)
+                .is_some_and(|e| e.entry_type == EntryType::EntryConfChange as i32)
+        });
+        let r = node.raw.propose_conf_change(cc);
+        if r.is_ok() {
+            if !own_term_committed {
+                self.fail(&format!(
+                    "n{id} accepted a membership change in term {} before committing an \
+                     entry of that term",
+                    st.term
+                ));
+            }
+            if let Some(i) = uncommitted_change {
+                self.fail(&format!(
+                    "n{id} accepted a membership change while the one at {i} is uncommitted"
+                ));
+            }
+        }
+        self.emit(|| format!("confchg n{id} {cc:?} -> {r:?}"));
+        self.process(id);
+        Some(r)
+    }
+
+    /// Asks node `id` to hand leadership to `target`; `None` if the node is down.
+    pub fn transfer_leader(&mut self, id: u64, target: u64) -> Option<Result<(), raft::Error>> {
+        let node = self.nodes[Self::idx(id)].as_mut()?;
+        let r = node.raw.transfer_leader(target);
+        self.emit(|| format!("transfer n{id} -> n{target}: {r:?}"));
+        self.process(id);
+        Some(r)
+    }
+
     /// Asks node `id` for a read index with `ctx`; the answer comes in `read_states`.
     pub fn read_index(&mut self, id: u64, ctx: u64) -> bool {
         let Some(node) = self.nodes[Self::idx(id)].as_mut() else {
@@ -883,6 +949,22 @@ impl<S: SimStorage> Sim<S> {
         while node.disk.is_none() && node.raw.has_ready() {
             let rd = node.raw.ready();
             self.check_ready(id, &node, &rd);
+            if self.disk_latency.is_none() && self.slow_disk.is_empty() {
+                let asks = rd
+                    .persisted_messages
+                    .iter()
+                    .any(|m| matches!(&m.body, Some(Body::RequestVote(r)) if r.candidate_id == id));
+                let commit = node.raw.status().commit;
+                if asks
+                    && !conf_of(&node.raw).0.contains(&id)
+                    && !conf_of_upto(&node.raw, commit).0.contains(&id)
+                {
+                    self.fail(&format!(
+                        "n{id} asks for votes but is a voter neither in its configuration nor \
+                         in the one at its commit index {commit}"
+                    ));
+                }
+            }
             // Leader traffic may go before (and while) the Ready is persisted.
             for m in &rd.messages {
                 self.check_durable(id, m);
@@ -1016,6 +1098,7 @@ impl<S: SimStorage> Sim<S> {
             Some(Body::AppendEntriesReply(r)) => (r.term, None),
             Some(Body::InstallSnapshot(r)) => (r.term, None),
             Some(Body::InstallSnapshotReply(r)) => (r.term, None),
+            Some(Body::TimeoutNow(r)) => (r.term, None),
             None => return,
         };
         self.check_ack_durable(id, m);
@@ -1143,7 +1226,7 @@ impl<S: SimStorage> Sim<S> {
                 ));
             }
             node.last_applied = e.index;
-            if e.is_noop() {
+            if e.entry_type != EntryType::EntryNormal as i32 {
                 self.check_applied(id, e.index, &Bytes::from_static(b"\0noop"));
                 continue;
             }
@@ -1249,6 +1332,19 @@ impl<S: SimStorage> Sim<S> {
             }
             if node.was_leader_in != Some(st.term) {
                 node.was_leader_in = Some(st.term);
+                // Election by a majority of the configuration in effect (§4.1): count the
+                // granted votes this leader's voters sent for it in this term.
+                let (voters, _) = conf_of(&node.raw);
+                let granted = voters
+                    .iter()
+                    .filter(|&&v| v == id || self.votes.get(&(v, st.term)) == Some(&id))
+                    .count();
+                if granted < voters.len() / 2 + 1 {
+                    self.fail(&format!(
+                        "n{id} leads term {} with votes of {granted} of voters {voters:?}",
+                        st.term
+                    ));
+                }
                 // Leader Completeness (§5.4.3): the leader of term T holds every entry
                 // committed in a term before T. (A stale election in a lower term can
                 // complete after a later commit; that leader need not hold it.)
@@ -1263,6 +1359,28 @@ impl<S: SimStorage> Sim<S> {
                         ));
                     }
                 }
+            }
+        }
+        // A leader's commit needs the entry durable on a majority of the voters of its
+        // configuration (a leader being removed does not count itself).
+        if node.raw.is_leader()
+            && st.commit > node.checked_commit
+            && let Some(t) = node.raw.log_term(st.commit)
+        {
+            let (voters, _) = conf_of(&node.raw);
+            let holders = voters
+                .iter()
+                .filter(|&&v| {
+                    let (last, term) = self.storages[Self::idx(v)].last_index_and_term(st.commit);
+                    term == Some(t) || (term.is_none() && st.commit <= last)
+                })
+                .count();
+            if holders < voters.len() / 2 + 1 {
+                self.fail(&format!(
+                    "n{id} committed {} in term {} with the entry durable on only {holders} of \
+                     voters {voters:?}",
+                    st.commit, st.term
+                ));
             }
         }
         // Every entry through the commit index agrees with the committed history.
@@ -1448,6 +1566,51 @@ impl<S: SimStorage> Drop for Sim<S> {
             );
         }
     }
+}
+
+/// The configuration in effect on `raw` as the checker sees it: (voters, learners),
+/// recomputed from the node's snapshot configuration and every ConfChange entry in its
+/// log (a change takes effect when appended, thesis §4.1). Written apart from the core's
+/// own bookkeeping so that a bug there does not hide itself.
+pub fn conf_of(raw: &RawNode) -> (BTreeSet<u64>, BTreeSet<u64>) {
+    conf_of_upto(raw, u64::MAX)
+}
+
+/// Like [`conf_of`], counting only the ConfChange entries through `upto` (the
+/// configuration in effect at that index, if it is not before the snapshot).
+pub fn conf_of_upto(raw: &RawNode, upto: u64) -> (BTreeSet<u64>, BTreeSet<u64>) {
+    let snap = raw.snapshot_conf_state();
+    let mut voters: BTreeSet<u64> = snap.voters.iter().copied().collect();
+    let mut learners: BTreeSet<u64> = snap.learners.iter().copied().collect();
+    let st = raw.status();
+    for i in st.first_index..=st.last_index.min(upto) {
+        let Some(e) = raw.log_entry(i) else { continue };
+        if e.entry_type != EntryType::EntryConfChange as i32 {
+            continue;
+        }
+        let Ok(cc) = ConfChange::decode(e.data.clone()) else {
+            continue;
+        };
+        let id = cc.node_id;
+        match ConfChangeType::try_from(cc.change_type) {
+            Ok(ConfChangeType::ConfChangeAddLearner)
+                if id != 0 && !voters.contains(&id) && !learners.contains(&id) =>
+            {
+                learners.insert(id);
+            }
+            Ok(ConfChangeType::ConfChangePromoteLearner) if learners.remove(&id) => {
+                voters.insert(id);
+            }
+            Ok(ConfChangeType::ConfChangeRemoveNode) => {
+                if !(voters.len() == 1 && voters.contains(&id)) {
+                    voters.remove(&id);
+                }
+                learners.remove(&id);
+            }
+            _ => {}
+        }
+    }
+    (voters, learners)
 }
 
 /// A command of 8 random bytes from the simulation's RNG.

@@ -196,7 +196,9 @@ pub fn bad_input_is_dropped_and_counted() {
         cluster_id: 7,
         ..msg(leader, f, ae(0, vec![], 0))
     });
-    s.inject(msg(99, f, ae(0, vec![], 0)));
+    // (Node id 0 means "none": no node sends as it. Other ids outside the configuration
+    // are heard, as thesis §4.1 asks.)
+    s.inject(msg(0, f, ae(0, vec![], 0)));
     s.inject(msg(f, f, ae(0, vec![], 0)));
     s.inject(RaftMessage {
         body: None,
@@ -230,6 +232,7 @@ pub fn bad_input_is_dropped_and_counted() {
                 offset: off,
                 data: Bytes::from_static(b"zz"),
                 done,
+                ..Default::default()
             }),
         ));
     }
@@ -266,6 +269,7 @@ pub fn bad_input_is_dropped_and_counted() {
             last_log_index: u64::MAX,
             last_log_term: u64::MAX,
             pre_vote: false,
+            ..Default::default()
         }),
     ));
     let after = s.raw(f).map(|r| r.stats().clone()).unwrap_or_default();

@@ -198,12 +198,17 @@ fn the_link_checker_catches_a_stale_link() {
         .position(|l| l.contains("pub fn propose"))
         .expect("propose exists")
         + 1;
+    // A line that does not name `propose` at all (line 1 is the module doc).
+    let stale = src
+        .lines()
+        .position(|l| !l.contains("propose"))
+        .expect("a line without propose")
+        + 1;
     let p = core.display();
     std::fs::write(
         &doc,
         format!(
-            "[`RawNode::propose`]({p}#L{n}) [`RawNode::propose`]({p}#L{}) [`x`](nope.rs)\n```\n[`in`](fence.rs)\n```\n",
-            n + 1
+            "[`RawNode::propose`]({p}#L{n}) [`RawNode::propose`]({p}#L{stale}) [`x`](nope.rs)\n```\n[`in`](fence.rs)\n```\n"
         ),
     )
     .expect("write");
