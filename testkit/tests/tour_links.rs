@@ -78,8 +78,8 @@ fn find_name(body: &str, name: &str, near: usize) -> Option<usize> {
 }
 
 /// Checks `doc`; returns the number of links to files and the problems. Each stale
-/// anchor whose name is found elsewhere in its file is also returned as (old target,
-/// new target) in `fixes`.
+/// anchor whose name is found elsewhere in its file is also returned as (old link, new
+/// link), text and target, in `fixes`.
 fn check_with_fixes(doc: &Path, fixes: &mut Vec<(String, String)>) -> (usize, Vec<String>) {
     let md = std::fs::read_to_string(doc)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", doc.display()));
@@ -133,7 +133,12 @@ fn check_with_fixes(doc: &Path, fixes: &mut Vec<(String, String)>) -> (usize, Ve
         {
             let now = find_name(&body, &name, n);
             if let Some(m) = now {
-                fixes.push((target.clone(), format!("{file}#L{m}")));
+                // Keyed by the whole link, text included: two links with different names
+                // may share a stale anchor, and only this one moves.
+                fixes.push((
+                    format!("[{text}]({target})"),
+                    format!("[{text}]({file}#L{m})"),
+                ));
             }
             bad.push(format!(
                 "{}: [{text}]({target}): line {n} does not hold `{name}`: {}{}",
@@ -171,7 +176,7 @@ fn every_code_link_in_the_tour_lands_on_its_name() {
         if fix && !fixes.is_empty() {
             let mut md = std::fs::read_to_string(&path).expect("read the tour");
             for (old, new) in &fixes {
-                md = md.replace(&format!("]({old})"), &format!("]({new})"));
+                md = md.replace(old.as_str(), new);
                 eprintln!("TOUR_FIX: {name}: {old} -> {new}");
             }
             std::fs::write(&path, md).expect("write the tour");
