@@ -116,6 +116,21 @@ pub fn seed_from_env(default: u64) -> u64 {
     u64_from_env("SEED").unwrap_or(default)
 }
 
+/// The seeds a many-seed test runs: `SEED=s` alone if set; otherwise `{PREFIX}_SEEDS`
+/// seeds (default `optimized` in optimized builds such as `--profile ci`, `debug` in
+/// unoptimized ones, which are about 15x slower) from `{PREFIX}_BASE` (default 1). Every
+/// value must be a decimal `u64`: anything else panics with a message, never silently
+/// runs the default.
+pub fn seeds_from_env(prefix: &str, optimized: u64, debug: u64) -> Vec<u64> {
+    if let Some(s) = u64_from_env("SEED") {
+        return vec![s];
+    }
+    let base = u64_from_env(&format!("{prefix}_BASE")).unwrap_or(1);
+    let default = if cfg!(optimized) { optimized } else { debug };
+    let n = u64_from_env(&format!("{prefix}_SEEDS")).unwrap_or(default);
+    (base..base.saturating_add(n)).collect()
+}
+
 /// The command that replays `seed` in the running test: `SEED=… cargo test -p testkit
 /// --profile ci --test <file> <test name>` (the test binary's and thread's names).
 pub fn replay_command(seed: u64) -> String {

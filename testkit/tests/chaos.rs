@@ -15,24 +15,11 @@
 use std::time::Instant;
 
 use testkit::chaos::{Faults, run_seed};
-use testkit::sim::u64_from_env;
-
-/// A number from the environment; a value that is not a decimal u64 panics and says so.
-fn env(name: &str) -> Option<u64> {
-    u64_from_env(name)
-}
+use testkit::sim::seeds_from_env;
 
 #[test]
 fn chaos() {
-    let seeds: Vec<u64> = match env("SEED") {
-        Some(s) => vec![s],
-        None => {
-            let base = env("CHAOS_BASE").unwrap_or(1);
-            // Unoptimized builds are ~15x slower; optimized runs (CI) do the full count.
-            let default = if cfg!(optimized) { 5000 } else { 500 };
-            (base..base + env("CHAOS_SEEDS").unwrap_or(default)).collect()
-        }
-    };
+    let seeds = seeds_from_env("CHAOS", 5000, 500);
     let t0 = Instant::now();
     let mut sim_ms = 0;
     for &seed in &seeds {

@@ -19,7 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use testkit::disk::SimDisk;
 use testkit::kvsim::{KvSim, Op};
-use testkit::sim::{NetConfig, Rng, replay_command, seed_from_env, u64_from_env};
+use testkit::sim::{NetConfig, Rng, replay_command, seeds_from_env};
 
 /// Prints the replay command if the seed's run panics.
 struct Replay(u64);
@@ -161,14 +161,7 @@ fn run_seed(seed: u64, t: &mut Totals) {
 
 #[test]
 fn kv_chaos() {
-    let seeds: Vec<u64> = match u64_from_env("SEED") {
-        Some(_) => vec![seed_from_env(0)],
-        None => {
-            let base = u64_from_env("KV_CHAOS_BASE").unwrap_or(1);
-            let default = if cfg!(optimized) { 300 } else { 20 };
-            (base..base + u64_from_env("KV_CHAOS_SEEDS").unwrap_or(default)).collect()
-        }
-    };
+    let seeds = seeds_from_env("KV_CHAOS", 300, 20);
     let t0 = Instant::now();
     let mut t = Totals::default();
     for &seed in &seeds {

@@ -16,11 +16,7 @@
 use std::time::Instant;
 
 use testkit::disk::SimDisk;
-use testkit::sim::{CrashPoint, NetConfig, Rng, Sim, default_config, rand_cmd};
-
-fn env(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|s| s.parse().ok())
-}
+use testkit::sim::{CrashPoint, NetConfig, Rng, Sim, default_config, rand_cmd, seeds_from_env};
 
 /// Prints the replay command if the seed's run panics.
 struct Replay(u64);
@@ -153,14 +149,7 @@ fn run_seed(seed: u64, t: &mut Totals) {
 
 #[test]
 fn power_loss() {
-    let seeds: Vec<u64> = match env("SEED") {
-        Some(s) => vec![s],
-        None => {
-            let base = env("POWER_BASE").unwrap_or(1);
-            let default = if cfg!(optimized) { 1000 } else { 60 };
-            (base..base + env("POWER_SEEDS").unwrap_or(default)).collect()
-        }
-    };
+    let seeds = seeds_from_env("POWER", 1000, 60);
     let t0 = Instant::now();
     let mut t = Totals::default();
     for &seed in &seeds {
