@@ -246,6 +246,17 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// `n` distinct free loopback addresses for local nodes (kvcluster, kv-bench `--spawn`,
+/// tests): all `n` are bound at once, so none is handed out twice, then released for the
+/// nodes to bind. Another process may still take one in between; the node then fails with
+/// "address in use" and says so.
+pub fn free_loopback_ports(n: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let ls: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    ls.iter().map(|l| l.local_addr()).collect()
+}
+
 /// Runs one node with these command-line arguments (the first is the program name) until
 /// SIGTERM or Ctrl-C; returns the exit code described in the module docs.
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {

@@ -25,10 +25,7 @@ impl Drop for Proc {
 }
 
 fn free_ports(n: usize) -> Vec<SocketAddr> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    ls.iter().map(|l| l.local_addr().expect("addr")).collect()
+    kvserver::cli::free_loopback_ports(n).expect("free loopback ports")
 }
 
 fn spawn(id: usize, peers: &str, dir: &std::path::Path, extra: &[&str]) -> Proc {

@@ -45,7 +45,6 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write as _};
-use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -453,18 +452,6 @@ impl Drop for Children {
     }
 }
 
-/// `n` free loopback addresses (all bound at once, so none is handed out twice).
-fn free_ports(n: u64) -> Result<Vec<SocketAddr>, Failure> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .or_else(|e| fail(1, format!("cannot find a free loopback port: {e}")))?;
-    ls.iter()
-        .map(|l| l.local_addr())
-        .collect::<Result<_, _>>()
-        .or_else(|e| fail(1, format!("cannot read a bound port: {e}")))
-}
-
 fn spawn_cluster(n: u64, server_args: &[String]) -> Result<(Children, Vec<Endpoint>), Failure> {
     if !(1..=9).contains(&n) {
         return fail(2, format!("--spawn {n}: give 1 to 9 nodes"));
@@ -473,7 +460,8 @@ fn spawn_cluster(n: u64, server_args: &[String]) -> Result<(Children, Vec<Endpoi
         .prefix("kv-bench-")
         .tempdir()
         .or_else(|e| fail(1, format!("cannot create a temporary directory: {e}")))?;
-    let addrs = free_ports(n)?;
+    let addrs = kvserver::cli::free_loopback_ports(n as usize)
+        .or_else(|e| fail(1, format!("cannot find a free loopback port: {e}")))?;
     let peers = addrs
         .iter()
         .enumerate()

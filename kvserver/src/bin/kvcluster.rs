@@ -110,14 +110,8 @@ fn pick_ports(base: u16, n: u64) -> Result<Vec<SocketAddr>, String> {
         "kvcluster: ports {base}..{} are not all free; using ports the OS picks",
         u64::from(base) + n - 1
     );
-    // Hold every listener until all are picked so no port is handed out twice.
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("cannot find a free loopback port: {e}"))?;
-    ls.iter()
-        .map(|l| l.local_addr().map_err(|e| e.to_string()))
-        .collect()
+    kvserver::cli::free_loopback_ports(n as usize)
+        .map_err(|e| format!("cannot find a free loopback port: {e}"))
 }
 
 fn main() -> ExitCode {
