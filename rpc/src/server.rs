@@ -88,6 +88,9 @@ pub struct ServerStats {
     /// Connections closed because the bytes held for incomplete requests reached
     /// [`ServerConfig::max_partial_bytes`].
     pub partial_cap_closes: usize,
+    /// New connections accepted and closed at once because the process was out of file
+    /// descriptors (EMFILE/ENFILE), through the reserved spare descriptor.
+    pub fd_refused: u64,
 }
 
 /// Bytes read from one connection per turn of the event loop before the loop moves on to
@@ -784,10 +787,15 @@ impl EventLoop {
                     // once (its calls fail with a closed connection), take the spare back.
                     self.spare_fd = None;
                     let refused = listener.accept();
+                    // Close the newcomer before taking the spare back: at the limit, the
+                    // newcomer holds the one descriptor the spare needs.
+                    let refused = refused.map(|(stream, peer)| {
+                        drop(stream);
+                        peer
+                    });
                     self.spare_fd = std::fs::File::open("/dev/null").ok();
                     match refused {
-                        Ok((stream, peer)) => {
-                            drop(stream);
+                        Ok(peer) => {
                             self.fd_refused += 1;
                             let now = Instant::now();
                             if self
@@ -1268,6 +1276,7 @@ impl EventLoop {
         st.max_read_per_turn = self.max_read_per_turn;
         st.max_partial_frame_bytes = self.max_partial_total;
         st.partial_cap_closes = self.partial_cap_closes;
+        st.fd_refused = self.fd_refused;
         st.queued_reply_bytes = 0;
         st.partial_frame_bytes = 0;
         st.read_paused = 0;
