@@ -49,6 +49,7 @@
 //! Keys start absent. Field order does not matter. [`format::write_raftkv`] writes it,
 //! [`format::parse_raftkv`] reads it; parse errors name the line.
 
+pub mod browser;
 pub mod checker;
 pub mod format;
 pub mod generate;

@@ -2,9 +2,10 @@
 //! opened in a real headless Chromium, stepped through with its scrubber (the `#e=N` and
 //! `walk` fragment), screenshotted, and checked for script errors.
 //!
-//! Chromium: `$CHROMIUM`, else `chromium`, `chromium-browser` or `google-chrome` on the
-//! PATH (Debian: `apt-get install chromium`). Without it the test fails under `CI=true`
-//! and otherwise prints a loud SKIPPED notice with the install command.
+//! Chromium is found by `lincheck::browser` (`$CHROMIUM`, else `chromium`,
+//! `chromium-browser` or `google-chrome` on the PATH; Debian: `apt-get install chromium`,
+//! which `.ci/run` does when it is missing). Without it the test fails under `CI=true` and
+//! otherwise prints a loud SKIPPED notice with the install command.
 //!
 //! The page adds `<div id="viz-ready" data-event=N data-walked=K data-events=E>` when its
 //! script has finished and, from `window.onerror`, `<div id="viz-error">`; `--dump-dom`
@@ -12,75 +13,14 @@
 //! error marker is seen. `VIZ_SCREENSHOTS=DIR` copies the screenshots there (that is how
 //! `docs/raft-viz-*.png` were made).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
-fn find_chromium() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("CHROMIUM") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    for dir in std::env::split_paths(&path) {
-        for name in ["chromium", "chromium-browser", "google-chrome"] {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    None
-}
-
-/// Kills a child by PID if the test gives up on it.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
+use lincheck::browser;
 
 /// Runs chromium headless on `url` with `extra` arguments; returns stdout.
 fn chromium(bin: &Path, profile: &Path, url: &str, extra: &[&str]) -> String {
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "--headless",
-        "--no-sandbox", // root in CI containers
-        "--disable-gpu",
-        "--no-first-run",
-        "--hide-scrollbars",
-        "--window-size=1400,900",
-        "--virtual-time-budget=5000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .args(extra)
-    .arg(url)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
-    let mut child = KillOnDrop(
-        cmd.spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display())),
-    );
-    let stdout = child.0.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-    // A watchdog, not synchronisation: a wedged browser must not hang the suite.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        match child.0.try_wait() {
-            Ok(Some(status)) => {
-                assert!(status.success(), "chromium exited with {status}");
-                break;
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Ok(None) => panic!("chromium did not finish within 180 s"),
-            Err(e) => panic!("waiting for chromium: {e}"),
-        }
-    }
-    reader.join().expect("reader thread")
+    browser::headless(bin, profile, url, extra).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `raft-viz` with `args`; returns (exit code, stdout + stderr).
@@ -229,16 +169,7 @@ fn raft_viz_pages_render_and_step_in_headless_chromium() {
     );
     assert!(!html.contains(" src="), "no external script or image");
 
-    let Some(bin) = find_chromium() else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "chromium is missing (CI=true): install it with `apt-get install -y chromium` (.ci/run does this)"
-            );
-        }
-        eprintln!(
-            "\n******** SKIPPED: the raft-viz browser test needs Chromium. Install it with\n  \
-             sudo apt-get install -y chromium\nor point CHROMIUM at a Chrome binary. ********\n"
-        );
+    let Some(bin) = browser::chromium_for_test("the raft-viz browser test") else {
         return;
     };
     let profile = dir.join("chromium-profile");
