@@ -67,11 +67,30 @@ impl prost_build::ServiceGenerator for ServiceGen {
         let _ = writeln!(s, "pub trait {name}: Send + Sync + 'static {{");
         for m in &service.methods {
             doc(s, "    ", &m.comments.leading);
-            let _ = writeln!(
-                s,
-                "    fn {}(&self, request: {}, reply: crate::service::Reply<{}>);",
-                m.name, m.input_type, m.output_type
-            );
+            // A method whose comment has a line starting "Optional for a server" gets a
+            // default body answering UNKNOWN_METHOD, so that servers written before it was
+            // added (test fakes, older services) still compile and answer clearly.
+            let optional = m
+                .comments
+                .leading
+                .iter()
+                .flat_map(|c| c.lines())
+                .any(|l| l.trim_start().starts_with("Optional for a server"));
+            if optional {
+                let _ = writeln!(
+                    s,
+                    "    fn {}(&self, request: {}, reply: crate::service::Reply<{}>) {{\n        \
+                     let _ = request;\n        \
+                     reply.fail(crate::service::Status::UnknownMethod, \"this server does not serve {}\");\n    }}",
+                    m.name, m.input_type, m.output_type, m.proto_name
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    "    fn {}(&self, request: {}, reply: crate::service::Reply<{}>);",
+                    m.name, m.input_type, m.output_type
+                );
+            }
         }
         let _ = writeln!(s, "}}\n");
 

@@ -113,13 +113,13 @@ pub struct Clerk {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     endpoints: Vec<Endpoint>,
     nodes: Vec<KvServiceClient<Channel>>,
     timing: Timing,
     /// Endpoint index of the node that last completed an operation: where the next one
     /// goes first.
-    leader: AtomicUsize,
+    pub(crate) leader: AtomicUsize,
     /// Idle write sessions. A write checks one out (or makes a new one) and returns it
     /// when done, so no two writes in flight ever share a client id.
     sessions: Mutex<Vec<Session>>,
@@ -192,7 +192,7 @@ enum Answer {
     Fatal(Error),
 }
 
-fn describe(e: &CallError, timeout: Duration) -> String {
+pub(crate) fn describe(e: &CallError, timeout: Duration) -> String {
     match e {
         CallError::Unavailable {
             reason,
@@ -232,7 +232,7 @@ fn classify(addr: std::net::SocketAddr, r: Result<Raw, CallError>, timeout: Dura
             "the leader did not apply it in time (server TIMEOUT)",
         ))),
         Ok(ErrorCode::ShuttingDown) => Answer::Retry(Failure::Other(with_text("shutting down"))),
-        Ok(code @ (ErrorCode::InvalidArgument | ErrorCode::StaleRequest)) => {
+        Ok(code @ (ErrorCode::InvalidArgument | ErrorCode::StaleRequest | ErrorCode::Refused)) => {
             Answer::Fatal(Error::Rejected {
                 addr,
                 code: code.as_str_name().to_string(),
@@ -272,7 +272,21 @@ fn check_key(key: &[u8]) -> Result<()> {
 }
 
 impl Inner {
-    fn index_of(&self, id: u64) -> Option<usize> {
+    pub(crate) fn node(&self, index: usize) -> &KvServiceClient<Channel> {
+        &self.nodes[index]
+    }
+
+    pub(crate) fn admin_attempts(&self, op: &'static str) -> Attempts {
+        Attempts::new(
+            op,
+            self.endpoints.len(),
+            self.leader.load(Ordering::Relaxed),
+            self.timing,
+            Instant::now(),
+        )
+    }
+
+    pub(crate) fn index_of(&self, id: u64) -> Option<usize> {
         self.endpoints.iter().position(|e| e.id == id)
     }
 
@@ -566,6 +580,9 @@ fn bytes_of(b: impl AsRef<[u8]>) -> Bytes {
 }
 
 impl Clerk {
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
     /// A Clerk with default options for the endpoints in `endpoints` (see
     /// [`crate::parse_endpoints`]: `"1=host:port,2=host:port"` or `"host:port,host:port"`).
     ///

@@ -67,11 +67,13 @@
 //! cluster membership discovery (the Clerk knows only the endpoints it was given),
 //! cancellation of an operation in flight.
 
+mod admin;
 mod clerk;
 mod endpoints;
 mod error;
 mod retry;
 
+pub use admin::{MemberInfo, Members};
 pub use clerk::{Callback, Clerk, ClerkBuilder, MAX_KEY_LEN, MAX_VALUE_LEN, Op, Outcome};
 pub use endpoints::{ENDPOINTS_ENV, Endpoint, format_endpoints, parse_endpoints};
 pub use error::{Error, NodeOutcome, Result};

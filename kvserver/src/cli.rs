@@ -4,7 +4,14 @@
 //! ```text
 //! kvserver --id 1 --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir data/1
 //! kvserver --config node1.toml
+//! kvserver --id 4 --listen 127.0.0.1:7004 --data-dir data/4 --join 127.0.0.1:7001,127.0.0.1:7002
 //! ```
+//!
+//! `--join` starts a node that is not in the cluster's bootstrap `--peers`: after an
+//! operator ran `kvcli member add-learner ID ADDR`, the new node asks the given members for
+//! the membership (MemberList), records the cluster's bootstrap voters and the members'
+//! addresses in `DATA_DIR/JOINED`, and starts as a learner that the leader brings up to
+//! date; later starts read `JOINED` and need no `--join`.
 //!
 //! One port serves both the Raft peers (`raftkv.raft.RaftService`) and the clients
 //! (`raftkv.kv.KvService`); by default it is this node's own address in `--peers`.
@@ -31,7 +38,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use proto::kv::KvServiceServer;
-use raft::rpc_transport::{RaftIntake, RpcTransport};
+use proto::kv::{KvServiceClient, MemberListRequest};
+use raft::rpc_transport::{PeerBook, RaftIntake, RpcTransport};
 use raft::{Config, DiskOptions, DiskStorage, Node, Storage};
 use serde::Deserialize;
 
@@ -48,8 +56,18 @@ struct Cli {
     #[arg(long)]
     id: Option<u64>,
     /// Every node of the cluster, this one included: `1=127.0.0.1:7001,2=127.0.0.1:7002,...`.
+    /// These are the cluster's bootstrap voters; nodes added later join with --join.
     #[arg(long, value_name = "ID=ADDR,...")]
     peers: Option<String>,
+    /// Start a NEW node (empty --data-dir) that joins a running cluster: the addresses of one
+    /// or more members, e.g. `127.0.0.1:7001,127.0.0.1:7002`. First add it with
+    /// `kvcli member add-learner ID ADDR` (ADDR = this node's --listen); it then gets the log
+    /// as a learner, and `kvcli member promote ID` makes it a voter. Needs --listen.
+    #[arg(long, value_name = "ADDR,...")]
+    join: Option<String>,
+    /// How long --join waits for the cluster to list this node as a learner (default 60).
+    #[arg(long, value_name = "SECS")]
+    join_timeout_secs: Option<u64>,
     /// Where this node keeps its Raft log and snapshots.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -112,7 +130,11 @@ enum PeersField {
 #[derive(Debug)]
 struct Settings {
     id: u64,
+    /// `--peers` (empty with --join or a JOINED file and no --peers).
     peers: BTreeMap<u64, SocketAddr>,
+    /// `--join`: members to ask.
+    join: Vec<SocketAddr>,
+    join_timeout: Duration,
     data_dir: PathBuf,
     listen: SocketAddr,
     kv: KvConfig,
@@ -174,6 +196,16 @@ fn settings(cli: Cli) -> Result<Settings, String> {
     if id == 0 {
         return Err("--id must be above 0".into());
     }
+    let join = match &cli.join {
+        Some(j) => parse_endpoints(j)?,
+        None => Vec::new(),
+    };
+    let data_dir = cli
+        .data_dir
+        .or(file.data_dir)
+        .ok_or("missing --data-dir (where this node keeps its log, e.g. --data-dir data/1)")?;
+    // A node that joined once starts from its JOINED file; --peers is optional then.
+    let joined = !join.is_empty() || data_dir.join(JOINED_FILE).exists();
     let peers = match (cli.peers, file.peers) {
         (Some(s), _) | (None, Some(PeersField::List(s))) => parse_peers(&s)?,
         (None, Some(PeersField::Table(t))) => parse_peers(
@@ -182,23 +214,30 @@ fn settings(cli: Cli) -> Result<Settings, String> {
                 .collect::<Vec<_>>()
                 .join(","),
         )?,
+        (None, None) if joined => BTreeMap::new(),
         (None, None) => {
             return Err(
-                "missing --peers (e.g. --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003)"
+                "missing --peers (e.g. --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003), or --join to add a node to a running cluster"
                     .into(),
             );
         }
     };
-    let own = *peers.get(&id).ok_or_else(|| {
-        format!(
-            "--peers lists nodes {:?} but not this node's id {id}; add {id}=HOST:PORT or fix --id",
-            peers.keys().collect::<Vec<_>>()
-        )
-    })?;
-    let data_dir = cli
-        .data_dir
-        .or(file.data_dir)
-        .ok_or("missing --data-dir (where this node keeps its log, e.g. --data-dir data/1)")?;
+    let listen = cli.listen.or(file.listen);
+    let own = match (peers.get(&id), listen) {
+        (Some(a), _) => *a,
+        (None, Some(l)) if joined => l,
+        (None, None) if joined => {
+            return Err(format!(
+                "--join needs --listen: the address node {id} serves on, as given to `kvcli member add-learner {id} ADDR`"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "--peers lists nodes {:?} but not this node's id {id}; add {id}=HOST:PORT or fix --id (a node added to a running cluster starts with --join)",
+                peers.keys().collect::<Vec<_>>()
+            ));
+        }
+    };
     let mut kv = KvConfig::default();
     if let Some(m) = cli.max_raft_state.or(file.max_raft_state) {
         kv.max_raft_state = m;
@@ -230,8 +269,10 @@ fn settings(cli: Cli) -> Result<Settings, String> {
     Ok(Settings {
         id,
         peers,
+        join,
+        join_timeout: Duration::from_secs(cli.join_timeout_secs.unwrap_or(60).max(1)),
         data_dir,
-        listen: cli.listen.or(file.listen).unwrap_or(own),
+        listen: listen.unwrap_or(own),
         kv,
         tick: Duration::from_millis(tick_ms),
         election_ticks,
@@ -239,6 +280,223 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         cluster_id: cli.cluster_id.or(file.cluster_id).unwrap_or(1),
         pipelined_persist: cli.pipelined_persist || file.pipelined_persist.unwrap_or(false),
     })
+}
+
+/// Parses `127.0.0.1:7001,127.0.0.1:7002` (for `--join`).
+fn parse_endpoints(s: &str) -> Result<Vec<SocketAddr>, String> {
+    let out: Vec<SocketAddr> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse()
+                .map_err(|e| format!("--join entry {p:?} is not an IP:PORT address ({e})"))
+        })
+        .collect::<Result<_, _>>()?;
+    if out.is_empty() {
+        return Err(
+            "--join is empty; give the address of at least one member, e.g. --join 127.0.0.1:7001"
+                .into(),
+        );
+    }
+    Ok(out)
+}
+
+/// The file a joined node keeps in its data directory (see the module docs).
+pub const JOINED_FILE: &str = "JOINED";
+
+/// What `JOINED` records: the cluster's bootstrap voters and the members' addresses when
+/// this node joined.
+#[derive(Debug, PartialEq, Eq)]
+struct Joined {
+    bootstrap: Vec<u64>,
+    peers: BTreeMap<u64, SocketAddr>,
+}
+
+fn read_joined(path: &std::path::Path) -> Result<Joined, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let damaged = |what: &str| {
+        format!(
+            "{} is damaged ({what}); it should hold `bootstrap = 1,2,3` and `peers = 1=HOST:PORT,...` as written by --join",
+            path.display()
+        )
+    };
+    let (mut bootstrap, mut peers) = (None, None);
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        match line.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("bootstrap", v)) => {
+                bootstrap = Some(
+                    v.split(',')
+                        .map(|x| x.trim().parse::<u64>())
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| damaged("bootstrap is not a list of ids"))?,
+                )
+            }
+            Some(("peers", v)) => peers = Some(parse_peers(v).map_err(|e| damaged(&e))?),
+            _ => return Err(damaged(&format!("unknown line {line:?}"))),
+        }
+    }
+    match (bootstrap, peers) {
+        (Some(b), Some(p)) if !b.is_empty() => Ok(Joined {
+            bootstrap: b,
+            peers: p,
+        }),
+        _ => Err(damaged("a line is missing")),
+    }
+}
+
+/// Writes `JOINED` atomically: a temporary file, fsync, rename, fsync of the directory.
+fn write_joined(dir: &std::path::Path, j: &Joined) -> Result<(), String> {
+    use std::io::Write;
+    let err = |what: &str, e: std::io::Error| format!("cannot {what} in {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| err("create the directory", e))?;
+    let text = format!(
+        "# Written by `kvserver --join`: the cluster's bootstrap voters and the members' addresses\n\
+         # when this node joined. Later starts read it (no --join needed).\n\
+         bootstrap = {}\npeers = {}\n",
+        j.bootstrap
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        j.peers
+            .iter()
+            .map(|(i, a)| format!("{i}={a}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let tmp = dir.join(format!("{JOINED_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| err("create JOINED.tmp", e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| err("write JOINED.tmp", e))?;
+    std::fs::rename(&tmp, dir.join(JOINED_FILE)).map_err(|e| err("rename JOINED.tmp", e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err("sync the directory", e))
+}
+
+/// Asks the members at `endpoints` for the membership until one lists node `id` (at
+/// `listen`) as a learner, or `timeout` passes.
+fn join_cluster(
+    endpoints: &[SocketAddr],
+    id: u64,
+    listen: SocketAddr,
+    timeout: Duration,
+) -> Result<Joined, String> {
+    let runtime = rpc::ClientRuntime::global();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut said_waiting = false;
+    let mut last = String::from("no member answered");
+    loop {
+        for &ep in endpoints {
+            let stub = KvServiceClient::new(runtime.channel(ep));
+            let r = match stub.member_list(&MemberListRequest {}, Duration::from_secs(2)) {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("{ep} did not answer MemberList ({e})");
+                    continue;
+                }
+            };
+            let Some(me) = r.members.iter().find(|m| m.id == id) else {
+                last = format!(
+                    "node {} at {ep} does not list node {id} as a member; run `kvcli member add-learner {id} {listen}` first",
+                    r.node_id
+                );
+                if !said_waiting {
+                    eprintln!(
+                        "kvserver: waiting up to {} s for the cluster to add node {id} (run `kvcli member add-learner {id} {listen}`)",
+                        timeout.as_secs()
+                    );
+                    said_waiting = true;
+                }
+                continue;
+            };
+            if !me.learner {
+                return Err(format!(
+                    "node {id} is already a voter of the cluster at {ep}; a voter's data directory is never replaced: restart it with its own data directory (without --join), or remove it with `kvcli member remove {id}` and add a new node with a new id"
+                ));
+            }
+            if me.addr != listen.to_string() {
+                return Err(format!(
+                    "the cluster has node {id} at {} but this node listens on {listen}; start it with --listen {} (or remove node {id} and add it again with the right address)",
+                    me.addr, me.addr
+                ));
+            }
+            let mut peers = BTreeMap::new();
+            for m in &r.members {
+                if m.id != id
+                    && let Ok(a) = m.addr.parse()
+                {
+                    peers.insert(m.id, a);
+                }
+            }
+            if r.bootstrap_voters.is_empty() {
+                return Err(format!(
+                    "node {} at {ep} did not say the cluster's bootstrap voters (an older kvserver?)",
+                    r.node_id
+                ));
+            }
+            return Ok(Joined {
+                bootstrap: r.bootstrap_voters,
+                peers,
+            });
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "could not join within {} s: {last} (--join-timeout-secs sets the wait)",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The bootstrap voters and the peer addresses this node starts with: from --peers for a
+/// bootstrap node; from `JOINED` for a node that joined before; from the cluster (and then
+/// written to `JOINED`) for a node starting with --join.
+fn membership(s: &Settings) -> Result<(Vec<u64>, BTreeMap<u64, SocketAddr>), String> {
+    let path = s.data_dir.join(JOINED_FILE);
+    if path.exists() {
+        let j = read_joined(&path)?;
+        if !s.join.is_empty() {
+            log::info!(
+                "node {}: joined before ({}); --join is not needed any more",
+                s.id,
+                path.display()
+            );
+        }
+        let mut peers = j.peers;
+        peers.extend(s.peers.iter().map(|(i, a)| (*i, *a)));
+        return Ok((j.bootstrap, peers));
+    }
+    if s.join.is_empty() {
+        return Ok((s.peers.keys().copied().collect(), s.peers.clone()));
+    }
+    if let Ok(mut entries) = std::fs::read_dir(&s.data_dir)
+        && entries.next().is_some()
+    {
+        return Err(format!(
+            "--join starts a new node, but data directory {} is not empty; give a new, empty directory (a node that already has data restarts without --join)",
+            s.data_dir.display()
+        ));
+    }
+    let j = join_cluster(&s.join, s.id, s.listen, s.join_timeout)?;
+    write_joined(&s.data_dir, &j)?;
+    let mut peers = j.peers;
+    peers.extend(s.peers.iter().map(|(i, a)| (*i, *a)));
+    log::info!(
+        "node {}: joining the cluster (bootstrap voters {:?}, members {:?})",
+        s.id,
+        j.bootstrap,
+        peers
+    );
+    Ok((j.bootstrap, peers))
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -285,7 +543,11 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             format!("cannot listen on {}: {e}", s.listen)
         });
     }
-    let mut cfg = Config::new(s.id, s.peers.keys().copied().collect());
+    let (bootstrap, book) = match membership(&s) {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let mut cfg = Config::new(s.id, bootstrap.clone());
     cfg.cluster_id = s.cluster_id;
     // Creates the directory if missing; refuses one of another cluster or node, one that
     // another process holds (naming its pid), and damaged files (naming file and offset).
@@ -317,21 +579,29 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     cfg.heartbeat_tick = s.heartbeat_ticks;
     cfg.pipelined_persist = s.pipelined_persist;
     cfg.seed = u64::from(std::process::id()) ^ s.id.rotate_left(32);
-    let others: BTreeMap<u64, SocketAddr> = s
-        .peers
+    let others: BTreeMap<u64, SocketAddr> = book
         .iter()
         .filter(|(i, _)| **i != s.id)
         .map(|(i, a)| (*i, *a))
         .collect();
     let runtime = rpc::ClientRuntime::global();
-    let transport = RpcTransport::new(&runtime, &others);
+    let peer_book = PeerBook::new(&others);
+    let transport = RpcTransport::with_book(&runtime, peer_book.clone());
     let (node, apply) = match Node::spawn(cfg, storage, transport, s.tick) {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
     let intake = RaftIntake::new();
     intake.set_mailbox(Some(node.mailbox()));
-    let kv = match KvNode::start(s.id, s.kv.clone(), node, apply, snapshot) {
+    let kv = match KvNode::start(
+        s.id,
+        s.kv.clone(),
+        node,
+        apply,
+        snapshot,
+        peer_book,
+        bootstrap,
+    ) {
         Ok(kv) => kv,
         Err(e) => return fail(e),
     };
@@ -355,7 +625,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         s.id,
         server.local_addr(),
         s.cluster_id,
-        s.peers,
+        book,
         s.data_dir.display(),
         s.kv.max_raft_state
     );

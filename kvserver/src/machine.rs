@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use proto::kv::{Command, ErrorCode};
+use proto::raft::ConfChange;
 
 use crate::state::{Applied, BadEntry, KvState, SnapshotError, decode_command};
 
@@ -167,6 +168,28 @@ impl<W, R> Machine<W, R> {
         }
         self.serve_reads(reads);
         Ok(())
+    }
+
+    /// Applies the membership change committed at `index` ([`KvState::apply_member`]);
+    /// a write waiting at this index or below lost it to another entry and gets
+    /// WRONG_LEADER; reads that became servable go into `reads`. Returns false when the
+    /// change's context was not an address (the change stands; nothing to record).
+    pub fn apply_conf_change(
+        &mut self,
+        index: u64,
+        cc: &ConfChange,
+        writes: &mut Vec<(W, WriteResult)>,
+        reads: &mut Vec<(R, Option<Bytes>)>,
+    ) -> bool {
+        while let Some(e) = self.writes.first_entry() {
+            if *e.key() > index {
+                break;
+            }
+            writes.push((e.remove().handle, wrong_leader()));
+        }
+        let ok = self.state.apply_member(index, cc);
+        self.serve_reads(reads);
+        ok
     }
 
     /// Notes a no-op entry the driver skipped (keeps read points reachable).

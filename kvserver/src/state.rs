@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proto::Message;
 use proto::kv::{Command, CommandOp};
+use proto::raft::{ConfChange, ConfChangeType};
 use skiplist::SkipMap;
 
 /// The answer to an applied write: what the duplicate table remembers per client.
@@ -101,6 +102,10 @@ pub struct KvState {
     len: usize,
     /// client id → (last applied seq, its outcome).
     dedup: HashMap<u64, (u64, WriteOutcome)>,
+    /// Addresses of the nodes added by membership changes (id → "HOST:PORT", from the
+    /// change's context), so that every node, and a node restarted from a snapshot, can
+    /// reach them. The bootstrap nodes' addresses come from each node's `--peers`.
+    members: BTreeMap<u64, String>,
     applied_index: u64,
 }
 
@@ -138,8 +143,14 @@ impl std::error::Error for SnapshotError {
     }
 }
 
-/// First 8 bytes of a kv snapshot.
-pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP1";
+/// First 8 bytes of a kv snapshot (version 2: with the member address book).
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"RKVSNAP2";
+
+/// First 8 bytes of a version-1 kv snapshot (no address book); still restored.
+pub const SNAPSHOT_MAGIC_V1: [u8; 8] = *b"RKVSNAP1";
+
+/// Longest member address kept from a membership change's context, in bytes.
+pub const MAX_ADDR_BYTES: usize = 255;
 
 /// The state at one applied index, taken by [`KvState::snapshot_view`] in
 /// O(overlay + clients) time and serialized ([`SnapshotView::encode`]) on another thread
@@ -154,6 +165,8 @@ pub struct SnapshotView {
     delta: Vec<(Bytes, Option<Bytes>)>,
     /// Unsorted; sorted by `encode`.
     dedup: Vec<(u64, u64, WriteOutcome)>,
+    /// Sorted by id.
+    members: Vec<(u64, String)>,
     applied_index: u64,
 }
 
@@ -196,15 +209,20 @@ impl SnapshotView {
     ///
     /// ```text
     /// offset  size  field
-    /// 0       8     magic "RKVSNAP1"
+    /// 0       8     magic "RKVSNAP2"
     /// 8       8     applied_index: u64
     /// 16      8     n: number of duplicate-table rows, u64
     /// 24      17*n  rows sorted by client id: client_id u64, last_seq u64, flags u8
     ///               (bit 0: the outcome's `existed`; other bits 0)
-    /// 24+17n  4     CRC-32 (IEEE) of bytes [0, 24+17n)
-    /// 28+17n  ...   the key-value map as a skiplist dump (skiplist crate docs: magic,
+    /// h       8     m: number of member addresses, u64      (h = 24+17n)
+    /// h+8     ...   m rows sorted by id: id u64, len u8, len bytes of UTF-8 "HOST:PORT"
+    /// e       4     CRC-32 (IEEE) of bytes [0, e)
+    /// e+4     ...   the key-value map as a skiplist dump (skiplist crate docs: magic,
     ///               version, count, length-prefixed keys and values, its own CRC-32)
     /// ```
+    ///
+    /// Version 1 ("RKVSNAP1", before membership changes) has no member section: its CRC
+    /// follows the duplicate table. [`KvState::restore`] reads both.
     ///
     /// Nothing may follow the dump. Time O(keys + clients · log clients): call it off the
     /// apply thread.
@@ -219,6 +237,13 @@ impl SnapshotView {
             out.extend_from_slice(&c.to_le_bytes());
             out.extend_from_slice(&s.to_le_bytes());
             out.push(u8::from(o.existed));
+        }
+        out.extend_from_slice(&(self.members.len() as u64).to_le_bytes());
+        for (id, addr) in &self.members {
+            out.extend_from_slice(&id.to_le_bytes());
+            // `apply_member` keeps addresses to MAX_ADDR_BYTES (< 256).
+            out.push(addr.len() as u8);
+            out.extend_from_slice(addr.as_bytes());
         }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -365,6 +390,40 @@ impl KvState {
         self.dedup.get(&client_id).map_or(0, |(s, _)| *s)
     }
 
+    /// Addresses of the nodes added by membership changes (id → "HOST:PORT").
+    pub fn members(&self) -> &BTreeMap<u64, String> {
+        &self.members
+    }
+
+    /// Applies the membership change committed at `index`: an added learner's address
+    /// (the change's context) goes into the address book, a removed node leaves it; a
+    /// promotion changes no address. Raft itself already acts on the change; this is the
+    /// service's record of where the members are. Indexes must increase, as for
+    /// [`KvState::apply`]. A context that is not a short UTF-8 address is kept out of the
+    /// book (logged by the caller): the change itself still stands.
+    pub fn apply_member(&mut self, index: u64, cc: &ConfChange) -> bool {
+        assert!(
+            index > self.applied_index,
+            "membership change at {index} after {}: the apply channel must deliver each index once, in order",
+            self.applied_index
+        );
+        self.applied_index = index;
+        match ConfChangeType::try_from(cc.change_type) {
+            Ok(ConfChangeType::ConfChangeAddLearner) => match std::str::from_utf8(&cc.context) {
+                Ok(a) if !a.is_empty() && a.len() <= MAX_ADDR_BYTES => {
+                    self.members.insert(cc.node_id, a.to_string());
+                    true
+                }
+                _ => false,
+            },
+            Ok(ConfChangeType::ConfChangeRemoveNode) => {
+                self.members.remove(&cc.node_id);
+                true
+            }
+            _ => true,
+        }
+    }
+
     /// Notes that `index` (a no-op entry, skipped by the driver) was passed.
     pub fn skip_to(&mut self, index: u64) {
         self.applied_index = self.applied_index.max(index);
@@ -426,6 +485,7 @@ impl KvState {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             dedup: self.dedup.iter().map(|(c, (s, o))| (*c, *s, *o)).collect(),
+            members: self.members.iter().map(|(i, a)| (*i, a.clone())).collect(),
             applied_index: self.applied_index,
         }
     }
@@ -438,12 +498,16 @@ impl KvState {
     /// Replaces the state with a snapshot made by [`SnapshotView::encode`]. On error the
     /// state is unchanged.
     pub fn restore(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
-        if data.get(..8) != Some(&SNAPSHOT_MAGIC[..]) {
-            return Err(SnapshotError::Corrupt {
-                offset: 0,
-                what: "not a kv snapshot (bad magic)".into(),
-            });
-        }
+        let v2 = match data.get(..8) {
+            Some(m) if m == SNAPSHOT_MAGIC => true,
+            Some(m) if m == SNAPSHOT_MAGIC_V1 => false,
+            _ => {
+                return Err(SnapshotError::Corrupt {
+                    offset: 0,
+                    what: "not a kv snapshot (bad magic)".into(),
+                });
+            }
+        };
         let applied_index = read_u64(data, 8, "applied index")?;
         let n = read_u64(data, 16, "duplicate table size")?;
         let rows_end = (n as usize)
@@ -457,18 +521,51 @@ impl KvState {
                     data.len()
                 ),
             })?;
-        let want = u32::from_le_bytes([
-            data[rows_end],
-            data[rows_end + 1],
-            data[rows_end + 2],
-            data[rows_end + 3],
-        ]);
-        let got = crc32fast::hash(&data[..rows_end]);
+        // Version 2: the member rows, walked before the checksum is known to be good, so
+        // every read is bounds-checked; their bytes are trusted only after the CRC.
+        let mut member_rows = Vec::new();
+        let mut header_end = rows_end;
+        if v2 {
+            let m = read_u64(data, rows_end, "member count")?;
+            let mut at = rows_end + 8;
+            for _ in 0..m {
+                let id = read_u64(data, at, "member id")?;
+                let len = *data.get(at + 8).ok_or_else(|| SnapshotError::Corrupt {
+                    offset: at + 8,
+                    what: "truncated in a member address length".into(),
+                })? as usize;
+                let addr =
+                    data.get(at + 9..at + 9 + len)
+                        .ok_or_else(|| SnapshotError::Corrupt {
+                            offset: at + 9,
+                            what: format!("member {id}'s {len}-byte address runs past the end"),
+                        })?;
+                member_rows.push((at, id, addr));
+                at += 9 + len;
+            }
+            header_end = at;
+        }
+        let crc_bytes =
+            data.get(header_end..header_end + 4)
+                .ok_or_else(|| SnapshotError::Corrupt {
+                    offset: header_end,
+                    what: "truncated before the header checksum".into(),
+                })?;
+        let want = u32::from_le_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
+        let got = crc32fast::hash(&data[..header_end]);
         if want != got {
             return Err(SnapshotError::Corrupt {
-                offset: rows_end,
+                offset: header_end,
                 what: format!("header checksum {got:#010x} != stored {want:#010x}"),
             });
+        }
+        let mut members = BTreeMap::new();
+        for (at, id, addr) in member_rows {
+            let addr = std::str::from_utf8(addr).map_err(|_| SnapshotError::Corrupt {
+                offset: at + 9,
+                what: format!("member {id}'s address is not UTF-8"),
+            })?;
+            members.insert(id, addr.to_string());
         }
         let mut dedup = HashMap::with_capacity(n as usize);
         for r in 0..n as usize {
@@ -492,7 +589,7 @@ impl KvState {
                 ),
             );
         }
-        let mut rest = &data[rows_end + 4..];
+        let mut rest = &data[header_end + 4..];
         let map: SkipMap<Bytes, Bytes> = SkipMap::load(&mut rest).map_err(SnapshotError::Map)?;
         if !rest.is_empty() {
             return Err(SnapshotError::Corrupt {
@@ -504,6 +601,7 @@ impl KvState {
         self.base = Arc::new(map);
         self.overlay.clear();
         self.dedup = dedup;
+        self.members = members;
         self.applied_index = applied_index;
         Ok(())
     }
@@ -595,12 +693,75 @@ mod tests {
         assert_eq!(r.snapshot().len(), snap.len());
     }
 
+    fn member(kind: ConfChangeType, id: u64, addr: &str) -> ConfChange {
+        ConfChange {
+            change_type: kind as i32,
+            node_id: id,
+            context: Bytes::copy_from_slice(addr.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn member_addresses_are_applied_and_survive_a_snapshot() {
+        let mut s = KvState::new();
+        s.apply(1, &cmd(CommandOp::OpPut, "k", "v", 1, 1));
+        assert!(s.apply_member(
+            2,
+            &member(ConfChangeType::ConfChangeAddLearner, 4, "127.0.0.1:7004")
+        ));
+        assert!(s.apply_member(
+            3,
+            &member(ConfChangeType::ConfChangeAddLearner, 5, "10.0.0.5:7001")
+        ));
+        assert!(s.apply_member(4, &member(ConfChangeType::ConfChangePromoteLearner, 4, "")));
+        assert!(s.apply_member(5, &member(ConfChangeType::ConfChangeRemoveNode, 5, "")));
+        // A context that is no address is kept out of the book; the index still counts.
+        assert!(!s.apply_member(6, &member(ConfChangeType::ConfChangeAddLearner, 6, "")));
+        assert_eq!(s.applied_index(), 6);
+        let want: BTreeMap<u64, String> = [(4, "127.0.0.1:7004".to_string())].into();
+        assert_eq!(s.members(), &want);
+        let mut r = KvState::new();
+        r.restore(&s.snapshot()).expect("restore");
+        assert_eq!(r.members(), &want);
+        assert_eq!(r.applied_index(), 6);
+        assert_eq!(r.get(b"k").map(|v| &v[..]), Some(&b"v"[..]));
+    }
+
+    /// A version-1 snapshot (before membership changes: no member section) still restores.
+    #[test]
+    fn a_version_1_snapshot_still_restores() {
+        let mut s = KvState::new();
+        for i in 1..=3u64 {
+            s.apply(i, &cmd(CommandOp::OpPut, &format!("k{i}"), "val", i, 1));
+        }
+        let v2 = s.snapshot().to_vec();
+        // Rebuild it in the old layout: old magic, no member count, CRC over the rest.
+        let rows_end = 24 + 17 * 3;
+        let mut v1 = SNAPSHOT_MAGIC_V1.to_vec();
+        v1.extend_from_slice(&v2[8..rows_end]);
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        v1.extend_from_slice(&v2[rows_end + 8 + 4..]);
+        let mut r = KvState::new();
+        r.restore(&v1).expect("a version-1 snapshot restores");
+        assert_eq!((r.applied_index(), r.len()), (3, 3));
+        assert!(r.members().is_empty());
+        // The member section is not optional in version 2.
+        let mut bad = v1.clone();
+        bad[..8].copy_from_slice(&SNAPSHOT_MAGIC);
+        assert!(KvState::new().restore(&bad).is_err());
+    }
+
     #[test]
     fn every_flipped_byte_and_every_truncation_is_refused() {
         let mut s = KvState::new();
         for i in 1..=5u64 {
             s.apply(i, &cmd(CommandOp::OpPut, &format!("k{i}"), "val", i, 1));
         }
+        s.apply_member(
+            6,
+            &member(ConfChangeType::ConfChangeAddLearner, 4, "127.0.0.1:7004"),
+        );
         let snap = s.snapshot().to_vec();
         for at in 0..snap.len() {
             let mut bad = snap.clone();

@@ -134,6 +134,10 @@ pub struct Status {
     pub log_entries: u64,
     /// Approximate in-memory size of those entries: payload bytes plus 16 per entry.
     pub log_bytes: u64,
+    /// The voters of the configuration in effect (sorted).
+    pub voters: Vec<u64>,
+    /// The learners of the configuration in effect (sorted).
+    pub learners: Vec<u64>,
 }
 
 /// Counters of what the core dropped or did; for monitoring and tests.
@@ -470,6 +474,8 @@ impl RawNode {
                 .iter()
                 .map(|e| e.data.len() as u64 + 16)
                 .sum(),
+            voters: self.conf.voters.clone(),
+            learners: self.conf.learners.clone(),
         }
     }
 
@@ -583,7 +589,8 @@ impl RawNode {
     /// uncommitted, before this leader has committed an entry of its own term (Ongaro,
     /// raft-dev 2015: otherwise two leaders' changes can yield disjoint majorities), and
     /// when the change does not fit the configuration: adding a member, promoting a
-    /// non-learner or a learner lagging by more than `Config::max_learner_lag` entries,
+    /// non-learner, a learner that has not acknowledged any entry yet, or one lagging by
+    /// more than `Config::max_learner_lag` entries,
     /// removing a non-member or the last voter. Removing the leader itself is allowed: it
     /// leads (without counting itself) until the change commits, then steps down.
     pub fn propose_conf_change(&mut self, cc: ConfChange) -> Result<(u64, u64)> {
@@ -620,7 +627,9 @@ impl RawNode {
                     _ => 0,
                 };
                 let last_index = self.log.last_index();
-                if last_index - matched.min(last_index) > self.cfg.max_learner_lag {
+                // A learner that never acknowledged an append may not even be running:
+                // promoting it would add a voter that cannot vote.
+                if matched == 0 || last_index - matched.min(last_index) > self.cfg.max_learner_lag {
                     return refuse(MembershipError::LearnerLagging {
                         id,
                         matched,

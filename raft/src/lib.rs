@@ -283,8 +283,9 @@ pub enum MembershipError {
         /// The node asked for.
         id: u64,
     },
-    /// The learner lags the leader's log by more than `Config::max_learner_lag` entries;
-    /// promoting it now could stall commits while it catches up. Retry later.
+    /// The learner lags the leader's log by more than `Config::max_learner_lag` entries,
+    /// or has acknowledged nothing yet (`matched` 0: it may not be running); promoting it
+    /// now could stall commits while it catches up. Retry later.
     LearnerLagging {
         /// The learner.
         id: u64,
@@ -333,6 +334,17 @@ impl std::fmt::Display for MembershipError {
             MembershipError::LastVoter { id } => write!(
                 f,
                 "node {id} is the last voter; add and promote another node before removing it"
+            ),
+            MembershipError::LearnerLagging {
+                id,
+                matched,
+                last_index,
+                max_lag,
+            } if *matched == 0 => write!(
+                f,
+                "learner {id} has not acknowledged any entry yet (log at {last_index}); is it \
+                 running and reachable? wait for it to catch up (limit {max_lag} entries \
+                 behind), then retry"
             ),
             MembershipError::LearnerLagging {
                 id,

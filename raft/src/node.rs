@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
-use proto::raft::{Entry, HardState, RaftMessage};
+use proto::Message;
+use proto::raft::{ConfChange, Entry, EntryType, HardState, RaftMessage};
 
 use crate::core::{Config, RawNode, Ready, Role, Status};
 use crate::storage::{Snapshot, Storage, StorageError};
@@ -27,7 +28,8 @@ pub trait Transport: Send + 'static {
 }
 
 /// What the apply channel delivers, strictly in log order, each index at most once per
-/// node incarnation (no-op entries are skipped, so indexes may have gaps).
+/// node incarnation (no-op entries are skipped, so indexes may have gaps; a service that
+/// counts applied indexes must treat [`ApplyMsg::ConfChange`] as applied too).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApplyMsg {
     /// A committed command.
@@ -38,6 +40,17 @@ pub enum ApplyMsg {
         term: u64,
         /// The command as given to [`Node::start`].
         data: Bytes,
+    },
+    /// A committed membership change (single-server, thesis §4.1). Raft already acts on it
+    /// (a change takes effect when appended); the service sees it here, in log order, to
+    /// learn what Raft does not keep (kvserver: the new node's address in `context`).
+    ConfChange {
+        /// Its log index.
+        index: u64,
+        /// The term it was proposed in.
+        term: u64,
+        /// The change as given to [`Node::propose_conf_change_with`].
+        change: ConfChange,
     },
     /// Replace the state machine with this snapshot (covers everything through `index`).
     Snapshot {
@@ -58,6 +71,8 @@ pub type Callback<T> = Box<dyn FnOnce(Result<T>) + Send + 'static>;
 enum Input {
     Step(RaftMessage),
     Propose(Bytes, Callback<(u64, u64)>),
+    ConfChange(ConfChange, Callback<(u64, u64)>),
+    TransferLeader(u64, Callback<()>),
     ReadIndex(Callback<u64>),
     Snapshot(u64, Bytes, Sender<Result<()>>),
     Status(Callback<Status>),
@@ -86,6 +101,8 @@ impl std::fmt::Debug for Input {
         f.write_str(match self {
             Input::Step(_) => "Step",
             Input::Propose(..) => "Propose",
+            Input::ConfChange(..) => "ConfChange",
+            Input::TransferLeader(..) => "TransferLeader",
             Input::ReadIndex(_) => "ReadIndex",
             Input::Snapshot(..) => "Snapshot",
             Input::Status(_) => "Status",
@@ -214,6 +231,33 @@ impl Node {
     pub fn start_with(&self, command: Bytes, done: Callback<(u64, u64)>) {
         if let Err(e) = self.tx.send(Input::Propose(command, done))
             && let Input::Propose(_, done) = e.into_inner()
+        {
+            done(Err(Error::Shutdown));
+        }
+    }
+
+    /// Proposes a membership change ([`RawNode::propose_conf_change`]: add a learner,
+    /// promote one, remove a node; one at a time). Never blocks: `done` runs on the driver
+    /// thread with the (index, term) of the change's entry, or the refusal
+    /// ([`Error::Membership`], `NotLeader`, ...), before any Ready that could commit it
+    /// (as [`Node::start_with`]). The change is done once that index is delivered as
+    /// [`ApplyMsg::ConfChange`]. If the node has stopped, `done` runs at once with
+    /// `Error::Shutdown`.
+    pub fn propose_conf_change_with(&self, change: ConfChange, done: Callback<(u64, u64)>) {
+        if let Err(e) = self.tx.send(Input::ConfChange(change, done))
+            && let Input::ConfChange(_, done) = e.into_inner()
+        {
+            done(Err(Error::Shutdown));
+        }
+    }
+
+    /// Starts a leadership transfer to voter `target` ([`RawNode::transfer_leader`],
+    /// thesis §3.10). Never blocks: `done` runs on the driver thread once the transfer has
+    /// started (or was refused); whether it succeeded shows in [`Node::status`] (the
+    /// leader) within an election timeout.
+    pub fn transfer_leader_with(&self, target: u64, done: Callback<()>) {
+        if let Err(e) = self.tx.send(Input::TransferLeader(target, done))
+            && let Input::TransferLeader(_, done) = e.into_inner()
         {
             done(Err(Error::Shutdown));
         }
@@ -483,6 +527,8 @@ impl<S: Storage, T: Transport> Driver<S, T> {
         match input {
             Input::Step(m) => self.raw.step(m),
             Input::Propose(data, done) => done(self.raw.propose(data)),
+            Input::ConfChange(cc, done) => done(self.raw.propose_conf_change(cc)),
+            Input::TransferLeader(target, done) => done(self.raw.transfer_leader(target)),
             Input::ReadIndex(done) => self.read_queue.push(done),
             Input::Snapshot(index, data, tx) => {
                 let _ = tx.send(self.raw.snapshot(index, data));
@@ -587,7 +633,19 @@ impl<S: Storage, T: Transport> Driver<S, T> {
             });
         }
         for e in &rd.committed_entries {
-            if e.entry_type != proto::raft::EntryType::EntryNormal as i32 {
+            if e.entry_type == EntryType::EntryConfChange as i32 {
+                // The core checked it when it was appended; one that does not decode
+                // (never written by us) is passed over like a no-op.
+                if let Ok(change) = ConfChange::decode(e.data.clone()) {
+                    let _ = self.apply.send(ApplyMsg::ConfChange {
+                        index: e.index,
+                        term: e.term,
+                        change,
+                    });
+                    continue;
+                }
+            }
+            if e.entry_type != EntryType::EntryNormal as i32 {
                 self.noops.insert(e.index);
                 if self.noops.len() > 64 {
                     self.noops.pop_first();

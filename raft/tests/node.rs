@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
 use raft::transport::LocalNetwork;
-use raft::{ApplyMsg, Config, Error, MemStorage, Node};
+use raft::{
+    ApplyMsg, ConfChange, ConfChangeType, Config, Error, MemStorage, MembershipError, Node,
+};
 
 const TICK: Duration = Duration::from_millis(10);
 /// How long a wait may take before the test calls it a hang. Real threads on a busy
@@ -21,6 +23,8 @@ struct Member {
     storage: MemStorage,
     /// What this incarnation's state machine applied: (index, data).
     applied: Vec<(u64, Bytes)>,
+    /// Membership changes delivered: (index, change).
+    changes: Vec<(u64, ConfChange)>,
     last: u64,
 }
 
@@ -47,6 +51,11 @@ impl Member {
                     assert!(index > self.last, "snapshot {index} after {}", self.last);
                     self.applied = decode(&data);
                     self.last = index;
+                }
+                ApplyMsg::ConfChange { index, change, .. } => {
+                    assert!(index > self.last, "change {index} after {}", self.last);
+                    self.last = index;
+                    self.changes.push((index, change));
                 }
                 ApplyMsg::Command { index, data, .. } => {
                     assert!(index > self.last, "index {index} after {}", self.last);
@@ -148,6 +157,7 @@ fn three_nodes(pipelined: bool) {
                 apply,
                 storage,
                 applied: Vec::new(),
+                changes: Vec::new(),
                 last: 0,
             }
         })
@@ -288,4 +298,143 @@ fn three_nodes(pipelined: bool) {
             n.shutdown();
         }
     }
+}
+
+fn node(ms: &[Member], i: usize) -> &Node {
+    ms[i].node.as_ref().expect("running")
+}
+
+/// Waits for `f`'s answer from a callback of the driver (a hang guard only).
+fn answer<T: Send + 'static>(f: impl FnOnce(raft::Callback<T>)) -> Result<T, Error> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    f(Box::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    rx.recv_timeout(HANG_GUARD).expect("the driver answered")
+}
+
+fn change(kind: ConfChangeType, id: u64, context: &str) -> ConfChange {
+    ConfChange {
+        change_type: kind as i32,
+        node_id: id,
+        context: Bytes::copy_from_slice(context.as_bytes()),
+    }
+}
+
+/// The driver's membership forms: a fourth node (not in the bootstrap voters, so it
+/// waits) is added as a learner, every node sees the change with its context on the apply
+/// channel, the learner gets the log, is promoted once it has acknowledged entries, and
+/// leadership is moved to it with TimeoutNow; a promotion of a non-member is refused with
+/// the typed reason and nothing changes.
+#[test]
+fn membership_changes_and_leadership_transfer_through_the_driver() {
+    let net = LocalNetwork::new();
+    let mut ms: Vec<Member> = (1..=4)
+        .map(|id| {
+            let storage = MemStorage::new();
+            let (node, apply) = spawn(&net, id, storage.clone(), false);
+            Member {
+                node: Some(node),
+                apply,
+                storage,
+                applied: Vec::new(),
+                changes: Vec::new(),
+                last: 0,
+            }
+        })
+        .collect();
+    // Node 4 is no voter (bootstrap voters 1-3), so it never leads here.
+    let mut last = 0;
+    for i in 0..20u32 {
+        last = propose(&mut ms[..3], Bytes::copy_from_slice(&i.to_le_bytes()));
+    }
+    let l = leader(&mut ms[..3]);
+    let refused = answer(|d| {
+        node(&ms, l)
+            .propose_conf_change_with(change(ConfChangeType::ConfChangePromoteLearner, 9, ""), d)
+    });
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Membership(MembershipError::NotMember { id: 9 }))
+        ),
+        "promoting a non-member: {refused:?}"
+    );
+    // A change proposed while the leader's first entry of its term is still uncommitted
+    // is refused with TermNotCommitted: retry until it is taken.
+    let add = loop {
+        let l = leader(&mut ms[..3]);
+        match answer(|d| {
+            node(&ms, l).propose_conf_change_with(
+                change(ConfChangeType::ConfChangeAddLearner, 4, "127.0.0.1:7004"),
+                d,
+            )
+        }) {
+            Ok((index, _)) => break index,
+            Err(Error::Membership(MembershipError::TermNotCommitted { .. }))
+            | Err(Error::NotLeader { .. }) => {}
+            Err(e) => panic!("add learner 4: {e}"),
+        }
+    };
+    wait_until(
+        &mut ms,
+        "every node applies the change and the learner the log",
+        |ms| ms.iter().all(|m| m.last >= add.max(last)),
+    );
+    for m in &ms {
+        let (i, c) = m.changes.first().expect("the change was delivered");
+        assert_eq!(*i, add);
+        assert_eq!(c.node_id, 4);
+        assert_eq!(
+            &c.context[..],
+            b"127.0.0.1:7004",
+            "the context travels with the entry"
+        );
+    }
+    let st = node(&ms, 3).status().expect("status");
+    assert_eq!(
+        (st.voters.clone(), st.learners.clone()),
+        (vec![1, 2, 3], vec![4])
+    );
+    // Promote (the learner has acknowledged entries by now), then move leadership to it.
+    let promote = loop {
+        let l = leader(&mut ms[..3]);
+        match answer(|d| {
+            node(&ms, l).propose_conf_change_with(
+                change(ConfChangeType::ConfChangePromoteLearner, 4, ""),
+                d,
+            )
+        }) {
+            Ok((index, _)) => break index,
+            Err(Error::NotLeader { .. })
+            | Err(Error::Membership(MembershipError::LearnerLagging { .. })) => {}
+            Err(e) => panic!("promote 4: {e}"),
+        }
+    };
+    wait_until(&mut ms, "every node applies the promotion", |ms| {
+        ms.iter().all(|m| m.last >= promote)
+    });
+    let t0 = Instant::now();
+    loop {
+        assert!(
+            t0.elapsed() < HANG_GUARD,
+            "leadership never moved to node 4"
+        );
+        let l = leader(&mut ms);
+        if l == 3 {
+            break;
+        }
+        match answer(|d| node(&ms, l).transfer_leader_with(4, d)) {
+            Ok(()) | Err(Error::NotLeader { .. }) | Err(Error::TransferInProgress { .. }) => {}
+            Err(e) => panic!("transfer to 4: {e}"),
+        }
+        wait_until(&mut ms, "a moment", |_| true);
+    }
+    let st = node(&ms, 3).status().expect("status");
+    assert!(st.is_leader() && st.voters == vec![1, 2, 3, 4], "{st:?}");
+    // The new leader commits a write that the old voters apply.
+    let w = propose(&mut ms, Bytes::from_static(b"after"));
+    wait_until(&mut ms, "all apply the write under the new leader", |ms| {
+        ms.iter().all(|m| m.last >= w)
+    });
 }

@@ -82,6 +82,9 @@ fn start_node(p: &mut Peer, rt: &ClientRuntime, addrs: &BTreeMap<u64, SocketAddr
                             a.last = index;
                             a.snapshots.push(index);
                         }
+                        ApplyMsg::ConfChange { .. } => {
+                            panic!("no membership change was proposed")
+                        }
                         ApplyMsg::Command { index, data, .. } => {
                             assert!(index > a.last, "index {index} after {}", a.last);
                             a.last = index;

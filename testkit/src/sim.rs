@@ -908,7 +908,7 @@ impl<S: SimStorage> Sim<S> {
                 .log_entry(i)
                 .is_some_and(|e| e.entry_type == EntryType::EntryConfChange as i32)
         });
-        let r = node.raw.propose_conf_change(cc);
+        let r = node.raw.propose_conf_change(cc.clone());
         if r.is_ok() {
             if !own_term_committed {
                 self.fail(&format!(

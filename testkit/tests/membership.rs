@@ -25,6 +25,7 @@ fn cc(t: ConfChangeType, id: u64) -> ConfChange {
     ConfChange {
         change_type: t as i32,
         node_id: id,
+        context: Default::default(),
     }
 }
 fn add_learner(id: u64) -> ConfChange {
@@ -167,7 +168,7 @@ fn change(s: &mut Sim, c: ConfChange) -> u64 {
     let t0 = s.now;
     loop {
         let l = leader_of(s);
-        match s.propose_conf_change(l, c) {
+        match s.propose_conf_change(l, c.clone()) {
             Some(Ok((index, _))) => {
                 run_until_committed(s, l, index, 5_000);
                 return index;
@@ -353,6 +354,32 @@ fn a_learner_gets_the_log_but_does_not_count_toward_commit() {
     assert!(n.status().commit < i, "a learner's ack committed {i}");
     ack(&mut n, 2, i);
     assert_eq!(n.status().commit, i);
+}
+
+/// A learner that never acknowledged an append (not started, or unreachable) is not
+/// promoted, even while the leader's log is shorter than `max_learner_lag`: it would be a
+/// voter that cannot vote. Once it acknowledges, the same promotion is taken.
+#[test]
+fn a_learner_that_never_answered_is_not_promoted() {
+    let mut n = raw(1, &[1, 2, 3], &[4]);
+    campaign(&mut n);
+    grant(&mut n, 2);
+    assert!(n.is_leader());
+    let last = n.status().last_index;
+    ack(&mut n, 2, last);
+    ack(&mut n, 3, last);
+    assert!(last < 1000, "well within the default lag limit");
+    match refused(n.propose_conf_change(promote(4))) {
+        MembershipError::LearnerLagging {
+            id: 4, matched: 0, ..
+        } => {}
+        other => panic!("promoting a silent learner: {other}"),
+    }
+    assert!(n.conf_state().is_learner(4), "nothing changed");
+    ack(&mut n, 4, last);
+    n.propose_conf_change(promote(4))
+        .expect("promoted once it acknowledged the log");
+    assert!(n.conf_state().is_voter(4));
 }
 
 /// etcd TestLearnerPromotion, raft-rs test_learner_promotion: add a learner, let it catch
@@ -769,7 +796,7 @@ fn chaos_run(seed: u64) -> [u64; 8] {
                 } else {
                     add_learner(pick)
                 };
-                match s.propose_conf_change(l, c) {
+                match s.propose_conf_change(l, c.clone()) {
                     Some(Ok(_)) => t[0] += 1,
                     Some(Err(_)) => t[2] += 1,
                     None => {}

@@ -9,6 +9,11 @@
 //! kvcli status                      # one row per node: role, term, leader, indexes
 //! kvcli status -w json
 //! kvcli --endpoints 1=10.0.0.1:7001,2=10.0.0.2:7001,3=10.0.0.3:7001 get k
+//! kvcli member list                 # voters and learners with their addresses
+//! kvcli member add-learner 4 10.0.0.4:7001
+//! kvcli member promote 4            # once it caught up (refused while it lags)
+//! kvcli member remove 3
+//! kvcli transfer-leader 2           # move leadership before maintenance
 //! ```
 //!
 //! Endpoints come from `--endpoints`, else `RAFTKV_ENDPOINTS`, else the file `./data/endpoints`
@@ -78,6 +83,38 @@ enum Cmd {
     Delete { key: String },
     /// Show every node's role, term, leader, commit and applied index, log and snapshot.
     Status,
+    /// List or change the cluster's members (single-server changes, one at a time).
+    #[command(subcommand)]
+    Member(MemberCmd),
+    /// Move leadership to voter ID (Raft thesis 3.10) and wait until it leads.
+    TransferLeader {
+        /// The voter to lead.
+        id: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCmd {
+    /// The voters and learners with their addresses, as the leader sees them.
+    List,
+    /// Add node ID serving at ADDR (HOST:PORT) as a learner: it gets the log but does not
+    /// vote. Then start it with `kvserver --id ID --listen ADDR --data-dir DIR --join ...`.
+    AddLearner {
+        /// The new node's id (not used by any member).
+        id: u64,
+        /// The address the new node will listen on (its --listen).
+        addr: String,
+    },
+    /// Make learner ID a voter (refused while it has not caught up: retry).
+    Promote {
+        /// The learner.
+        id: u64,
+    },
+    /// Remove voter or learner ID (refused for the last voter).
+    Remove {
+        /// The node to remove.
+        id: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -204,7 +241,117 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             }
         }
         Cmd::Status => unreachable!("handled above"),
+        Cmd::Member(MemberCmd::List) => {
+            let m = kv.members().map_err(explain)?;
+            if json {
+                let list: Vec<_> = m
+                    .members
+                    .iter()
+                    .map(|x| {
+                        serde_json::json!({"id": x.id, "address": x.addr, "learner": x.learner,
+                                           "leader": x.id == m.leader})
+                    })
+                    .collect();
+                print(&mut out, serde_json::Value::Array(list).to_string());
+            } else {
+                let mut table = vec![vec!["ID".to_string(), "ADDRESS".into(), "ROLE".into()]];
+                for x in &m.members {
+                    let role = match (x.learner, x.id == m.leader) {
+                        (true, _) => "learner",
+                        (false, true) => "voter (leader)",
+                        (false, false) => "voter",
+                    };
+                    let addr = if x.addr.is_empty() {
+                        "?".to_string()
+                    } else {
+                        x.addr.clone()
+                    };
+                    table.push(vec![x.id.to_string(), addr, role.into()]);
+                }
+                print_table(&table);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Member(MemberCmd::AddLearner { id, addr }) => {
+            let index = kv.add_learner(*id, addr).map_err(explain)?;
+            done(
+                &mut out,
+                json,
+                *id,
+                index,
+                &format!(
+                    "node {id} added as a learner at {addr} (log index {index}); now start it: \
+                 kvserver --id {id} --listen {addr} --data-dir DIR --join {}",
+                    kv.endpoints()
+                        .iter()
+                        .map(|e| e.addr.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Member(MemberCmd::Promote { id }) => {
+            let index = kv.promote(*id).map_err(explain)?;
+            done(
+                &mut out,
+                json,
+                *id,
+                index,
+                &format!("node {id} is a voter (log index {index})"),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Member(MemberCmd::Remove { id }) => {
+            let index = kv.remove_member(*id).map_err(explain)?;
+            done(
+                &mut out,
+                json,
+                *id,
+                index,
+                &format!(
+                    "node {id} removed (log index {index}); stop its process, and never restart it with its old data directory"
+                ),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::TransferLeader { id } => {
+            let t0 = std::time::Instant::now();
+            kv.transfer_leader(*id).map_err(explain)?;
+            // The transfer started; it ends within an election timeout. Watch for it.
+            loop {
+                match kv.members() {
+                    Ok(m) if m.leader == *id => {
+                        done(
+                            &mut out,
+                            json,
+                            *id,
+                            0,
+                            &format!("node {id} leads (after {:.0?})", t0.elapsed()),
+                        );
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    _ if t0.elapsed() >= timeout => {
+                        return Err(format!(
+                            "the transfer to node {id} started but node {id} did not become leader within {timeout:.1?} \
+                             (it was abandoned, or is still under way); `kvcli member list` shows the leader"
+                        ));
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
     }
+}
+
+/// Prints the outcome of a membership command.
+fn done(out: &mut std::io::StdoutLock<'_>, json: bool, id: u64, index: u64, text: &str) {
+    let line = if json {
+        serde_json::json!({"node": id, "ok": true, "index": index}).to_string()
+    } else {
+        text.to_string()
+    };
+    let _ = writeln!(out, "{line}");
 }
 
 /// VALUE from the command line, else all of stdin (for values too large for an argument,
@@ -292,6 +439,8 @@ fn status(eps: &[Endpoint], source: &str, timeout: Duration, w: Out) -> Result<E
                 "max_raft_state": s.max_raft_state,
                 "key_count": s.key_count,
                 "uptime_ms": s.uptime_ms,
+                "voters": s.voters,
+                "learners": s.learners,
             }));
         }
         for (e, msg) in &failed {
@@ -317,7 +466,11 @@ fn status(eps: &[Endpoint], source: &str, timeout: Duration, w: Out) -> Result<E
             table.push(vec![
                 e.id.to_string(),
                 e.addr.to_string(),
-                role_name(s.role).into(),
+                if s.learners.contains(&s.node_id) {
+                    "learner".into()
+                } else {
+                    role_name(s.role).into()
+                },
                 s.term.to_string(),
                 if s.leader_id == 0 {
                     "-".into()

@@ -242,6 +242,8 @@ impl KvService for Node {
             last_log_index: 43,
             max_raft_state: 1 << 20,
             listen_addr: String::new(),
+            voters: vec![1, 2, 3],
+            learners: Vec::new(),
         });
     }
 }
