@@ -40,10 +40,11 @@ fn main() -> ExitCode {
         .filter(|a| !a.starts_with('-'))
         .map(str::to_string)
         .collect();
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
         ("faults_history_then_kill_all", faults_history_then_kill_all),
         ("kvcli_and_speed", kvcli_and_speed),
         ("replace_a_dead_node", replace_a_dead_node),
+        ("snapshot_save_and_restore", snapshot_save_and_restore),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, f) in tests {
@@ -85,6 +86,8 @@ struct Node {
     stopped: bool,
     /// Added at run time: started with `--join` (not in the bootstrap `--peers`).
     joined: bool,
+    /// `--restore FILE` for the next start only.
+    restore: Option<PathBuf>,
 }
 
 /// Three (or N) kvserver children; Drop kills every one still running, by PID.
@@ -121,6 +124,12 @@ impl Cluster {
     /// Picks free loopback ports and starts `n` nodes; retries with new ports if a node
     /// exits at once (a port taken between our probe and its bind).
     fn start(n: u64) -> Cluster {
+        Cluster::start_restored(n, None)
+    }
+
+    /// As [`Cluster::start`]; with `Some(FILE)` every node's first start is
+    /// `--restore FILE`.
+    fn start_restored(n: u64, restore: Option<&std::path::Path>) -> Cluster {
         for _attempt in 0..3 {
             let tmp = tempfile::tempdir().expect("tempdir");
             let ls: Vec<TcpListener> = (0..n)
@@ -146,6 +155,7 @@ impl Cluster {
                         child: None,
                         stopped: false,
                         joined: false,
+                        restore: restore.map(PathBuf::from),
                     })
                     .collect(),
                 peers,
@@ -186,11 +196,32 @@ impl Cluster {
             child: None,
             stopped: false,
             joined: true,
+            restore: None,
         });
         id
     }
 
     fn spawn(&mut self, id: u64) {
+        let mut cmd = self.command(id);
+        let n = self.node(id);
+        assert!(n.child.is_none(), "node {id} already running");
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kvserver");
+        n.child = Some(child);
+        n.stopped = false;
+    }
+
+    /// The command line that starts node `id` (and uses up its `--restore`).
+    fn command(&mut self, id: u64) -> Command {
         let peers = self.peers.clone();
         let join: Vec<String> = self
             .nodes
@@ -199,12 +230,6 @@ impl Cluster {
             .map(|n| n.addr.to_string())
             .collect();
         let n = self.node(id);
-        assert!(n.child.is_none(), "node {id} already running");
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&n.log)
-            .expect("log file");
         let mut cmd = Command::new(std::env::current_exe().expect("own exe"));
         cmd.arg("--as-kvserver").args(["--id", &id.to_string()]);
         if n.joined {
@@ -213,19 +238,45 @@ impl Cluster {
         } else {
             cmd.args(["--peers", &peers]);
         }
-        let child = cmd
-            .arg("--data-dir")
+        if let Some(f) = n.restore.take() {
+            cmd.arg("--restore").arg(f);
+        }
+        cmd.arg("--data-dir")
             .arg(&n.dir)
             // 20 ms ticks: elections in 200-400 ms; small log limit: snapshots happen.
             .args(["--tick-ms", "20", "--max-raft-state", "65536"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn");
+        cmd
+    }
+
+    /// Starts node `id` with `extra` arguments, expecting it to refuse to start: exit code
+    /// 2 within the liveness bound (killed otherwise). Returns its stderr.
+    fn start_refused(&mut self, id: u64, extra: &[&std::ffi::OsStr]) -> String {
+        let mut cmd = self.command(id);
+        let mut child = cmd
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn kvserver");
-        n.child = Some(child);
-        n.stopped = false;
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if t0.elapsed() > LIVENESS {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kvserver {extra:?} did not refuse to start; killed");
+            }
+            std::thread::sleep(Duration::from_millis(20)); // polling a child, bounded
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+            .expect("read stderr");
+        assert_eq!(status.code(), Some(2), "kvserver {extra:?}: {err}");
+        err
     }
 
     fn kill9(&mut self, id: u64) {
@@ -924,5 +975,112 @@ fn replace_a_dead_node() {
     }
     println!(
         "  n{new} replaced n{dead}; all {acked} acknowledged appends present once after its restart"
+    );
+}
+
+/// Backup and restore (issue 12): `kvcli snapshot save FILE` from a live cluster, then a
+/// new 3-process cluster started with `kvserver --restore FILE` on every node holds exactly
+/// the state at the backup's index (writes made after it are absent), keeps it across a
+/// `kill -9` of every node and restarts without --restore, and refuses a damaged file, an
+/// existing FILE and a data directory that already holds a node (exit 2, a reason, nothing
+/// changed).
+fn snapshot_save_and_restore() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("backup.rkv");
+    let file_s = file.to_str().expect("utf-8 path").to_string();
+    let mut want: Vec<(String, String)> = Vec::new();
+    let index = {
+        let mut c = Cluster::start(3);
+        c.probe("start");
+        let kv = Clerk::builder(c.endpoints()).deadline(LIVENESS).build();
+        for i in 0..200 {
+            let (k, v) = (format!("k{i:03}"), format!("value {i}"));
+            kv.put(k.as_str(), v.as_str()).expect("put");
+            want.push((k, v));
+        }
+        // Three values of 700 KiB: the image takes several 1 MiB chunks.
+        for i in 0..3u8 {
+            let v: String = std::iter::repeat_n(char::from(b'a' + i), 700 << 10).collect();
+            kv.put(format!("big{i}"), v.as_str()).expect("put big");
+            want.push((format!("big{i}"), v));
+        }
+        kv.append("k000", " appended").expect("append");
+        want[0].1 += " appended";
+        let (out, err) = kvcli_expect(&c, &["snapshot", "save", &file_s], 0);
+        println!("  {}", out.trim_end());
+        assert!(err.is_empty(), "{err}");
+        let index: u64 = out
+            .split("at log index ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no index in {out:?}"));
+        // Written after the backup: must not be in the restored cluster.
+        kv.put("after", "the backup").expect("put after");
+        let (_, err) = kvcli_expect(&c, &["snapshot", "save", &file_s], 2);
+        assert!(err.contains("exists") && err.contains("--force"), "{err}");
+        index
+    };
+    let saved = std::fs::read(&file).expect("read the backup");
+
+    // A damaged copy is refused before anything is written.
+    let mut bad = saved.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x10;
+    let bad_file = tmp.path().join("damaged.rkv");
+    std::fs::write(&bad_file, &bad).expect("write damaged copy");
+
+    let mut c = Cluster::start_restored(3, Some(&file));
+    c.probe("restored");
+    let kv = Clerk::builder(c.endpoints()).deadline(LIVENESS).build();
+    let check = |kv: &Clerk, when: &str| {
+        for (k, v) in &want {
+            let got = kv.get_string(k.as_str()).expect("get");
+            assert!(
+                got.as_deref() == Some(v.as_str()),
+                "{when}: {k} is {:?}, want {} bytes",
+                got.map(|g| g.len()),
+                v.len()
+            );
+        }
+        assert_eq!(
+            kv.get_string("after").expect("get after"),
+            None,
+            "{when}: a write made after the backup is in the restored cluster"
+        );
+    };
+    check(&kv, "restored");
+    let st = KvServiceClient::new(rpc::Channel::new(c.node(1).addr))
+        .status(&StatusRequest {}, LIVENESS)
+        .expect("status");
+    assert!(st.snapshot_index >= index, "{st:?} (backup at {index})");
+    assert_eq!(
+        st.voters,
+        vec![1, 2, 3],
+        "the voters are the new --peers: {st:?}"
+    );
+
+    // --restore into a data directory that holds a node: refused, the node's data kept.
+    c.kill9(1);
+    let err = c.start_refused(1, &["--restore".as_ref(), file.as_os_str()]);
+    assert!(err.contains("needs a new, empty data directory"), "{err}");
+    // A damaged file: refused with the reason (checked before the data directory).
+    let err = c.start_refused(1, &["--restore".as_ref(), bad_file.as_os_str()]);
+    assert!(err.contains("damaged backup"), "{err}");
+
+    // Every node killed at once and restarted without --restore: the restored state is
+    // on disk.
+    c.spawn(1);
+    c.kill9(2);
+    c.kill9(3);
+    c.kill9(1);
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    c.probe("restart of all restored nodes");
+    check(&kv, "after kill -9 of all and restart");
+    println!(
+        "  restored {} keys at index {index} into a new cluster; kept across kill -9 of all",
+        want.len()
     );
 }

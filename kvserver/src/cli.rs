@@ -68,6 +68,12 @@ struct Cli {
     /// How long --join waits for the cluster to list this node as a learner (default 60).
     #[arg(long, value_name = "SECS")]
     join_timeout_secs: Option<u64>,
+    /// Start this node from a backup made by `kvcli snapshot save FILE`, into a new, EMPTY
+    /// --data-dir. Start every node of the new cluster with the same FILE and the same
+    /// --peers: the new cluster's voters are its --peers (the old cluster's membership is
+    /// not restored). Only for the first start; later starts run without it.
+    #[arg(long, value_name = "FILE")]
+    restore: Option<PathBuf>,
     /// Where this node keeps its Raft log and snapshots.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -130,6 +136,8 @@ enum PeersField {
 #[derive(Debug)]
 struct Settings {
     id: u64,
+    /// `--restore FILE`.
+    restore: Option<PathBuf>,
     /// `--peers` (empty with --join or a JOINED file and no --peers).
     peers: BTreeMap<u64, SocketAddr>,
     /// `--join`: members to ask.
@@ -266,8 +274,12 @@ fn settings(cli: Cli) -> Result<Settings, String> {
              {election_ticks} (defaults 3 and 10)"
         ));
     }
+    if cli.restore.is_some() && !join.is_empty() {
+        return Err("--restore and --join do not go together: a restored node starts a new cluster from --peers; a joining node gets its state from the cluster".into());
+    }
     Ok(Settings {
         id,
+        restore: cli.restore,
         peers,
         join,
         join_timeout: Duration::from_secs(cli.join_timeout_secs.unwrap_or(60).max(1)),
@@ -280,6 +292,87 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         cluster_id: cli.cluster_id.or(file.cluster_id).unwrap_or(1),
         pipelined_persist: cli.pipelined_persist || file.pipelined_persist.unwrap_or(false),
     })
+}
+
+/// Reads and checks a `kvcli snapshot save` file: its checksums, and that its state
+/// decodes as a kv snapshot. The member addresses of the old cluster are dropped (the new
+/// cluster's members are its --peers).
+fn read_backup(f: &std::path::Path) -> Result<proto::backup::Backup, String> {
+    let bytes =
+        std::fs::read(f).map_err(|e| format!("--restore {}: cannot read it: {e}", f.display()))?;
+    let mut b = proto::backup::decode(bytes.into()).map_err(|e| {
+        format!(
+            "--restore {}: {e}; make a new backup with `kvcli snapshot save`",
+            f.display()
+        )
+    })?;
+    let mut state = crate::KvState::new();
+    state.restore(&b.state).map_err(|e| {
+        format!(
+            "--restore {}: the backup's state does not load: {e}",
+            f.display()
+        )
+    })?;
+    if state.applied_index() != b.index {
+        return Err(format!(
+            "--restore {}: the header says index {} but the state is at {}; the file is not from kvcli",
+            f.display(),
+            b.index,
+            state.applied_index()
+        ));
+    }
+    state.clear_members();
+    b.state = state.snapshot();
+    Ok(b)
+}
+
+/// Installs a backup as the first Raft snapshot of an empty data directory: every node of
+/// the new cluster does the same with the same file, so their logs start alike at the
+/// backup's index and term, with `bootstrap` as the voters.
+fn install_backup(
+    storage: &mut DiskStorage,
+    dir: &std::path::Path,
+    f: &std::path::Path,
+    b: proto::backup::Backup,
+    bootstrap: &[u64],
+) -> Result<(), String> {
+    let st = storage
+        .load()
+        .map_err(|e| format!("cannot load data directory {}: {e}", dir.display()))?;
+    if st.hard_state.term > 0 || st.snapshot.index > 0 || !st.entries.is_empty() {
+        return Err(format!(
+            "--restore needs a new, empty data directory, but {} already holds a node's data (term {}, log through {}); restart this node without --restore, or give an empty --data-dir",
+            dir.display(),
+            st.hard_state.term,
+            st.entries.last().map_or(st.snapshot.index, |e| e.index)
+        ));
+    }
+    let hs = raft::HardState {
+        term: b.term,
+        vote: 0,
+        commit: b.index,
+    };
+    let snap = raft::Snapshot {
+        index: b.index,
+        term: b.term,
+        data: b.state,
+        conf: raft::ConfState::from_voters(bootstrap),
+    };
+    storage.persist(Some(&hs), Some(&snap), &[]).map_err(|e| {
+        format!(
+            "--restore {}: cannot write it into {}: {e}",
+            f.display(),
+            dir.display()
+        )
+    })?;
+    log::info!(
+        "restored {} (index {}, term {}) into {}",
+        f.display(),
+        b.index,
+        b.term,
+        dir.display()
+    );
+    Ok(())
 }
 
 /// Parses `127.0.0.1:7001,127.0.0.1:7002` (for `--join`).
@@ -551,7 +644,15 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     cfg.cluster_id = s.cluster_id;
     // Creates the directory if missing; refuses one of another cluster or node, one that
     // another process holds (naming its pid), and damaged files (naming file and offset).
-    let storage = match DiskStorage::open(&s.data_dir, DiskOptions::from_config(&cfg)) {
+    // Read and check a backup before the data directory is created.
+    let backup = match &s.restore {
+        Some(f) => match read_backup(f) {
+            Ok(b) => Some(b),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
+    let mut storage = match DiskStorage::open(&s.data_dir, DiskOptions::from_config(&cfg)) {
         Ok(st) => st,
         Err(e) => {
             let text = e.to_string();
@@ -566,8 +667,13 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
             ));
         }
     };
+    if let Some((f, b)) = s.restore.as_ref().zip(backup)
+        && let Err(e) = install_backup(&mut storage, &s.data_dir, f, b, &bootstrap)
+    {
+        return fail(e);
+    }
     let snapshot = match storage.load() {
-        Ok(st) => Some(st.snapshot.data),
+        Ok(st) => Some(st.snapshot),
         Err(e) => {
             return fail(format!(
                 "cannot load data directory {}: {e}",

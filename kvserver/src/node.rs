@@ -24,7 +24,8 @@ use proto::Message;
 use proto::kv::{
     Command, CommandOp, DeleteRequest, ErrorCode, GetReply, GetRequest, KvService, Member,
     MemberChangeReply, MemberChangeRequest, MemberListReply, MemberListRequest, PutAppendRequest,
-    Role as WireRole, StatusReply, StatusRequest, WriteReply,
+    Role as WireRole, SnapshotChunkReply, SnapshotChunkRequest, StatusReply, StatusRequest,
+    WriteReply,
 };
 use proto::raft::{ConfChange, ConfChangeType};
 use proto::service::Reply;
@@ -130,7 +131,46 @@ enum Event {
         index: u64,
         wait: MemberWait,
     },
+    /// Take a fresh image of the state for a backup and answer its first chunk.
+    Backup(Reply<SnapshotChunkReply>),
     Stop,
+}
+
+/// The image a backup is reading (`SnapshotChunk`), kept until the next one is taken.
+struct BackupImage {
+    index: u64,
+    term: u64,
+    crc: u32,
+    data: Bytes,
+}
+
+/// Bytes per `SnapshotChunk` reply.
+const BACKUP_CHUNK: usize = 1 << 20;
+
+fn backup_chunk(img: &BackupImage, offset: u64) -> SnapshotChunkReply {
+    let start = (offset as usize).min(img.data.len());
+    let end = (start + BACKUP_CHUNK).min(img.data.len());
+    SnapshotChunkReply {
+        err: ErrorCode::Ok as i32,
+        error_text: String::new(),
+        index: img.index,
+        term: img.term,
+        total: img.data.len() as u64,
+        crc: img.crc,
+        chunk: img.data.slice(start..end),
+    }
+}
+
+fn backup_error(err: ErrorCode, text: impl Into<String>) -> SnapshotChunkReply {
+    SnapshotChunkReply {
+        err: err as i32,
+        error_text: text.into(),
+        index: 0,
+        term: 0,
+        total: 0,
+        crc: 0,
+        chunk: Bytes::new(),
+    }
 }
 
 struct Shared {
@@ -146,6 +186,8 @@ struct Shared {
     /// The voters the cluster was bootstrapped with (for MemberList: a joining node
     /// replays the log from them).
     bootstrap: Vec<u64>,
+    /// The latest backup image (see `SnapshotChunk`).
+    backup: Mutex<Option<Arc<BackupImage>>>,
 }
 
 /// A running kvserver node (without its RPC server): see the module docs.
@@ -191,13 +233,16 @@ impl KvNode {
         cfg: KvConfig,
         node: Node,
         apply: Receiver<ApplyMsg>,
-        snapshot: Option<Bytes>,
+        snapshot: Option<raft::Snapshot>,
         peers: PeerBook,
         bootstrap: Vec<u64>,
     ) -> Result<KvNode, Fatal> {
         let mut machine: Machine<WriteHandle, ReadHandle> = Machine::new();
         let published = Published::default();
-        if let Some(s) = snapshot.filter(|s| !s.is_empty()) {
+        let mut applied_term = 0;
+        if let Some(snap) = snapshot.filter(|s| !s.data.is_empty()) {
+            let s = snap.data;
+            applied_term = snap.term;
             machine
                 .restore(&s, &mut Vec::new(), &mut Vec::new())
                 .map_err(Fatal::Snapshot)?;
@@ -226,6 +271,7 @@ impl KvNode {
             listen_addr: Mutex::new(String::new()),
             peers,
             bootstrap,
+            backup: Mutex::new(None),
         });
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
         let s2 = shared.clone();
@@ -244,6 +290,7 @@ impl KvNode {
                     last_term: 0,
                     snap_thread: None,
                     member_waits: BTreeMap::new(),
+                    applied_term,
                 }
                 .run();
                 if r.is_some() {
@@ -577,6 +624,32 @@ impl KvService for KvHandlers {
         self.change(cc, None, reply);
     }
 
+    fn snapshot_chunk(&self, req: SnapshotChunkRequest, reply: Reply<SnapshotChunkReply>) {
+        let s = &self.shared;
+        if req.offset == 0 && req.index == 0 {
+            if let Err(e) = s.events.send(Event::Backup(reply))
+                && let Event::Backup(reply) = e.into_inner()
+            {
+                reply.send(backup_error(
+                    ErrorCode::ShuttingDown,
+                    "the node is stopping",
+                ));
+            }
+            return;
+        }
+        let img = s.backup.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match img {
+            Some(img) if img.index == req.index => reply.send(backup_chunk(&img, req.offset)),
+            _ => reply.send(backup_error(
+                ErrorCode::Timeout,
+                format!(
+                    "the image at index {} was replaced by a newer backup; start again",
+                    req.index
+                ),
+            )),
+        }
+    }
+
     fn transfer_leader(&self, req: MemberChangeRequest, reply: Reply<MemberChangeReply>) {
         self.shared.node.transfer_leader_with(
             req.node_id,
@@ -722,6 +795,8 @@ struct ApplyLoop {
     snap_thread: Option<(Sender<SnapshotView>, JoinHandle<()>)>,
     /// Membership changes waiting for their index to apply.
     member_waits: BTreeMap<u64, MemberWait>,
+    /// The term of the entry at the applied index (for backup images).
+    applied_term: u64,
 }
 
 impl ApplyLoop {
@@ -848,6 +923,7 @@ impl ApplyLoop {
                     self.member_waits.insert(index, wait);
                 }
             }
+            Event::Backup(reply) => self.start_backup(reply),
             Event::SnapshotDone { index, bytes } => {
                 self.snapshotting = false;
                 let p = &self.shared.published;
@@ -867,6 +943,7 @@ impl ApplyLoop {
         while let Some(m) = next.take() {
             match m {
                 ApplyMsg::Command { index, term, data } => {
+                    self.applied_term = term;
                     self.since_snapshot += data.len() as u64 + 16;
                     self.machine
                         .apply_command(index, term, &data, &mut writes, &mut reads)
@@ -877,6 +954,7 @@ impl ApplyLoop {
                     term,
                     change,
                 } => {
+                    self.applied_term = term;
                     self.since_snapshot += change.context.len() as u64 + 32;
                     if !self
                         .machine
@@ -890,7 +968,8 @@ impl ApplyLoop {
                     }
                     self.member_applied(index, term, &change);
                 }
-                ApplyMsg::Snapshot { index, data, .. } => {
+                ApplyMsg::Snapshot { index, term, data } => {
+                    self.applied_term = term;
                     self.machine
                         .restore(&data, &mut writes, &mut reads)
                         .map_err(Fatal::Snapshot)?;
@@ -1040,6 +1119,43 @@ impl ApplyLoop {
                     index,
                 ));
             }
+        }
+    }
+
+    /// A fresh image of the state at the applied index for a backup: a view (no copy of
+    /// the map, as for a snapshot) encoded on a thread of its own, which then keeps it for
+    /// the following chunks and answers the first.
+    fn start_backup(&mut self, reply: Reply<SnapshotChunkReply>) {
+        let index = self.machine.applied_index();
+        if index == 0 || self.applied_term == 0 {
+            reply.send(backup_error(
+                ErrorCode::Timeout,
+                "this node has applied nothing yet; retry in a moment or ask another node",
+            ));
+            return;
+        }
+        let view = self.machine.state().snapshot_view();
+        let term = self.applied_term;
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("kv-backup-{}", self.shared.id))
+            .spawn(move || {
+                let data = view.encode();
+                drop(view);
+                let img = Arc::new(BackupImage {
+                    index,
+                    term,
+                    crc: crc32fast::hash(&data),
+                    data,
+                });
+                *shared.backup.lock().unwrap_or_else(|p| p.into_inner()) = Some(img.clone());
+                reply.send(backup_chunk(&img, 0));
+            });
+        if let Err(e) = spawned {
+            log::error!(
+                "kv node {}: cannot start a backup thread: {e}",
+                self.shared.id
+            );
         }
     }
 

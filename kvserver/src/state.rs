@@ -390,6 +390,12 @@ impl KvState {
         self.dedup.get(&client_id).map_or(0, |(s, _)| *s)
     }
 
+    /// Forgets the member addresses (a state restored into a new cluster, whose members
+    /// are its own `--peers`).
+    pub fn clear_members(&mut self) {
+        self.members.clear();
+    }
+
     /// Addresses of the nodes added by membership changes (id → "HOST:PORT").
     pub fn members(&self) -> &BTreeMap<u64, String> {
         &self.members

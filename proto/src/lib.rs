@@ -90,6 +90,7 @@ pub mod kv {
     include!(concat!(env!("OUT_DIR"), "/raftkv.kv.rs"));
 }
 
+pub mod backup;
 pub mod service;
 
 pub use prost::Message;

@@ -14,6 +14,7 @@
 //! kvcli member promote 4            # once it caught up (refused while it lags)
 //! kvcli member remove 3
 //! kvcli transfer-leader 2           # move leadership before maintenance
+//! kvcli snapshot save backup.rkv    # the whole key-value state, for kvserver --restore
 //! ```
 //!
 //! Endpoints come from `--endpoints`, else `RAFTKV_ENDPOINTS`, else the file `./data/endpoints`
@@ -91,6 +92,24 @@ enum Cmd {
         /// The voter to lead.
         id: u64,
     },
+    /// Back up the key-value state (`snapshot save FILE`).
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum SnapshotCmd {
+    /// Write a consistent image of the whole key-value state, taken by the leader (or,
+    /// with --endpoints naming one node, by that node) at its applied log index, to FILE
+    /// (written atomically, checksummed). Restore with `kvserver --restore FILE` into new,
+    /// empty data directories.
+    Save {
+        /// The backup file to write.
+        file: std::path::PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,7 +179,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     if let Cmd::Status = cli.command {
         return status(&eps, &source, timeout, cli.write_out);
     }
-    let kv = Clerk::builder(eps)
+    let kv = Clerk::builder(eps.clone())
         .deadline(timeout)
         .attempt_timeout(timeout.min(Duration::from_secs(1)))
         .build();
@@ -315,6 +334,53 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Snapshot(SnapshotCmd::Save { file, force }) => {
+            if file.exists() && !force {
+                return Err(format!(
+                    "{} exists; give another name, or --force to replace it",
+                    file.display()
+                ));
+            }
+            // The leader's image is the freshest; any node's is consistent.
+            let first = kv
+                .members()
+                .ok()
+                .and_then(|m| eps.iter().position(|e| e.id == m.leader))
+                .unwrap_or(0);
+            let order: Vec<usize> = (0..eps.len()).map(|i| (first + i) % eps.len()).collect();
+            let mut last = String::new();
+            for i in order {
+                match save_snapshot(&eps[i], file, timeout) {
+                    Ok((index, term, bytes)) => {
+                        if json {
+                            print(
+                                &mut out,
+                                serde_json::json!({"file": file.display().to_string(), "node": eps[i].id,
+                                                   "index": index, "term": term, "bytes": bytes})
+                                .to_string(),
+                            );
+                        } else {
+                            print(
+                                &mut out,
+                                format!(
+                                    "saved the state of node {} at log index {index} (term {term}), {bytes} bytes, to {}",
+                                    eps[i].id,
+                                    file.display()
+                                ),
+                            );
+                        }
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Err(e) => {
+                        eprintln!("kvcli: node {} at {}: {e}", eps[i].id, eps[i].addr);
+                        last = e;
+                    }
+                }
+            }
+            Err(format!(
+                "no node gave a snapshot ({last}); endpoints from {source}"
+            ))
+        }
         Cmd::TransferLeader { id } => {
             let t0 = std::time::Instant::now();
             kv.transfer_leader(*id).map_err(explain)?;
@@ -342,6 +408,81 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             }
         }
     }
+}
+
+/// Reads node `ep`'s key-value image chunk by chunk, checks its CRC and writes it to
+/// `file` atomically (a temporary file beside it, fsync, rename, fsync of the directory).
+/// Returns (index, term, bytes of state).
+fn save_snapshot(
+    ep: &Endpoint,
+    file: &std::path::Path,
+    timeout: Duration,
+) -> Result<(u64, u64, u64), String> {
+    use proto::kv::{ErrorCode, SnapshotChunkRequest};
+    let stub = KvServiceClient::new(rpc::Channel::new(ep.addr));
+    let call = |offset: u64, index: u64| {
+        let r = stub
+            .snapshot_chunk(&SnapshotChunkRequest { offset, index }, timeout)
+            .map_err(|e| format!("SnapshotChunk failed: {e}"))?;
+        if r.err != ErrorCode::Ok as i32 {
+            return Err(format!("refused: {}", r.error_text));
+        }
+        Ok(r)
+    };
+    let first = call(0, 0)?;
+    let (index, term, total, crc) = (first.index, first.term, first.total, first.crc);
+    let mut state = Vec::with_capacity(total as usize);
+    state.extend_from_slice(&first.chunk);
+    let loud = total > 8 << 20 && std::io::stderr().is_terminal();
+    let mut shown = std::time::Instant::now();
+    while (state.len() as u64) < total {
+        let r = call(state.len() as u64, index)?;
+        if r.chunk.is_empty() || r.index != index {
+            return Err(format!(
+                "the image changed or ended early at byte {} of {total}; try again",
+                state.len()
+            ));
+        }
+        state.extend_from_slice(&r.chunk);
+        if loud && shown.elapsed() >= Duration::from_secs(1) {
+            eprint!(
+                "\rkvcli: snapshot: {} / {} MiB",
+                state.len() >> 20,
+                total >> 20
+            );
+            shown = std::time::Instant::now();
+        }
+    }
+    if loud {
+        eprintln!();
+    }
+    if state.len() as u64 != total || crc32fast::hash(&state) != crc {
+        return Err(format!(
+            "the image read ({} bytes) does not match its size ({total}) or checksum; try again",
+            state.len()
+        ));
+    }
+    let bytes = proto::backup::encode(index, term, &state);
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = file
+        .file_name()
+        .ok_or_else(|| format!("{} is not a file name", file.display()))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)?;
+        std::fs::File::open(&dir)?.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot write {}: {e}", file.display()));
+    }
+    Ok((index, term, total))
 }
 
 /// Prints the outcome of a membership command.
