@@ -117,7 +117,13 @@ impl Attempts {
         let n = self.tried.len();
         let from = self.target;
         let hinted = match &failure {
-            Failure::WrongLeader { hint } => hint_index(*hint).filter(|&i| i != from),
+            // A hint to a node already tried this round is not followed: endpoints given
+            // without ids get ids by position, which need not be the nodes' real ids (after
+            // a membership change, say); following such a hint blindly could bounce between
+            // two nodes and never try the one that leads.
+            Failure::WrongLeader { hint } => {
+                hint_index(*hint).filter(|&i| i != from && !self.tried[i])
+            }
             Failure::Other(_) => None,
         };
         self.last[from] = Some(match failure {
@@ -125,7 +131,10 @@ impl Attempts {
             Failure::WrongLeader { hint } => format!("not the leader (hint n{hint})"),
             Failure::Other(s) => s,
         });
-        let next = hinted.unwrap_or((from + 1) % n);
+        // Else the next node not tried this round; if every node was, the round is over.
+        let next = hinted
+            .or_else(|| (1..n).map(|k| (from + k) % n).find(|&i| !self.tried[i]))
+            .unwrap_or((from + 1) % n);
         let Some(left) = self
             .deadline
             .checked_duration_since(now)
@@ -209,15 +218,53 @@ mod tests {
             }
         );
         a.begin(t0);
-        // index 2 fails without a hint: rotate to index 0... already tried: round ends.
+        // index 2 fails without a hint: on to index 1, the one not tried this round.
         let n = a.failed(other(), ids, t0, 0.0);
         assert_eq!(
             n,
             Next::Retry {
-                target: 0,
+                target: 1,
+                wait: Duration::ZERO
+            }
+        );
+        a.begin(t0);
+        // every node tried: the round ends with a backoff.
+        let n = a.failed(other(), ids, t0, 0.0);
+        assert_eq!(
+            n,
+            Next::Retry {
+                target: 2,
                 wait: Duration::from_millis(5)
             }
         );
+    }
+
+    #[test]
+    fn hints_naming_the_wrong_endpoint_cannot_hide_the_leader() {
+        // Bare endpoints got ids 1, 2, 3 by position, but the nodes are really 1, 3, 4
+        // (after a membership change): the leader (real id 3) is at index 1, and the
+        // followers' hint "3" maps to index 2. Index 1 must still be tried in the first
+        // round, whatever the start.
+        let t0 = Instant::now();
+        for start in 0..3 {
+            let mut a = Attempts::new("put", 3, start, T, t0);
+            let mut reached = false;
+            for _ in 0..3 {
+                a.begin(t0).unwrap();
+                if a.target() == 1 {
+                    reached = true;
+                    break;
+                }
+                match a.failed(Failure::WrongLeader { hint: 3 }, ids, t0, 0.0) {
+                    Next::Retry { .. } => {}
+                    Next::GiveUp => unreachable!(),
+                }
+            }
+            assert!(
+                reached,
+                "start {start}: the leader's endpoint was never tried"
+            );
+        }
     }
 
     #[test]

@@ -515,6 +515,16 @@ fn join_cluster(
                     "node {id} is already a voter of the cluster at {ep}; a voter's data directory is never replaced: restart it with its own data directory (without --join), or remove it with `kvcli member remove {id}` and add a new node with a new id"
                 ));
             }
+            if me.addr.is_empty() {
+                // This member has appended the change (the configuration takes effect when
+                // appended, thesis §4.1) but not yet applied it (the address comes with the
+                // applied entry): ask again.
+                last = format!(
+                    "node {} at {ep} lists node {id} but has not applied its address yet",
+                    r.node_id
+                );
+                continue;
+            }
             if me.addr != listen.to_string() {
                 return Err(format!(
                     "the cluster has node {id} at {} but this node listens on {listen}; start it with --listen {} (or remove node {id} and add it again with the right address)",

@@ -180,10 +180,10 @@
 //!
 //! # Not implemented
 //!
-//! - **Joint consensus** (thesis §4.3): changes go one server at a time. The driver
-//!   ([`Node`]) and the KV server do not yet expose membership changes or leadership
-//!   transfer (only [`RawNode`] does), and a node that joins must be given the cluster's
-//!   bootstrap voter list (`Config::peers`) to replay the log from index 1.
+//! - **Joint consensus** (thesis §4.3): changes go one server at a time
+//!   ([`Node::propose_conf_change_with`], [`Node::transfer_leader_with`]). A node that
+//!   joins must be given the cluster's bootstrap voter list (`Config::peers`) to replay
+//!   the log from index 1 (`kvserver --join` asks a member for it).
 //! - Lease-based reads (reads use ReadIndex, which costs one heartbeat round per read
 //!   batch).
 //! - Flow control by bytes in flight (only by message count) and snapshot streaming from

@@ -605,7 +605,9 @@ fn status(eps: &[Endpoint], source: &str, timeout: Duration, w: Out) -> Result<E
         let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
         for (e, s) in &rows {
             table.push(vec![
-                e.id.to_string(),
+                // The node's own id (bare endpoints get ids by position, which need not be
+                // the real ones after a membership change).
+                if s.node_id != 0 { s.node_id } else { e.id }.to_string(),
                 e.addr.to_string(),
                 if s.learners.contains(&s.node_id) {
                     "learner".into()
