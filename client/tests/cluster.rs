@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -132,11 +132,7 @@ impl Cluster {
     fn start_restored(n: u64, restore: Option<&std::path::Path>) -> Cluster {
         for _attempt in 0..3 {
             let tmp = tempfile::tempdir().expect("tempdir");
-            let ls: Vec<TcpListener> = (0..n)
-                .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a probe port"))
-                .collect();
-            let addrs: Vec<SocketAddr> = ls.iter().map(|l| l.local_addr().unwrap()).collect();
-            drop(ls);
+            let addrs = kvserver::cli::free_loopback_ports(n as usize).expect("free ports");
             let peers = addrs
                 .iter()
                 .enumerate()
@@ -183,9 +179,7 @@ impl Cluster {
     /// started). Returns its id.
     fn add_node(&mut self) -> u64 {
         let id = self.nodes.len() as u64 + 1;
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
+        let addr = kvserver::cli::free_loopback_ports(1).expect("a free port")[0];
         let dir = self.nodes[0].dir.with_file_name(format!("n{id}"));
         let log = self.nodes[0].log.with_file_name(format!("n{id}.log"));
         self.nodes.push(Node {
@@ -379,6 +373,22 @@ impl Cluster {
         }
     }
 
+    /// After a fault: a probe write, then `ops` more operations completed (or given up)
+    /// by the clients counting in `done`, within the liveness bound.
+    fn under_load(&mut self, done: &AtomicU64, ops: u64, what: &str) {
+        self.probe(what);
+        let from = done.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        while done.load(Ordering::Relaxed) < from + ops {
+            assert!(
+                t0.elapsed() < LIVENESS,
+                "clients stalled after {what}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(5)); // polling a counter, bounded
+        }
+    }
+
     /// A write through a fresh Clerk must succeed within the liveness bound: the
     /// cluster makes progress.
     fn probe(&mut self, what: &str) {
@@ -519,19 +529,7 @@ fn faults_history_then_kill_all() {
 
     // Each fault state lasts until the clients completed some operations in it (or
     // gave up on them: an operation ends within its 5 s deadline either way).
-    let under_load = |c: &mut Cluster, what: &str| {
-        c.probe(what);
-        let from = done.load(Ordering::Relaxed);
-        let t0 = Instant::now();
-        while done.load(Ordering::Relaxed) < from + 40 {
-            assert!(
-                t0.elapsed() < LIVENESS,
-                "clients stalled after {what}\n{}",
-                c.logs()
-            );
-            std::thread::sleep(Duration::from_millis(5)); // polling a counter, bounded
-        }
-    };
+    let under_load = |c: &mut Cluster, what: &str| c.under_load(&done, 40, what);
     under_load(&mut c, "start");
     for round in 1..=3 {
         let l = c.leader();
@@ -830,19 +828,7 @@ fn replace_a_dead_node() {
             std::thread::spawn(move || worker(kv, lane, stop, done, 100_000, seed))
         })
         .collect();
-    let under_load = |c: &mut Cluster, what: &str| {
-        c.probe(what);
-        let from = done.load(Ordering::Relaxed);
-        let t0 = Instant::now();
-        while done.load(Ordering::Relaxed) < from + 30 {
-            assert!(
-                t0.elapsed() < LIVENESS,
-                "clients stalled after {what}\n{}",
-                c.logs()
-            );
-            std::thread::sleep(Duration::from_millis(5)); // polling a counter, bounded
-        }
-    };
+    let under_load = |c: &mut Cluster, what: &str| c.under_load(&done, 30, what);
     under_load(&mut c, "start");
     let l = c.leader();
     let dead = (1..=3).find(|&i| i != l).expect("a follower");

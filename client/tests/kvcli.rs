@@ -249,3 +249,53 @@ fn a_value_from_stdin_and_one_too_large_for_any_server() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert_eq!(f.st().seen.len(), seen, "nothing was sent");
 }
+
+#[test]
+fn snapshot_save_refuses_bad_destinations_and_writes_nothing_on_failure() {
+    let f = Fake::start(3);
+    f.st().leader = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let eps = f.endpoint_list();
+    let e = Some(eps.as_str());
+    std::fs::create_dir(dir.path().join("adir")).unwrap();
+    std::fs::write(dir.path().join("old.rkv"), b"keep me").unwrap();
+    for (args, says) in [
+        (
+            &["snapshot", "save", "adir", "--force"][..],
+            "is a directory",
+        ),
+        (
+            &["snapshot", "save", "nodir/x.rkv"][..],
+            "the directory nodir does not exist",
+        ),
+        (&["snapshot", "save", "old.rkv"][..], "exists"),
+        // The fake servers do not serve SnapshotChunk: every node is tried and named.
+        (
+            &["snapshot", "save", "new.rkv"][..],
+            "no node gave a snapshot",
+        ),
+        (
+            &["snapshot", "save", "old.rkv", "--force"][..],
+            "no node gave a snapshot",
+        ),
+    ] {
+        let o = kvcli(dir.path(), e, args);
+        expect(&o, 2, "");
+        assert!(
+            text(&o.stderr).contains(says),
+            "{args:?}: {}",
+            text(&o.stderr)
+        );
+    }
+    // Nothing written, nothing replaced, no temporary file left.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["adir", "old.rkv"]);
+    assert_eq!(
+        std::fs::read(dir.path().join("old.rkv")).unwrap(),
+        b"keep me"
+    );
+}

@@ -1129,8 +1129,8 @@ impl ApplyLoop {
         let index = self.machine.applied_index();
         if index == 0 || self.applied_term == 0 {
             reply.send(backup_error(
-                ErrorCode::Timeout,
-                "this node has applied nothing yet; retry in a moment or ask another node",
+                ErrorCode::Refused,
+                "nothing to back up: this node has applied no write yet (a new cluster holds no data until its first write; a node that just started catches up in a moment)",
             ));
             return;
         }

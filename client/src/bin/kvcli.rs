@@ -335,10 +335,21 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Snapshot(SnapshotCmd::Save { file, force }) => {
+            if file.is_dir() {
+                return Err(format!("{} is a directory; name a file", file.display()));
+            }
             if file.exists() && !force {
                 return Err(format!(
                     "{} exists; give another name, or --force to replace it",
                     file.display()
+                ));
+            }
+            let dir = backup_dir(file);
+            if !dir.is_dir() {
+                return Err(format!(
+                    "cannot write {}: the directory {} does not exist",
+                    file.display(),
+                    dir.display()
                 ));
             }
             // The leader's image is the freshest; any node's is consistent.
@@ -350,12 +361,14 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
             let order: Vec<usize> = (0..eps.len()).map(|i| (first + i) % eps.len()).collect();
             let mut last = String::new();
             for i in order {
-                match save_snapshot(&eps[i], file, timeout) {
-                    Ok((index, term, bytes)) => {
+                match fetch_image(&eps[i], timeout) {
+                    Ok((index, term, state)) => {
+                        let bytes = state.len();
+                        write_backup(file, &proto::backup::encode(index, term, &state))?;
                         if json {
                             print(
                                 &mut out,
-                                serde_json::json!({"file": file.display().to_string(), "node": eps[i].id,
+                                serde_json::json!({"file": file.display().to_string(), "address": eps[i].addr.to_string(),
                                                    "index": index, "term": term, "bytes": bytes})
                                 .to_string(),
                             );
@@ -363,8 +376,8 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                             print(
                                 &mut out,
                                 format!(
-                                    "saved the state of node {} at log index {index} (term {term}), {bytes} bytes, to {}",
-                                    eps[i].id,
+                                    "saved the state of the node at {} at log index {index} (term {term}), {bytes} bytes, to {}",
+                                    eps[i].addr,
                                     file.display()
                                 ),
                             );
@@ -372,7 +385,7 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
                         return Ok(ExitCode::SUCCESS);
                     }
                     Err(e) => {
-                        eprintln!("kvcli: node {} at {}: {e}", eps[i].id, eps[i].addr);
+                        eprintln!("kvcli: {}: {e}", eps[i].addr);
                         last = e;
                     }
                 }
@@ -410,14 +423,17 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
     }
 }
 
-/// Reads node `ep`'s key-value image chunk by chunk, checks its CRC and writes it to
-/// `file` atomically (a temporary file beside it, fsync, rename, fsync of the directory).
-/// Returns (index, term, bytes of state).
-fn save_snapshot(
-    ep: &Endpoint,
-    file: &std::path::Path,
-    timeout: Duration,
-) -> Result<(u64, u64, u64), String> {
+/// The directory a backup file goes into.
+fn backup_dir(file: &std::path::Path) -> std::path::PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
+/// Reads node `ep`'s key-value image chunk by chunk and checks its size and CRC.
+/// Returns (index, term, state).
+fn fetch_image(ep: &Endpoint, timeout: Duration) -> Result<(u64, u64, Vec<u8>), String> {
     use proto::kv::{ErrorCode, SnapshotChunkRequest};
     let stub = KvServiceClient::new(rpc::Channel::new(ep.addr));
     let call = |offset: u64, index: u64| {
@@ -462,18 +478,20 @@ fn save_snapshot(
             state.len()
         ));
     }
-    let bytes = proto::backup::encode(index, term, &state);
-    let dir = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
+    Ok((index, term, state))
+}
+
+/// Writes `bytes` to `file` atomically: a temporary file beside it, fsync, rename, fsync
+/// of the directory.
+fn write_backup(file: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = backup_dir(file);
     let name = file
         .file_name()
         .ok_or_else(|| format!("{} is not a file name", file.display()))?;
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, file)?;
         std::fs::File::open(&dir)?.sync_all()
@@ -482,7 +500,7 @@ fn save_snapshot(
         let _ = std::fs::remove_file(&tmp);
         return Err(format!("cannot write {}: {e}", file.display()));
     }
-    Ok((index, term, total))
+    Ok(())
 }
 
 /// Prints the outcome of a membership command.
