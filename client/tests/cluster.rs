@@ -852,6 +852,13 @@ fn replace_a_dead_node() {
     );
     let (_, err) = kvcli_expect(&c, &["member", "remove", "9"], 2);
     assert!(err.contains("not a member"), "{err}");
+    // The address of a member (here the leader's): refused, one address per node.
+    let taken = c.node(l).addr.to_string();
+    let (_, err) = kvcli_expect(&c, &["member", "add-learner", "4", &taken], 2);
+    assert!(
+        err.contains(&format!("is the address of node {l}")),
+        "{err}"
+    );
     assert_eq!(
         member_list(&c),
         before,

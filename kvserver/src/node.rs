@@ -606,6 +606,34 @@ impl KvService for KvHandlers {
                 return;
             }
         };
+        // One address, one node (etcd refuses a peer URL that exists, too): a second
+        // member at a member's address is a typo, or a replacement added before the node
+        // it replaces was removed.
+        let s = &self.shared;
+        let own = s
+            .listen_addr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .parse::<std::net::SocketAddr>()
+            .ok();
+        let holder = s
+            .peers
+            .all()
+            .into_iter()
+            .chain(own.map(|a| (s.id, a)))
+            .find(|&(id, a)| a == addr && id != req.node_id);
+        if let Some((other, _)) = holder {
+            reply.send(member_reply(
+                ErrorCode::Refused,
+                0,
+                format!(
+                    "{addr} is the address of node {other}; give node {} an address of its own, or remove node {other} first (`kvcli member remove {other}`) if the new node replaces it there",
+                    req.node_id
+                ),
+                0,
+            ));
+            return;
+        }
         let cc = conf_change(
             ConfChangeType::ConfChangeAddLearner,
             req.node_id,
