@@ -665,9 +665,18 @@ impl KvService for KvHandlers {
             }
             return;
         }
-        let img = s.backup.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut slot = s.backup.lock().unwrap_or_else(|p| p.into_inner());
+        let img = slot.clone();
         match img {
-            Some(img) if img.index == req.index => reply.send(backup_chunk(&img, req.offset)),
+            Some(img) if img.index == req.index => {
+                let chunk = backup_chunk(&img, req.offset);
+                if req.offset + chunk.chunk.len() as u64 >= chunk.total {
+                    // The last chunk: the image is not kept (it can be as large as the map).
+                    *slot = None;
+                }
+                drop(slot);
+                reply.send(chunk)
+            }
             _ => reply.send(backup_error(
                 ErrorCode::Timeout,
                 format!(
@@ -1176,7 +1185,9 @@ impl ApplyLoop {
                     crc: crc32fast::hash(&data),
                     data,
                 });
-                *shared.backup.lock().unwrap_or_else(|p| p.into_inner()) = Some(img.clone());
+                // Kept for the following chunks, if there are any.
+                *shared.backup.lock().unwrap_or_else(|p| p.into_inner()) =
+                    (img.data.len() > BACKUP_CHUNK).then(|| img.clone());
                 reply.send(backup_chunk(&img, 0));
             });
         if let Err(e) = spawned {
