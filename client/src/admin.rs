@@ -70,14 +70,26 @@ impl AdminReply for MemberChangeReply {
     }
 }
 
-impl AdminReply for MemberListReply {
+/// A MemberList answer, and whether its leader is among the Clerk's endpoints.
+struct ListReply {
+    reply: MemberListReply,
+    leader_reachable: bool,
+}
+
+impl AdminReply for ListReply {
     fn parts(&self) -> (i32, u64, &str) {
-        // A follower's view may lag: ask the leader it names (if it names one).
-        if self.err == ErrorCode::Ok as i32 && self.leader_id != 0 && self.leader_id != self.node_id
+        let r = &self.reply;
+        // A follower's view may lag: ask the leader it names, if it names one this Clerk
+        // can reach. A leader outside the endpoints (added by a membership change) cannot
+        // be asked: the follower's view is the answer then (it names that leader).
+        if r.err == ErrorCode::Ok as i32
+            && r.leader_id != 0
+            && r.leader_id != r.node_id
+            && self.leader_reachable
         {
-            return (ErrorCode::WrongLeader as i32, self.leader_id, "");
+            return (ErrorCode::WrongLeader as i32, r.leader_id, "");
         }
-        (self.err, 0, &self.error_text)
+        (r.err, 0, &r.error_text)
     }
 }
 
@@ -150,16 +162,25 @@ impl Clerk {
     }
 
     /// The cluster's members (voters and learners with their addresses) as the leader sees
-    /// them (a follower's answer is used only while no leader is known).
+    /// them (a follower's answer is used only while no leader is known, or when the leader
+    /// it names is not among this Clerk's endpoints).
     ///
     /// # Errors
     /// [`Error::DeadlineExceeded`] when no node answered in time.
     pub fn members(&self) -> Result<Members> {
-        let r = self.admin("member list", |t, timeout| {
-            self.inner()
-                .node(t)
-                .member_list(&MemberListRequest {}, timeout)
-        })?;
+        let r = self
+            .admin("member list", |t, timeout| {
+                let reply = self
+                    .inner()
+                    .node(t)
+                    .member_list(&MemberListRequest {}, timeout)?;
+                let leader_reachable = self.inner().index_of(reply.leader_id).is_some();
+                Ok(ListReply {
+                    reply,
+                    leader_reachable,
+                })
+            })?
+            .reply;
         Ok(Members {
             from: r.node_id,
             leader: r.leader_id,

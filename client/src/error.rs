@@ -21,6 +21,9 @@ pub enum Error {
         attempts: u32,
         /// Per server, in endpoint order: how often it was tried and its last answer.
         nodes: Vec<NodeOutcome>,
+        /// A node the servers named as leader that is not among the endpoints (one added
+        /// by a membership change): add it to the endpoints.
+        unknown_leader: Option<u64>,
     },
     /// A server refused the request as invalid (e.g. a value over its configured maximum);
     /// retrying cannot help. Not applied.
@@ -61,6 +64,7 @@ impl fmt::Display for Error {
                 elapsed,
                 attempts,
                 nodes,
+                unknown_leader,
             } => {
                 write!(
                     f,
@@ -77,7 +81,18 @@ impl fmt::Display for Error {
                         None => write!(f, "n{} {} not tried", n.id, n.addr)?,
                     }
                 }
-                if *op != "get" {
+                if let Some(id) = unknown_leader {
+                    write!(
+                        f,
+                        ". Node {id}, which the nodes name as the leader, is not among the \
+                         endpoints (added by a membership change?): add it to the endpoints \
+                         (`kvcli member list` shows its address)"
+                    )?;
+                    if *op != "get" {
+                        f.write_str("; the write may or may not have been applied")?;
+                    }
+                    Ok(())
+                } else if *op != "get" {
                     f.write_str(
                         ". The write may or may not have been applied; check that a majority \
                          of the nodes is running and reachable (kvcli status)",

@@ -66,6 +66,9 @@ pub(crate) struct Attempts {
     attempts: u32,
     tries: Vec<u32>,
     last: Vec<Option<String>>,
+    /// The latest leader hint that names no endpoint (a node added by a membership change
+    /// that the caller's endpoint list lacks).
+    unknown_leader: Option<u64>,
 }
 
 impl Attempts {
@@ -83,6 +86,7 @@ impl Attempts {
             attempts: 0,
             tries: vec![0; n],
             last: vec![None; n],
+            unknown_leader: None,
         }
     }
 
@@ -116,6 +120,12 @@ impl Attempts {
     ) -> Next {
         let n = self.tried.len();
         let from = self.target;
+        if let Failure::WrongLeader { hint } = &failure
+            && *hint != 0
+            && hint_index(*hint).is_none()
+        {
+            self.unknown_leader = Some(*hint);
+        }
         let hinted = match &failure {
             // A hint to a node already tried this round is not followed: endpoints given
             // without ids get ids by position, which need not be the nodes' real ids (after
@@ -179,6 +189,7 @@ impl Attempts {
                     last: self.last[i].clone(),
                 })
                 .collect(),
+            unknown_leader: self.unknown_leader,
         }
     }
 }

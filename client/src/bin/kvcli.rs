@@ -185,6 +185,10 @@ fn run(cli: &Cli) -> Result<ExitCode, String> {
         .build();
     let explain = |e: Error| -> String {
         match e {
+            Error::DeadlineExceeded {
+                unknown_leader: Some(_),
+                ..
+            } => format!("{e}. Endpoints from {source}."),
             Error::DeadlineExceeded { .. } => format!(
                 "{e}. Endpoints from {source}. Is the cluster running? \
                  `cargo run --release --bin kvcluster` starts a local one; \
