@@ -451,7 +451,8 @@ fn fetch_image(ep: &Endpoint, timeout: Duration) -> Result<(u64, u64, Vec<u8>), 
     };
     let first = call(0, 0)?;
     let (index, term, total, crc) = (first.index, first.term, first.total, first.crc);
-    let mut state = Vec::with_capacity(total as usize);
+    // `total` is the server's word: reserve at most 64 MiB up front, grow past it as bytes come.
+    let mut state = Vec::with_capacity(total.min(64 << 20) as usize);
     state.extend_from_slice(&first.chunk);
     let loud = total > 8 << 20 && std::io::stderr().is_terminal();
     let mut shown = std::time::Instant::now();
