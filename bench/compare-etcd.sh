@@ -12,6 +12,13 @@
 # etcd's load generator spreads its connections over the 3 members (followers forward
 # to the leader); the Clerk sends everything to the leader.
 #
+# Two raftkv columns for the rows with more than one client: "threads" (kv-bench
+# --clients N: N threads, each a blocking Clerk call at a time) and "async" (kv-bench
+# --clients N --pipeline 1: N Clerks, each with one operation in flight, completed by
+# callbacks on the RPC I/O threads). etcd's load generator drives its N clients the
+# second way (N tokio tasks, each waiting for its reply before the next request); the
+# blocking threads cost the client machine 2-3x the CPU, on the same 2 cores.
+#
 # Needs: etcd 3.4 (Debian: apt-get install -y etcd-server etcd-client) and protoc
 # (apt-get install -y protobuf-compiler) to build the anchor's load generator. Without
 # etcd it says so and runs our rows only. Every run is bounded (--ops, and --max-secs 120);
@@ -107,6 +114,11 @@ for r in $ROWS; do
   j=$("$KVB" --spawn 3 --max-secs 120 --quiet --json "${a[@]}" "$ops")
   load=$(cut -d' ' -f1 /proc/loadavg)
   echo "{\"system\":\"raftkv\",\"row\":\"$r\",\"load1\":$load,\"run\":$j}" | tee -a "$OUT"
+  if [[ $r != *-c1 ]]; then
+    j=$("$KVB" --spawn 3 --max-secs 120 --quiet --json "${a[@]}" "$ops" --pipeline 1)
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    echo "{\"system\":\"raftkv-async\",\"row\":\"$r\",\"load1\":$load,\"run\":$j}" | tee -a "$OUT"
+  fi
 done
 
 echo
@@ -121,13 +133,17 @@ for line in open(sys.argv[1]):
     rows.setdefault(d["row"], {})[d["system"]] = d
 def f(x, nd=0):
     return "-" if x is None else f"{x:,.{nd}f}"
-print("| row | etcd ops/s | raftkv ops/s | ratio | etcd p50 ms | raftkv p50 ms | etcd p99 ms | raftkv p99 ms | raftkv p99.9 ms | load |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| row | client | etcd ops/s | raftkv ops/s | ratio | etcd p50 ms | raftkv p50 ms | etcd p99 ms | raftkv p99 ms | raftkv p99.9 ms | load |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+g = lambda d, key: None if d is None else d.get(key)
 for r in order:
-    e, k = rows[r].get("etcd", {}).get("run"), rows[r].get("raftkv", {}).get("run")
-    g = lambda d, key: None if d is None else d.get(key)
-    ratio = f"{k['ops_per_sec'] / e['ops_per_sec']:.1f}x" if e and k and e["ops_per_sec"] else "-"
-    load = "/".join(str(rows[r][s]["load1"]) for s in ("etcd", "raftkv") if s in rows[r])
-    print(f"| {r} | {f(g(e,'ops_per_sec'))} | {f(g(k,'ops_per_sec'))} | {ratio} | {f(g(e,'p50_ms'),2)} | "
-          f"{f(g(k,'p50_ms'),2)} | {f(g(e,'p99_ms'),2)} | {f(g(k,'p99_ms'),2)} | {f(g(k,'p999_ms'),2)} | {load} |")
+    e = rows[r].get("etcd", {}).get("run")
+    for system, client in (("raftkv", "threads"), ("raftkv-async", "async")):
+        if system not in rows[r]:
+            continue
+        k = rows[r][system]["run"]
+        ratio = f"{k['ops_per_sec'] / e['ops_per_sec']:.1f}x" if e and k and e["ops_per_sec"] else "-"
+        load = "/".join(str(rows[r][s]["load1"]) for s in ("etcd", system) if s in rows[r])
+        print(f"| {r} | {client} | {f(g(e,'ops_per_sec'))} | {f(g(k,'ops_per_sec'))} | {ratio} | {f(g(e,'p50_ms'),2)} | "
+              f"{f(g(k,'p50_ms'),2)} | {f(g(e,'p99_ms'),2)} | {f(g(k,'p99_ms'),2)} | {f(g(k,'p999_ms'),2)} | {load} |")
 EOF
