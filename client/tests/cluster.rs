@@ -419,6 +419,29 @@ fn text(v: Option<bytes::Bytes>) -> Option<String> {
 }
 
 /// One client lane: mixed operations on a few keys until `stop`, at most `max_ops`.
+/// One worker thread per Clerk, each recording into its own lane of `rec`; worker `i`
+/// uses seed `seed * (i + 1)`.
+fn spawn_workers(
+    clerks: impl IntoIterator<Item = Clerk>,
+    rec: &Recorder,
+    stop: &Arc<AtomicBool>,
+    done: &Arc<AtomicU64>,
+    max_ops: u32,
+    seed: u64,
+) -> Vec<std::thread::JoinHandle<()>> {
+    clerks
+        .into_iter()
+        .enumerate()
+        .map(|(i, kv)| {
+            let lane = rec.client();
+            let stop = Arc::clone(stop);
+            let done = Arc::clone(done);
+            let seed = seed * (i as u64 + 1);
+            std::thread::spawn(move || worker(kv, lane, stop, done, max_ops, seed))
+        })
+        .collect()
+}
+
 fn worker(
     kv: Clerk,
     lane: lincheck::ClientRecorder,
@@ -515,17 +538,7 @@ fn faults_history_then_kill_all() {
         .attempt_timeout(Duration::from_millis(150))
         .build();
     let clerks = [impatient, workers_clerk(&c), shared.clone(), shared];
-    let handles: Vec<_> = clerks
-        .into_iter()
-        .enumerate()
-        .map(|(i, kv)| {
-            let lane = rec.client();
-            let stop = Arc::clone(&stop);
-            let done = Arc::clone(&done);
-            let seed = 0x9e37_79b9 * (i as u64 + 1);
-            std::thread::spawn(move || worker(kv, lane, stop, done, 3000, seed))
-        })
-        .collect();
+    let handles = spawn_workers(clerks, &rec, &stop, &done, 3000, 0x9e37_79b9);
 
     // Each fault state lasts until the clients completed some operations in it (or
     // gave up on them: an operation ends within its 5 s deadline either way).
@@ -823,16 +836,8 @@ fn replace_a_dead_node() {
     let done = Arc::new(AtomicU64::new(0));
     // The Clerks know all four addresses (node 4's answers "connection refused" until it
     // runs), so they follow the leader to the new node at the end.
-    let handles: Vec<_> = (0..3)
-        .map(|i| {
-            let kv = workers_clerk(&c);
-            let lane = rec.client();
-            let stop = Arc::clone(&stop);
-            let done = Arc::clone(&done);
-            let seed = 0x51ed_270b * (i as u64 + 1);
-            std::thread::spawn(move || worker(kv, lane, stop, done, 100_000, seed))
-        })
-        .collect();
+    let clerks: Vec<Clerk> = (0..3).map(|_| workers_clerk(&c)).collect();
+    let handles = spawn_workers(clerks, &rec, &stop, &done, 100_000, 0x51ed_270b);
     let under_load = |c: &mut Cluster, what: &str| c.under_load(&done, 30, what);
     under_load(&mut c, "start");
     let l = c.leader();

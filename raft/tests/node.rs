@@ -146,12 +146,12 @@ fn three_nodes_over_channels_with_pipelined_persist() {
     three_nodes(true);
 }
 
-fn three_nodes(pipelined: bool) {
-    let net = LocalNetwork::new();
-    let mut ms: Vec<Member> = (1..=3)
+/// Nodes 1..=n on `net`, each over its own `MemStorage`.
+fn members(net: &LocalNetwork, n: u64, pipelined: bool) -> Vec<Member> {
+    (1..=n)
         .map(|id| {
             let storage = MemStorage::new();
-            let (node, apply) = spawn(&net, id, storage.clone(), pipelined);
+            let (node, apply) = spawn(net, id, storage.clone(), pipelined);
             Member {
                 node: Some(node),
                 apply,
@@ -161,7 +161,12 @@ fn three_nodes(pipelined: bool) {
                 last: 0,
             }
         })
-        .collect();
+        .collect()
+}
+
+fn three_nodes(pipelined: bool) {
+    let net = LocalNetwork::new();
+    let mut ms = members(&net, 3, pipelined);
     let t0 = Instant::now();
     let l = leader(&mut ms);
     eprintln!("elected n{} in {:?}", l + 1, t0.elapsed());
@@ -329,20 +334,7 @@ fn change(kind: ConfChangeType, id: u64, context: &str) -> ConfChange {
 #[test]
 fn membership_changes_and_leadership_transfer_through_the_driver() {
     let net = LocalNetwork::new();
-    let mut ms: Vec<Member> = (1..=4)
-        .map(|id| {
-            let storage = MemStorage::new();
-            let (node, apply) = spawn(&net, id, storage.clone(), false);
-            Member {
-                node: Some(node),
-                apply,
-                storage,
-                applied: Vec::new(),
-                changes: Vec::new(),
-                last: 0,
-            }
-        })
-        .collect();
+    let mut ms = members(&net, 4, false);
     // Node 4 is no voter (bootstrap voters 1-3), so it never leads here.
     let mut last = 0;
     for i in 0..20u32 {
