@@ -103,9 +103,10 @@ impl Clerk {
     ) -> Result<T> {
         let inner = self.inner();
         let mut at = inner.admin_attempts(op);
+        let mut asked = Vec::new();
         loop {
             let Some(timeout) = at.begin(Instant::now()) else {
-                return Err(at.give_up(self.endpoints(), Instant::now()));
+                return Err(at.give_up(&self.endpoints(), Instant::now()));
             };
             let target = at.target();
             let addr = self.endpoints()[target].addr;
@@ -153,10 +154,17 @@ impl Clerk {
                     }
                 }
             };
+            // A leader this Clerk does not know: look it up at the node that named it.
+            if let Failure::WrongLeader { hint } = failure
+                && inner.should_learn(hint, &mut asked)
+            {
+                inner.learn_from(target, hint, timeout);
+            }
+            at.grow(self.endpoints().len());
             let now = Instant::now();
             match at.failed(failure, |id| inner.index_of(id), now, rand::random()) {
                 Next::Retry { wait, .. } => std::thread::sleep(wait),
-                Next::GiveUp => return Err(at.give_up(self.endpoints(), now)),
+                Next::GiveUp => return Err(at.give_up(&self.endpoints(), now)),
             }
         }
     }
@@ -217,7 +225,7 @@ impl Clerk {
             node_id: id,
             addr: addr.to_string(),
         };
-        let r = self.admin(op, |t, timeout| call(self.inner().node(t), &req, timeout))?;
+        let r = self.admin(op, |t, timeout| call(&self.inner().node(t), &req, timeout))?;
         Ok(r.index)
     }
 

@@ -3,12 +3,13 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proto::kv::{
-    DeleteRequest, ErrorCode, GetReply, GetRequest, KvServiceClient, PutAppendRequest, WriteReply,
+    DeleteRequest, ErrorCode, GetReply, GetRequest, KvServiceClient, MemberListReply,
+    MemberListRequest, PutAppendRequest, WriteReply,
 };
 use rpc::{CallError, Channel, ClientRuntime};
 
@@ -83,8 +84,11 @@ impl ClerkBuilder {
             .collect();
         Clerk {
             inner: Arc::new(Inner {
-                endpoints: self.endpoints,
-                nodes,
+                topo: RwLock::new(Arc::new(Topology {
+                    endpoints: self.endpoints,
+                    nodes,
+                })),
+                rt,
                 timing: self.timing,
                 leader: AtomicUsize::new(0),
                 sessions: Mutex::new(Vec::new()),
@@ -113,9 +117,18 @@ pub struct Clerk {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    endpoints: Vec<Endpoint>,
+/// The nodes a Clerk knows: the endpoints it was given, then any it learned from the
+/// cluster (a leader hint naming a node added by a membership change). It only grows, so
+/// an endpoint index stays valid in every later version.
+pub(crate) struct Topology {
+    pub(crate) endpoints: Vec<Endpoint>,
     nodes: Vec<KvServiceClient<Channel>>,
+}
+
+pub(crate) struct Inner {
+    topo: RwLock<Arc<Topology>>,
+    /// For the channels of learned nodes.
+    rt: ClientRuntime,
     timing: Timing,
     /// Endpoint index of the node that last completed an operation: where the next one
     /// goes first.
@@ -132,7 +145,7 @@ pub(crate) struct Inner {
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Clerk")
-            .field("endpoints", &self.endpoints)
+            .field("endpoints", &self.topo().endpoints)
             .field("leader", &self.leader.load(Ordering::Relaxed))
             .field("timing", &self.timing)
             .finish()
@@ -272,14 +285,65 @@ fn check_key(key: &[u8]) -> Result<()> {
 }
 
 impl Inner {
-    pub(crate) fn node(&self, index: usize) -> &KvServiceClient<Channel> {
-        &self.nodes[index]
+    /// The nodes known now.
+    pub(crate) fn topo(&self) -> Arc<Topology> {
+        Arc::clone(&self.topo.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn node(&self, index: usize) -> KvServiceClient<Channel> {
+        self.topo().nodes[index].clone()
+    }
+
+    /// Adds node `id` with the address `list` gives it, if it is not known yet. Returns
+    /// whether it is known now. The cluster's own word is trusted for this: a leader hint
+    /// and a member list come from the servers the caller chose.
+    pub(crate) fn learn(&self, id: u64, list: &MemberListReply) -> bool {
+        if self.index_of(id).is_some() {
+            return true;
+        }
+        let Some(addr) = list
+            .members
+            .iter()
+            .find(|m| m.id == id)
+            .and_then(|m| m.addr.parse::<std::net::SocketAddr>().ok())
+        else {
+            return false;
+        };
+        let mut t = self.topo.write().unwrap_or_else(PoisonError::into_inner);
+        if !t.endpoints.iter().any(|e| e.id == id) {
+            let mut endpoints = t.endpoints.clone();
+            let mut nodes = t.nodes.clone();
+            endpoints.push(Endpoint { id, addr });
+            nodes.push(KvServiceClient::new(self.rt.channel(addr)));
+            *t = Arc::new(Topology { endpoints, nodes });
+        }
+        true
+    }
+
+    /// After `target` named `hint` as leader: whether this is a node to look up (not
+    /// known, not looked up yet by this operation, whose `asked` list it joins).
+    pub(crate) fn should_learn(&self, hint: u64, asked: &mut Vec<u64>) -> bool {
+        if hint == 0 || self.index_of(hint).is_some() || asked.contains(&hint) {
+            return false;
+        }
+        asked.push(hint);
+        true
+    }
+
+    /// Asks node `target` (blocking) where node `id` is, and learns it.
+    pub(crate) fn learn_from(&self, target: usize, id: u64, timeout: Duration) {
+        if let Ok(list) = self
+            .node(target)
+            .member_list(&MemberListRequest {}, timeout)
+        {
+            self.learn(id, &list);
+        }
     }
 
     pub(crate) fn admin_attempts(&self, op: &'static str) -> Attempts {
         Attempts::new(
             op,
-            self.endpoints.len(),
+            self.topo().endpoints.len(),
             self.leader.load(Ordering::Relaxed),
             self.timing,
             Instant::now(),
@@ -287,7 +351,7 @@ impl Inner {
     }
 
     pub(crate) fn index_of(&self, id: u64) -> Option<usize> {
-        self.endpoints.iter().position(|e| e.id == id)
+        self.topo().endpoints.iter().position(|e| e.id == id)
     }
 
     fn checkout(&self) -> Session {
@@ -348,7 +412,7 @@ impl Inner {
     }
 
     fn call(&self, target: usize, req: &Request, timeout: Duration) -> Result<Raw, CallError> {
-        let n = &self.nodes[target];
+        let n = self.node(target);
         match req {
             Request::Get(r) => n.get(r, timeout).map(Raw::Get),
             Request::Put(r) => n.put(r, timeout).map(Raw::Write),
@@ -364,7 +428,7 @@ impl Inner {
         timeout: Duration,
         done: impl FnOnce(Result<Raw, CallError>) + Send + 'static,
     ) {
-        let n = &self.nodes[target];
+        let n = self.node(target);
         match req {
             Request::Get(r) => n.get_async(r, timeout, move |x| done(x.map(Raw::Get))),
             Request::Put(r) => n.put_async(r, timeout, move |x| done(x.map(Raw::Write))),
@@ -376,7 +440,7 @@ impl Inner {
     fn attempts(&self, req: &Request) -> Attempts {
         Attempts::new(
             req.name(),
-            self.endpoints.len(),
+            self.topo().endpoints.len(),
             self.leader.load(Ordering::Relaxed),
             self.timing,
             Instant::now(),
@@ -398,23 +462,33 @@ impl Inner {
 
     fn run_request(&self, req: &Request) -> Result<Outcome> {
         let mut at = self.attempts(req);
+        let mut asked = Vec::new();
         loop {
             let Some(timeout) = at.begin(Instant::now()) else {
-                return Err(at.give_up(&self.endpoints, Instant::now()));
+                return Err(at.give_up(&self.topo().endpoints, Instant::now()));
             };
             let target = at.target();
             let r = self.call(target, req, timeout);
-            match classify(self.endpoints[target].addr, r, timeout) {
+            match classify(self.topo().endpoints[target].addr, r, timeout) {
                 Answer::Done(o) => {
                     self.leader.store(target, Ordering::Relaxed);
                     return Ok(o);
                 }
                 Answer::Fatal(e) => return Err(e),
                 Answer::Retry(f) => {
+                    // A leader this Clerk does not know (added by a membership change):
+                    // ask the node that named it where it is, then follow the hint.
+                    if let Failure::WrongLeader { hint } = f
+                        && self.should_learn(hint, &mut asked)
+                    {
+                        self.learn_from(target, hint, timeout);
+                    }
+                    // Nodes learned, by this operation or another, join its rotation.
+                    at.grow(self.topo().endpoints.len());
                     let now = Instant::now();
                     match at.failed(f, |id| self.index_of(id), now, rand::random()) {
                         Next::Retry { wait, .. } => std::thread::sleep(wait),
-                        Next::GiveUp => return Err(at.give_up(&self.endpoints, now)),
+                        Next::GiveUp => return Err(at.give_up(&self.topo().endpoints, now)),
                     }
                 }
             }
@@ -435,6 +509,8 @@ struct Pending {
     req: Request,
     session: Option<Session>,
     at: Attempts,
+    /// Leader hints this operation looked up (see [`Inner::should_learn`]).
+    asked: Vec<u64>,
     done: Callback<Outcome>,
 }
 
@@ -451,7 +527,9 @@ impl Pending {
     /// backoffs go through the timer thread.
     fn send(mut self: Box<Self>) {
         let Some(timeout) = self.at.begin(Instant::now()) else {
-            let e = self.at.give_up(&self.inner.endpoints, Instant::now());
+            let e = self
+                .at
+                .give_up(&self.inner.topo().endpoints, Instant::now());
             return self.finish(Err(e));
         };
         let target = self.at.target();
@@ -464,25 +542,52 @@ impl Pending {
 
     fn answered(mut self: Box<Self>, target: usize, timeout: Duration, r: Result<Raw, CallError>) {
         let inner = Arc::clone(&self.inner);
-        match classify(inner.endpoints[target].addr, r, timeout) {
+        match classify(inner.topo().endpoints[target].addr, r, timeout) {
             Answer::Done(o) => {
                 inner.leader.store(target, Ordering::Relaxed);
                 self.finish(Ok(o));
             }
             Answer::Fatal(e) => self.finish(Err(e)),
             Answer::Retry(f) => {
-                let now = Instant::now();
-                match self
-                    .at
-                    .failed(f, |id| inner.index_of(id), now, rand::random())
+                // As in the blocking form: look up a leader this Clerk does not know, with
+                // a non-blocking MemberList to the node that named it, then go on.
+                if let Failure::WrongLeader { hint } = f
+                    && inner.should_learn(hint, &mut self.asked)
                 {
-                    Next::Retry { wait, .. } if wait.is_zero() => self.send(),
-                    Next::Retry { wait, .. } => inner.timer().schedule(now + wait, self),
-                    Next::GiveUp => {
-                        let e = self.at.give_up(&inner.endpoints, now);
-                        self.finish(Err(e));
-                    }
+                    let i2 = Arc::clone(&inner);
+                    inner.node(target).member_list_async(
+                        &MemberListRequest {},
+                        timeout,
+                        move |list| {
+                            if let Ok(list) = list {
+                                i2.learn(hint, &list);
+                            }
+                            self.retry(f);
+                        },
+                    );
+                    return;
                 }
+                self.retry(f);
+            }
+        }
+    }
+
+    /// After a failed attempt: the next one now, after a backoff (on the timer thread), or
+    /// the end.
+    fn retry(mut self: Box<Self>, f: Failure) {
+        let inner = Arc::clone(&self.inner);
+        // Nodes learned, by this operation or another, join its rotation.
+        self.at.grow(inner.topo().endpoints.len());
+        let now = Instant::now();
+        match self
+            .at
+            .failed(f, |id| inner.index_of(id), now, rand::random())
+        {
+            Next::Retry { wait, .. } if wait.is_zero() => self.send(),
+            Next::Retry { wait, .. } => inner.timer().schedule(now + wait, self),
+            Next::GiveUp => {
+                let e = self.at.give_up(&inner.topo().endpoints, now);
+                self.finish(Err(e));
             }
         }
     }
@@ -618,14 +723,16 @@ impl Clerk {
         }
     }
 
-    /// The cluster's endpoints, in the order given.
-    pub fn endpoints(&self) -> &[Endpoint] {
-        &self.inner.endpoints
+    /// The cluster's endpoints: those given, in their order, then any learned from the
+    /// cluster (a leader that joined by a membership change, found through a follower's
+    /// member list).
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.inner.topo().endpoints.clone()
     }
 
     /// The node this Clerk sends to first: the last one that completed an operation.
     pub fn leader(&self) -> Endpoint {
-        self.inner.endpoints[self.inner.leader.load(Ordering::Relaxed)]
+        self.inner.topo().endpoints[self.inner.leader.load(Ordering::Relaxed)]
     }
 
     /// The value of `key`, or `None` if it does not exist (never written, or deleted).
@@ -709,6 +816,7 @@ impl Clerk {
             req,
             session,
             at,
+            asked: Vec::new(),
             done: Box::new(done),
         })
         .send();

@@ -132,7 +132,9 @@ impl Attempts {
             // a membership change, say); following such a hint blindly could bounce between
             // two nodes and never try the one that leads.
             Failure::WrongLeader { hint } => {
-                hint_index(*hint).filter(|&i| i != from && !self.tried[i])
+                // (An index past this operation's endpoints: another operation learned that
+                // node since; this one goes on with the nodes it started with.)
+                hint_index(*hint).filter(|&i| i < n && i != from && !self.tried[i])
             }
             Failure::Other(_) => None,
         };
@@ -173,6 +175,16 @@ impl Attempts {
             .min(self.timing.backoff_max)
     }
 
+    /// The endpoints grew to `n` (nodes learned from the cluster): the new ones are
+    /// untried in this round.
+    pub fn grow(&mut self, n: usize) {
+        if n > self.tried.len() {
+            self.tried.resize(n, false);
+            self.tries.resize(n, 0);
+            self.last.resize(n, None);
+        }
+    }
+
     /// The error to return once [`Next::GiveUp`] was decided (or `begin` returned `None`).
     pub fn give_up(&self, endpoints: &[Endpoint], now: Instant) -> Error {
         Error::DeadlineExceeded {
@@ -181,6 +193,7 @@ impl Attempts {
             attempts: self.attempts,
             nodes: endpoints
                 .iter()
+                .take(self.tries.len())
                 .enumerate()
                 .map(|(i, e)| NodeOutcome {
                     id: e.id,

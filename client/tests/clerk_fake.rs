@@ -296,3 +296,62 @@ fn non_blocking_ops_back_off_and_give_up_at_the_deadline() {
         assert!(matches!(r, Err(Error::DeadlineExceeded { .. })), "{r:?}");
     }
 }
+
+/// After a membership change the leader may be a node the Clerk was never given: a
+/// follower's hint names it, the Clerk asks that follower's member list where it is, and
+/// goes there (blocking and non-blocking forms). A hint naming a node no member list
+/// knows ends in `DeadlineExceeded` that names it and says to add it.
+#[test]
+fn a_leader_missing_from_the_endpoints_is_learned_from_the_member_list() {
+    let f = Fake::start(3);
+    f.st().leader = 3;
+    let only_two: Vec<_> = f.endpoints[..2].to_vec();
+    let kv = Clerk::builder(only_two.clone())
+        .deadline(Duration::from_secs(20))
+        .attempt_timeout(Duration::from_millis(300))
+        .build();
+    kv.put("k", "v").expect("put through the learned leader");
+    assert_eq!(kv.get_string("k").unwrap().as_deref(), Some("v"));
+    assert_eq!(kv.endpoints().len(), 3, "{:?}", kv.endpoints());
+    assert_eq!(kv.endpoints()[2], f.endpoints[2]);
+    assert_eq!(kv.leader(), f.endpoints[2]);
+    let before = f.per_node()[2];
+    assert!(before >= 2, "node 3 served the put and the get");
+
+    // The non-blocking form learns too (a fresh Clerk).
+    let kv2 = Clerk::builder(only_two.clone())
+        .deadline(Duration::from_secs(20))
+        .attempt_timeout(Duration::from_millis(300))
+        .build();
+    let (tx, rx) = mpsc::channel();
+    kv2.put_async("k2", "v2", move |r| {
+        let _ = tx.send(r);
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("a callback")
+        .expect("async put through the learned leader");
+    assert_eq!(kv2.endpoints().len(), 3);
+
+    // A leader no member list knows: a clear error, not a hang.
+    f.st().leader = 9;
+    let kv3 = Clerk::builder(only_two)
+        .deadline(Duration::from_secs(3))
+        .attempt_timeout(Duration::from_millis(200))
+        .build();
+    let e = kv3.put("k", "w").expect_err("no node 9 anywhere");
+    assert!(
+        matches!(
+            e,
+            Error::DeadlineExceeded {
+                unknown_leader: Some(9),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("Node 9, which the nodes name as the leader, is not among the endpoints"),
+        "{text}"
+    );
+}

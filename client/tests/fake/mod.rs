@@ -15,8 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use client::Endpoint;
 use proto::kv::{
-    DeleteRequest, ErrorCode, GetReply, GetRequest, KvService, KvServiceServer, PutAppendRequest,
-    Role, StatusReply, StatusRequest, WriteReply,
+    DeleteRequest, ErrorCode, GetReply, GetRequest, KvService, KvServiceServer, Member,
+    MemberListReply, MemberListRequest, PutAppendRequest, Role, StatusReply, StatusRequest,
+    WriteReply,
 };
 use rpc::{Reply, Server, ServerBuilder};
 
@@ -55,6 +56,8 @@ pub struct St {
     /// How long a write handler holds its client id in flight (to make overlaps visible).
     pub hold: Duration,
     pub max_value: usize,
+    /// What MemberList lists: every fake node with its address (filled by `start`).
+    pub members: BTreeMap<u64, SocketAddr>,
 }
 
 pub struct Shared(Mutex<St>);
@@ -218,6 +221,28 @@ impl KvService for Node {
     fn delete(&self, r: DeleteRequest, reply: Reply<WriteReply>) {
         self.write(W::Delete, r.key, Bytes::new(), r.client_id, r.seq, reply);
     }
+    fn member_list(&self, _: MemberListRequest, reply: Reply<MemberListReply>) {
+        let st = self.shared.st();
+        let r = MemberListReply {
+            err: ErrorCode::Ok as i32,
+            error_text: String::new(),
+            members: st
+                .members
+                .iter()
+                .map(|(&id, a)| Member {
+                    id,
+                    addr: a.to_string(),
+                    learner: false,
+                })
+                .collect(),
+            leader_id: st.leader,
+            bootstrap_voters: st.members.keys().copied().collect(),
+            node_id: self.id,
+        };
+        drop(st);
+        reply.send(r);
+    }
+
     fn status(&self, _: StatusRequest, reply: Reply<StatusReply>) {
         let st = self.shared.st();
         let leader = st.leader;
@@ -278,6 +303,7 @@ impl Fake {
             });
             servers.push(Some(s));
         }
+        shared.st().members = endpoints.iter().map(|e| (e.id, e.addr)).collect();
         Fake {
             shared,
             servers,
