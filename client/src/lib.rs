@@ -61,10 +61,13 @@
 //!
 //! [`parse_endpoints`] reads `1=host:port,2=host:port,…` (ids as in `kvserver --peers`)
 //! or plain `host:port,…` (ids 1, 2, … by position). `kvcli` also reads
-//! `RAFTKV_ENDPOINTS` and the endpoints file that `kvcluster` writes.
+//! `RAFTKV_ENDPOINTS` and the endpoints file that `kvcluster` writes. When the followers
+//! name a leader the Clerk was not given (a node added by a membership change), the Clerk
+//! asks one of them for the member list and adds that node ([`Clerk::endpoints`] lists
+//! it from then on); nodes are never dropped from the list.
 //!
-//! Not done: reads served by followers or leases (every Get goes to the leader),
-//! cluster membership discovery (the Clerk knows only the endpoints it was given),
+//! Not done: reads served by followers or leases (every Get goes to the leader), a full
+//! refresh of the endpoint list from the membership (only a missing leader is added),
 //! cancellation of an operation in flight.
 
 mod admin;
